@@ -1,0 +1,213 @@
+"""Messages between the supervisor and a worker: the only module both sides import.
+
+Everything here is a small frozen dataclass that pickles cheaply over a
+multiprocessing Pipe. Nothing here imports torch or an engine.
+
+Conversation:
+
+    supervisor                         worker (spawned)
+    ----------                         ----------------
+    Process(target=worker_main, args=(WorkerConfig, conn))
+                                       <- Loaded | LoadFailed
+    Job                       ->
+                                       <- Progress (one per page or batch; resets the deadline)
+                                       <- JobDone | JobFailed (fatal=True: the worker exits next)
+    Shutdown                  ->       (the worker returns after the current job)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from daemon.settings import LimitsSettings, ModelSettings
+
+FaultKind = Literal[
+    "bad_input",  # the document cannot be read; an error sidecar, no retry
+    "oom",  # out of memory after the in-worker retries at lower resolution
+    "cuda_fatal",  # a sticky CUDA error: the context is poisoned, the worker exits
+    "empty_output",  # the model produced no text for a page that has some
+    "degenerate_output",  # the model repeated itself to the token limit
+    "engine_error",  # any other exception from the engine; the worker lives on
+    "load_error",  # the model could not be loaded
+    "crash",  # the worker died without a word (segfault, SIGKILL, os._exit)
+    "hang",  # the worker missed its deadline and was killed
+]
+
+# Faults after which the worker process is gone (or must go).
+FATAL_KINDS: frozenset[str] = frozenset({"cuda_fatal", "crash", "hang"})
+# Faults that send one file to the next model without blaming the current model.
+PER_FILE_KINDS: frozenset[str] = frozenset(
+    {"empty_output", "degenerate_output", "oom", "engine_error"}
+)
+
+# Worker exit codes: they carry meaning, like gunicorn's.
+EXIT_OK = 0
+EXIT_CUDA_FATAL = 3
+EXIT_LOAD_FAILED = 4
+EXIT_PROTOCOL = 5
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Everything a spawned worker needs; the heavy imports happen in the child."""
+
+    worker_id: int
+    model_name: str
+    model: ModelSettings
+    limits: LimitsSettings
+    device: str = "auto"
+    threads: int = 0
+    allow_download: bool = False
+    oom_retries: int = 2
+    oom_scale: float = 0.7
+    log_level: str = "info"
+    log_format: str = "auto"
+
+
+# --- supervisor -> worker -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: int
+    path: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    reason: str = "stop"
+
+
+# --- results -----------------------------------------------------------------
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One recognised line: the quadrilateral it sits in (clockwise from top-left)."""
+
+    text: str
+    box: tuple[Point, Point, Point, Point] | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A layout region from a model that gives structure (title, table, formula...)."""
+
+    category: str
+    text: str
+    box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 in page pixels
+
+
+@dataclass(frozen=True, slots=True)
+class PageText:
+    """What an engine returns for one page image."""
+
+    text: str
+    lines: tuple[Line, ...] = ()
+    blocks: tuple[Block, ...] = ()
+    rotation: int = 0  # degrees the page was turned (clockwise) before recognition
+    tokens: int | None = None  # generated tokens (VLMs)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PageResult:
+    index: int  # 0-based page number in the document
+    width: int  # pixels of the image given to the engine
+    height: int
+    text: PageText
+    seconds: float
+    scale: float = 1.0  # < 1 when the page was downscaled (limits or OOM retries)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """What is loaded and how: reported at load and copied into every .ocr.json."""
+
+    engine: str
+    model: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    attention: str = "none"
+    family: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuMemory:
+    device: int
+    allocated_bytes: int
+    reserved_bytes: int
+    peak_bytes: int
+    nvml_used_bytes: int | None = None
+    nvml_total_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentResult:
+    sha256: str  # of the bytes the worker actually read
+    size: int
+    format: str  # png, jpeg, tiff, webp, bmp, gif, pdf
+    page_count: int  # pages in the document
+    pages: tuple[PageResult, ...]
+    open_seconds: float
+    inference_seconds: float
+    engine: EngineInfo
+    memory: tuple[GpuMemory, ...] = ()
+    notes: tuple[str, ...] = ()  # e.g. the page limit that cut the document short
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    kind: FaultKind
+    message: str
+    exception_type: str | None = None
+    page: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+# --- worker -> supervisor -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    info: EngineInfo
+    load_seconds: float
+    memory: tuple[GpuMemory, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFailed:
+    fault: Fault
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    job_id: int
+    page: int  # 0-based index of the page (or first page of the batch) starting now
+    page_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobDone:
+    job_id: int
+    result: DocumentResult
+
+
+@dataclass(frozen=True, slots=True)
+class JobFailed:
+    job_id: int
+    fault: Fault
+    fatal: bool = False  # True: the worker exits right after this message
+    sha256: str | None = None  # of the bytes read, when they could be read
+    memory: tuple[GpuMemory, ...] = ()
+
+
+ToWorker = Job | Shutdown
+FromWorker = Loaded | LoadFailed | Progress | JobDone | JobFailed

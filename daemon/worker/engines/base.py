@@ -1,0 +1,75 @@
+"""The contract every engine fulfils, and the errors engines raise.
+
+An engine is built and used only inside a worker process. The worker opens the
+document, hands the engine RGB page images (in batches of `batch_size`), and
+turns what comes back into results; the engine never touches files or pipes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from daemon.protocol import EngineInfo, GpuMemory, PageText
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Where and how the worker runs the engine (from [worker] settings)."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # 0: let the engine decide
+    allow_download: bool = False
+
+
+class EngineError(Exception):
+    """An engine failed on a page; the worker lives on."""
+
+
+class ModelNotFoundError(EngineError):
+    """The model is not on this machine and downloads are not allowed."""
+
+
+class EmptyOutputError(EngineError):
+    """The model produced no text for a page (a VLM failure mode: fp16 NaNs, bad prompt)."""
+
+
+class DegenerateOutputError(EngineError):
+    """The model repeated a token or phrase until the token limit."""
+
+
+class Engine(ABC):
+    """A resident OCR engine. load() once, then recognize() many times."""
+
+    def __init__(self, name: str, runtime: Runtime) -> None:
+        self.name = name
+        self.runtime = runtime
+
+    @property
+    def batch_size(self) -> int:
+        """How many pages one recognize() call may take."""
+        return 1
+
+    @abstractmethod
+    def load(self) -> EngineInfo:
+        """Load the model; raise ModelNotFoundError or EngineError when it cannot."""
+
+    @abstractmethod
+    def recognize(self, pages: Sequence[Image.Image]) -> list[PageText]:
+        """Recognise RGB page images; one PageText per image, in order."""
+
+    def free_memory(self) -> None:
+        """Release cached accelerator memory (after an out-of-memory error)."""
+
+    def memory(self) -> tuple[GpuMemory, ...]:
+        """Accelerator memory readings since the last reset_peak(); empty on CPU."""
+        return ()
+
+    def reset_peak(self) -> None:
+        """Start a new peak-memory window (called before each job)."""
+
+    def close(self) -> None:
+        """Release the model."""
