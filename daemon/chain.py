@@ -1,0 +1,126 @@
+"""The fallback chain of models, and the backoff between worker restarts.
+
+Pure bookkeeping with an injectable clock: the supervisor asks, this module
+answers, and tests drive it without processes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from daemon.settings import RecoverySettings
+
+# Seconds to wait before the n-th consecutive restart: 0, 1, 1, 2, 3, 5, 8, ...
+# The first restart is immediate; repeated ones back off so a crash loop
+# does not spin on a GPU that needs a moment (or an operator).
+
+
+class RestartBackoff:
+    """Fibonacci delays between consecutive restarts, capped; reset by a success."""
+
+    def __init__(self, cap_seconds: float) -> None:
+        self.cap = cap_seconds
+        self._previous = 0.0
+        self._current = 0.0
+        self.restarts = 0
+
+    def next_delay(self) -> float:
+        """The delay before the next restart, advancing the sequence."""
+        delay = min(self._current, self.cap)
+        if self.restarts == 0:
+            self._previous, self._current = 0.0, 1.0
+        else:
+            self._previous, self._current = self._current, self._previous + self._current
+        self.restarts += 1
+        return delay
+
+    def reset(self) -> None:
+        self._previous = 0.0
+        self._current = 0.0
+        self.restarts = 0
+
+
+class ModelChain:
+    """Which model of the chain serves now, and when to move down or back up.
+
+    After `max_fatal_failures` fatal failures of the active model within
+    `failure_window_seconds`, or one failure to load it, the chain moves to the
+    next model. After `cooldown_seconds` on a fallback it tries the first model
+    again. When no model is left, `active` is None: the daemon must exit.
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        recovery: RecoverySettings,
+        clock: Callable[[], float],
+    ) -> None:
+        if not names:
+            raise ValueError("the chain needs at least one model")
+        self.names = list(names)
+        self.recovery = recovery
+        self.clock = clock
+        self.position: int | None = 0
+        self.demoted_at: float | None = None
+        self._failures: dict[str, deque[float]] = {name: deque() for name in names}
+
+    @property
+    def active(self) -> str | None:
+        return None if self.position is None else self.names[self.position]
+
+    @property
+    def exhausted(self) -> bool:
+        return self.position is None
+
+    def after(self, name: str) -> str | None:
+        """The model a single file moves to when `name` cannot do it."""
+        try:
+            index = self.names.index(name)
+        except ValueError:
+            return None
+        return self.names[index + 1] if index + 1 < len(self.names) else None
+
+    def record_fatal(self, name: str) -> bool:
+        """Count a fatal failure (crash, hang, sticky CUDA error) of `name`.
+
+        Returns True when that was one too many for the active model: the
+        caller should demote().
+        """
+        now = self.clock()
+        window = self._failures.setdefault(name, deque())
+        window.append(now)
+        while window and now - window[0] > self.recovery.failure_window_seconds:
+            window.popleft()
+        return name == self.active and len(window) >= self.recovery.max_fatal_failures
+
+    def recent_failures(self, name: str) -> int:
+        now = self.clock()
+        window = self._failures.get(name, deque())
+        return sum(1 for moment in window if now - moment <= self.recovery.failure_window_seconds)
+
+    def demote(self) -> str | None:
+        """Move to the next model; None when the chain is exhausted."""
+        if self.position is None:
+            return None
+        self.position = self.position + 1 if self.position + 1 < len(self.names) else None
+        self.demoted_at = self.clock()
+        if self.position is not None:
+            self._failures[self.names[self.position]].clear()
+        return self.active
+
+    def cooldown_due(self) -> bool:
+        """True when running on a fallback long enough to try the first model again."""
+        return (
+            self.position is not None
+            and self.position > 0
+            and self.demoted_at is not None
+            and self.clock() - self.demoted_at >= self.recovery.cooldown_seconds
+        )
+
+    def promote(self) -> str:
+        """Go back to the first model (after the cool-down)."""
+        self.position = 0
+        self.demoted_at = None
+        self._failures[self.names[0]].clear()
+        return self.names[0]

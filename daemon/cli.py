@@ -1,0 +1,199 @@
+"""Command line: run | once FILE... | doctor | bench, and --version.
+
+Exit codes carry meaning: 0 fine; 1 a file failed (`once`) or the daemon hit
+an error; 2 the settings or arguments are wrong (fix them before retrying);
+3 no model of the chain can run (systemd should restart us later).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon import __version__, logs
+from daemon.settings import Settings, SettingsError, load_settings
+
+EXIT_USAGE = 2
+
+log = structlog.get_logger("daemon.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ocr-inbox",
+        description="Watch inbox folders and write OCR text beside every image or PDF dropped there.",
+    )
+    parser.add_argument("--version", action="version", version=f"ocr-inbox {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            type=Path,
+            help="settings file (default: $OCR_INBOX_CONFIG, else ./settings.toml)",
+        )
+        sub.add_argument(
+            "--model",
+            metavar="PATH_OR_ID",
+            help="use this transformers model (a folder or a hub id in the local cache) instead of the chain in the settings",
+        )
+
+    run = commands.add_parser("run", help="run the daemon")
+    common(run)
+    run.add_argument(
+        "--inbox",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="inbox folder (repeatable); replaces watch.inboxes",
+    )
+    run.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="where the journal lives (state.dir)"
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="port of /metrics, /healthz, /readyz (metrics.port)",
+    )
+
+    once = commands.add_parser(
+        "once", help="process these files now and exit (0: all done, 1: any failed)"
+    )
+    common(once)
+    once.add_argument("files", type=Path, nargs="+", metavar="FILE")
+
+    doctor = commands.add_parser("doctor", help="say what this machine can run and why")
+    common(doctor)
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+
+    bench = commands.add_parser(
+        "bench", help="run the benchmarks under bench/ (see docs/benchmarks.md)"
+    )
+    bench.add_argument("parts", nargs="*", help="which parts to run (default: all)")
+    return parser
+
+
+def model_name_for(path_or_id: str) -> str:
+    """A short settings name for a --model argument: its last path component."""
+    tail = path_or_id.rstrip("/").split("/")[-1] or "model"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", tail)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    inboxes = getattr(args, "inbox", None)
+    if inboxes:
+        overrides.setdefault("watch", {})["inboxes"] = [str(path) for path in inboxes]
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir is not None:
+        overrides["state"] = {"dir": str(state_dir)}
+    port = getattr(args, "metrics_port", None)
+    if port is not None:
+        overrides["metrics"] = {"port": port}
+    model = getattr(args, "model", None)
+    if model:
+        name = model_name_for(model)
+        # Family "auto": recognised from the model's config at load.
+        overrides["models"] = {name: {"engine": "hf_vlm", "path": model}}
+        overrides.setdefault("worker", {})["chain"] = [name]
+    return overrides
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    settings, _ = load_settings(args.config, _overrides(args))
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "bench":
+        from daemon.bench import main as bench_main
+
+        return bench_main(args.parts)
+    try:
+        settings = _load(args)
+    except SettingsError as error:
+        print(f"ocr-inbox: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(settings.log.level, settings.log.format)
+    if args.command == "doctor":
+        from daemon.doctor import run_doctor
+
+        return run_doctor(settings, as_json=args.json, out=sys.stdout)
+    if args.command == "once":
+        return _once(settings, args.files)
+    return _run(settings, args)
+
+
+def _once(settings: Settings, files: list[Path]) -> int:
+    from daemon.journal import Journal
+    from daemon.metrics import Metrics
+    from daemon.supervisor import Supervisor
+    from daemon.watcher import is_ignored
+
+    paths: list[Path] = []
+    for file in files:
+        path = file.absolute()
+        reason = is_ignored(path) if path.suffix.lower() != "" else None
+        if reason is not None and "unsupported" in reason:
+            print(f"ocr-inbox: {file}: {reason}", file=sys.stderr)
+        paths.append(path)
+    supervisor = Supervisor(settings, journal=Journal.open(None), metrics=Metrics(), watch=False)
+    supervisor.add_files(paths)
+    return supervisor.run()
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.journal import Journal
+    from daemon.metrics import Metrics
+    from daemon.supervisor import Supervisor
+    from daemon.systemd import Notifier
+
+    journal = Journal.open(settings.state.dir)
+    metrics = Metrics()
+
+    def reload_settings() -> Settings:
+        return _load(args)
+
+    supervisor = Supervisor(
+        settings,
+        journal=journal,
+        metrics=metrics,
+        notifier=Notifier(),
+        reload_settings=reload_settings,
+    )
+    server = None
+    if settings.metrics.enabled:
+        from daemon.metrics_server import MetricsServer
+
+        server = MetricsServer(
+            metrics.registry, supervisor.ready_state, settings.metrics.host, settings.metrics.port
+        )
+        try:
+            server.start()
+        except OSError as error:
+            log.error(
+                "metrics.bind_failed",
+                host=settings.metrics.host,
+                port=settings.metrics.port,
+                error=error.strerror or str(error),
+            )
+            return 1
+        log.info("metrics.serving", host=settings.metrics.host, port=server.port)
+    try:
+        return supervisor.run()
+    finally:
+        if server is not None:
+            server.stop()
+        journal.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

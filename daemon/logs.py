@@ -1,0 +1,69 @@
+"""structlog set-up, called once in every process (supervisor and each worker).
+
+JSON lines when stdout is not a terminal (systemd, pipes), readable console
+lines on a TTY. Each line carries the process role so the interleaved output
+of supervisor and workers can be told apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+# Libraries that log chattily at INFO through the standard library.
+QUIET_LIBRARIES = ("RapidOCR", "rapidocr", "watchdog", "transformers", "PIL", "urllib3", "httpx")
+
+
+def wants_json(fmt: str) -> bool:
+    if fmt == "json":
+        return True
+    if fmt == "console":
+        return False
+    return not sys.stdout.isatty()
+
+
+def configure(level: str = "info", fmt: str = "auto", *, role: str = "supervisor") -> None:
+    """Route structlog (and the standard library's warnings) to stdout."""
+    numeric = LEVELS.get(level, logging.INFO)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_role(role),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if wants_json(fmt)
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, structlog.processors.UnicodeDecoder(), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    # Third-party libraries log through the standard library: keep their
+    # warnings (to stderr) and silence their INFO chatter.
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _add_role(role: str) -> Any:
+    def processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("role", role)
+        return event
+
+    return processor

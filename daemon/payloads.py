@@ -1,0 +1,116 @@
+"""What goes into the outputs: the Markdown text, the JSON document, the error sidecar."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+from typing import Any
+
+from daemon import __version__
+from daemon.protocol import DocumentResult, Fault, PageResult
+from daemon.tasks import FileTask
+
+SCHEMA_VERSION = 1
+PAGE_SEPARATOR = "\n\n---\n\n"
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def markdown(result: DocumentResult) -> str:
+    """The text of every page, pages separated by a horizontal rule."""
+    texts = [page.text.text.strip() for page in result.pages]
+    body = PAGE_SEPARATOR.join(texts).strip()
+    return body + "\n" if body else ""
+
+
+def _page(page: PageResult) -> dict[str, Any]:
+    text = page.text
+    return {
+        "index": page.index,
+        "width": page.width,
+        "height": page.height,
+        "rotation": text.rotation,
+        "scale": round(page.scale, 4),
+        "seconds": round(page.seconds, 4),
+        "tokens": text.tokens,
+        "text": text.text,
+        "lines": [
+            {
+                "text": line.text,
+                "box": [list(point) for point in line.box] if line.box is not None else None,
+                "confidence": line.confidence,
+            }
+            for line in text.lines
+        ],
+        "blocks": [
+            {"category": block.category, "text": block.text, "box": block.box}
+            for block in text.blocks
+        ],
+        "notes": list(page.notes),
+        "details": text.details,
+    }
+
+
+def success(
+    task: FileTask, result: DocumentResult, model_name: str, timings: dict[str, float]
+) -> dict[str, Any]:
+    """The .ocr.json document (outputs.write_success adds generator and markdown hash)."""
+    info = result.engine
+    return {
+        "schema": SCHEMA_VERSION,
+        "version": __version__,
+        "created_at": _now_iso(),
+        "input": {
+            "name": task.name,
+            "sha256": result.sha256,
+            "size": result.size,
+            "format": result.format,
+            "pages": result.page_count,
+            "pages_processed": len(result.pages),
+        },
+        "model": {
+            "name": model_name,
+            "engine": info.engine,
+            "family": info.family,
+            "device": info.device,
+            "dtype": info.dtype,
+            "attention": info.attention,
+            "details": info.details,
+        },
+        "timings": {key: round(value, 4) for key, value in timings.items()},
+        "fallback_trail": list(task.trail),
+        "memory": [asdict(reading) for reading in result.memory],
+        "notes": list(result.notes),
+        "pages": [_page(page) for page in result.pages],
+    }
+
+
+def failure(
+    task: FileTask,
+    fault: Fault,
+    *,
+    sha256: str | None,
+    model_name: str | None,
+    summary: str,
+) -> dict[str, Any]:
+    """The .ocr.error.json document: what failed, why, and what was tried."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "version": __version__,
+        "created_at": _now_iso(),
+        "input": {"name": task.name, "sha256": sha256 or task.sha256, "size": task.size},
+        "error": {
+            "kind": fault.kind,
+            "code": fault.detail.get("code"),
+            "message": fault.message,
+            "summary": summary,
+            "exception_type": fault.exception_type,
+            "page": fault.page,
+            "model": model_name,
+            "detail": fault.detail,
+        },
+        "fallback_trail": list(task.trail),
+        "retry": "the file is not retried until its content changes (or its outputs are removed and the daemon restarts)",
+    }

@@ -1,0 +1,37 @@
+"""A file on its way through the daemon: what the supervisor remembers about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.protocol import DocumentResult
+
+
+@dataclass(eq=False)
+class FileTask:
+    path: Path
+    inbox: Path
+    sha256: str  # content admitted (the worker reports what it actually read)
+    size: int
+    mtime_ns: int
+    admitted_at: float  # monotonic: end-to-end latency starts here
+    admitted_wall: float  # unix time, for the outputs
+    settle_seconds: float | None = None  # from first sight to stable, when the watcher knows
+    queued_at: float = 0.0
+    dispatched_at: float | None = None
+    job_id: int | None = None
+    # The model this one file must go to, when an earlier model could not do it
+    # (empty or degenerate output, or it killed that model's worker too often).
+    model_override: str | None = None
+    trail: list[dict[str, Any]] = field(default_factory=list)
+    # A result whose outputs could not be written yet (disk full): retried
+    # without running the model again.
+    unwritten: DocumentResult | None = None
+    not_before: float = 0.0  # monotonic; a delayed retry waits until then
+    forced: bool = False  # `once`: process even when outputs exist for this content
+
+    @property
+    def name(self) -> str:
+        return self.path.name

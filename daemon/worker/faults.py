@@ -1,0 +1,111 @@
+"""Classify a failure from the real exception type and message.
+
+The class decides what happens next (DESIGN.md, data flow step 6): a sticky
+CUDA error poisons the CUDA context of the whole process (PyTorch does not
+reset it), so the worker must exit; an out-of-memory error is recoverable in
+the same process; bad input is final for that content. torch is never
+imported here: exceptions are recognised by class name and module, so the
+supervisor can use this module too.
+"""
+
+from __future__ import annotations
+
+import re
+
+from daemon.protocol import Fault, FaultKind
+
+# Messages of errors after which the CUDA context is unusable. Sources: the
+# CUDA runtime's error strings (cudaErrorAssert, cudaErrorIllegalAddress,
+# cudaErrorLaunchFailure, cudaErrorMisalignedAddress, cudaErrorIllegalInstruction,
+# cudaErrorECCUncorrectable, cudaErrorHardwareStackError, ...) as PyTorch
+# surfaces them, and cuBLAS/cuDNN execution failures that follow them.
+STICKY_CUDA_PATTERNS: dict[str, re.Pattern[str]] = {
+    "device_assert": re.compile(r"device-side assert triggered", re.I),
+    "illegal_address": re.compile(r"illegal memory access", re.I),
+    "launch_failure": re.compile(r"unspecified launch failure|launch failed", re.I),
+    "misaligned_address": re.compile(r"misaligned address", re.I),
+    "illegal_instruction": re.compile(r"illegal instruction", re.I),
+    "ecc": re.compile(r"uncorrectable ECC error|ECC error", re.I),
+    "hardware_stack": re.compile(r"hardware stack error", re.I),
+    "cublas": re.compile(r"CUBLAS_STATUS_EXECUTION_FAILED|CUBLAS_STATUS_INTERNAL_ERROR", re.I),
+    "cudnn": re.compile(r"CUDNN_STATUS_EXECUTION_FAILED|CUDNN_STATUS_INTERNAL_ERROR", re.I),
+    "launch_timeout": re.compile(r"the launch timed out and was terminated", re.I),
+    "gpu_lost": re.compile(
+        r"GPU is lost|fallen off the bus|CUDA driver version is insufficient|"
+        r"unknown error.*CUDA|CUDA error: unknown error",
+        re.I,
+    ),
+}
+
+OOM_PATTERN = re.compile(
+    r"CUDA out of memory|out of memory|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED|"
+    r"DefaultCPUAllocator: can't allocate memory|std::bad_alloc|MPS backend out of memory",
+    re.I,
+)
+
+
+def _qualified_names(exc: BaseException) -> set[str]:
+    return {f"{cls.__module__}.{cls.__name__}" for cls in type(exc).__mro__}
+
+
+def cuda_error_kind(message: str) -> str | None:
+    """The kind of sticky CUDA error a message names, or None."""
+    for kind, pattern in STICKY_CUDA_PATTERNS.items():
+        if pattern.search(message):
+            return kind
+    return None
+
+
+def is_oom(exc: BaseException) -> bool:
+    names = _qualified_names(exc)
+    if "torch.OutOfMemoryError" in names or "torch.cuda.OutOfMemoryError" in names:
+        return True
+    if isinstance(exc, MemoryError):
+        return True
+    return bool(OOM_PATTERN.search(str(exc))) and cuda_error_kind(str(exc)) is None
+
+
+def classify(exc: BaseException) -> FaultKind:
+    """Map an exception raised while loading or recognising to a fault kind."""
+    # Local imports: these modules are cheap, but keep this module importable
+    # without PIL in the supervisor's minimal paths.
+    from daemon.documents import BadInputError
+    from daemon.worker.engines.base import (
+        DegenerateOutputError,
+        EmptyOutputError,
+        ModelNotFoundError,
+    )
+
+    if isinstance(exc, BadInputError):
+        return "bad_input"
+    if isinstance(exc, EmptyOutputError):
+        return "empty_output"
+    if isinstance(exc, DegenerateOutputError):
+        return "degenerate_output"
+    if isinstance(exc, ModelNotFoundError):
+        return "load_error"
+    message = str(exc)
+    if cuda_error_kind(message) is not None:
+        return "cuda_fatal"
+    if is_oom(exc):
+        return "oom"
+    return "engine_error"
+
+
+def describe(exc: BaseException, *, page: int | None = None) -> Fault:
+    """A Fault for the protocol: kind, message and the exception's type."""
+    kind = classify(exc)
+    detail: dict[str, str] = {}
+    if kind == "cuda_fatal":
+        detail["cuda_kind"] = cuda_error_kind(str(exc)) or "unknown"
+    code = getattr(exc, "code", None)
+    if kind == "bad_input" and isinstance(code, str):
+        detail["code"] = code
+    message = str(exc).strip() or type(exc).__name__
+    return Fault(
+        kind=kind,
+        message=message[:2000],
+        exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        page=page,
+        detail=detail,
+    )

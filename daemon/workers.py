@@ -1,0 +1,138 @@
+"""One worker process as the supervisor sees it: a spawned child, a pipe, a sentinel.
+
+The supervisor never blocks on a worker: it waits on the pipe and the process
+sentinel together (multiprocessing.connection.wait), so a worker that dies
+mid-job is noticed at once, and a worker that hangs is noticed by its deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass, field
+from enum import StrEnum
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
+
+from daemon.protocol import EngineInfo, FromWorker, ToWorker, WorkerConfig
+from daemon.worker import run_worker
+
+if TYPE_CHECKING:
+    from daemon.tasks import FileTask
+
+# spawn, never fork: a forked child would inherit the supervisor's threads and
+# locks, and CUDA cannot be used in a forked child at all.
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class WorkerState(StrEnum):
+    LOADING = "loading"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"  # told to stop (or killed); waiting for the sentinel
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    slot: str  # "0", "1", ... for the active model; "fallback:<model>" for per-file fallbacks
+    model_name: str
+    generation: int  # settings generation it was started with (SIGHUP bumps it)
+    process: BaseProcess
+    conn: Connection
+    started_at: float
+    deadline: float | None  # monotonic; None while idle
+    state: WorkerState = WorkerState.LOADING
+    info: EngineInfo | None = None
+    task: FileTask | None = None
+    idle_since: float | None = None
+    kill_at: float | None = None  # after SIGTERM, when SIGKILL follows
+    exit_reason: str | None = (
+        None  # why we expect it to be gone: stop, hang, cuda_fatal, load_error
+    )
+    pages_done: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def spawn(
+        cls, slot: str, config: WorkerConfig, generation: int, now: float, load_deadline: float
+    ) -> WorkerHandle:
+        parent_end, child_end = SPAWN.Pipe(duplex=True)
+        process = SPAWN.Process(
+            target=run_worker,
+            args=(config, child_end),
+            name=f"ocr-inbox-worker-{slot}",
+            daemon=True,
+        )
+        process.start()
+        child_end.close()  # the child has its copy; ours would hide EOF from it
+        return cls(
+            slot=slot,
+            model_name=config.model_name,
+            generation=generation,
+            process=process,
+            conn=parent_end,
+            started_at=now,
+            deadline=now + load_deadline,
+        )
+
+    @property
+    def sentinel(self) -> int:
+        return self.process.sentinel
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def serving(self) -> bool:
+        """Loaded and usable: idle or busy with a job."""
+        return self.state in (WorkerState.IDLE, WorkerState.BUSY)
+
+    def send(self, message: ToWorker) -> bool:
+        """Send a message; False when the pipe is broken (the sentinel will tell why)."""
+        try:
+            self.conn.send(message)
+            return True
+        except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
+            return False
+
+    def receive_all(self) -> list[FromWorker]:
+        """Every message waiting on the pipe, without blocking."""
+        messages: list[FromWorker] = []
+        try:
+            while self.conn.poll():
+                messages.append(self.conn.recv())
+        except (EOFError, ConnectionResetError, OSError):
+            pass  # the worker is gone; its sentinel fires too
+        return messages
+
+    def terminate(self, now: float, grace: float, reason: str) -> None:
+        """SIGTERM now, SIGKILL after `grace` seconds if it is still there."""
+        if self.exit_reason is None:
+            self.exit_reason = reason
+        if self.kill_at is not None:
+            return
+        self.state = WorkerState.STOPPING
+        self.kill_at = now + grace
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        if self.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signum)
+
+    def has_exited(self) -> bool:
+        return self.process.exitcode is not None or not self.process.is_alive()
+
+    def reap(self) -> int | None:
+        """Collect the exit status (the sentinel has fired); close our pipe end."""
+        self.process.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        return self.process.exitcode
