@@ -86,7 +86,7 @@ from typing import Protocol, cast
 
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from daemon.settings import LimitsSettings
 
@@ -373,7 +373,16 @@ def _decoding(format: str, where: str, notes: list[str]) -> Iterator[None]:
             yield
         notes.extend(f"decoder warning: {warning.message}" for warning in caught)
     except Image.DecompressionBombError as error:
-        raise BadInputError("page_too_large", f"{where}: {error}") from error
+        raise BadInputError(
+            "page_too_large", f"{where}: refused by Pillow's decompression-bomb guard ({error})"
+        ) from error
+    except UnidentifiedImageError as error:
+        # Pillow's own text names a BytesIO object; the cause is the header.
+        raise BadInputError(
+            "corrupt",
+            f"{where}: the {FORMAT_NAMES[format]} header is damaged or incomplete, "
+            "so the image cannot be identified",
+        ) from error
     except _DECODE_FAILURES as error:
         reason = str(error) or type(error).__name__
         raise BadInputError(
@@ -464,9 +473,13 @@ class _RasterPages:
                 pixels = pixels.transpose(method)
             if pixels.mode != "RGB":
                 pixels = pixels.convert("RGB")
+            elif pixels is image:
+                # The page must outlive the decoder's image, which is closed (or
+                # re-filled by the next TIFF page) once iteration moves on.
+                pixels = image.copy()
         scale = 1.0
         if target != original:
-            scale = target[0] / original[0]
+            scale = min(target[0] / original[0], target[1] / original[1])
             notes.append(
                 f"downscaled from {original[0]}x{original[1]} to {target[0]}x{target[1]} "
                 f"to fit limits.max_page_pixels ({self._limits.max_page_pixels:,})"
@@ -497,7 +510,7 @@ def _to_gray_or_rgb(image: Image.Image) -> Image.Image:
         return image.convert("L")
     if mode.startswith("I;16"):
         # Pillow's I;16 -> L conversion clips at 255, turning the page white.
-        return image.convert("I").point(lambda value: value / 257).convert("L")
+        return image.convert("I").point(lambda value: value / 257 + 0.5).convert("L")
     if mode in ("I", "F"):
         return _stretch_to_8_bit(image)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -526,10 +539,10 @@ def _stretch_to_8_bit(image: Image.Image) -> Image.Image:
     elif low >= 0 and high <= 255:
         return image.convert("L")
     elif low >= 0 and high <= 65535:
-        factor, offset = 1 / 257, 0.0  # 16-bit data that a decoder widened to 32 bits
+        factor, offset = 1 / 257, 0.5  # 16-bit data that a decoder widened to 32 bits
     else:
         factor = 255 / (high - low)
-        offset = -low * factor
+        offset = -low * factor + 0.5
     return image.point(lambda value: value * factor + offset).convert("L")
 
 
