@@ -144,6 +144,7 @@ class FaultRule(Section):
         "hang",
         "leak",
         "oom",
+        "oom_transient",
         "cuda_fatal",
         "empty",
         "degenerate",

@@ -642,8 +642,7 @@ class Supervisor:
         self.metrics.record_memory(message.memory)
         if message.fatal:
             # The worker exits on its own (EXIT_CUDA_FATAL); make sure it does.
-            worker.exit_reason = "cuda_fatal"
-            worker.terminate(now, self.settings.recovery.stop_grace_seconds, "cuda_fatal")
+            worker.expect_exit(now, self.settings.recovery.stop_grace_seconds, "cuda_fatal")
             self.metrics.cuda_errors.labels(kind="cuda_fatal").inc()
             if task is not None:
                 self._fatal_for_task(worker.model_name, task, "cuda_fatal", fault)

@@ -119,6 +119,14 @@ class WorkerHandle:
         self.kill_at = now + grace
         self._signal(signal.SIGTERM)
 
+    def expect_exit(self, now: float, grace: float, reason: str) -> None:
+        """The worker said it is exiting (a sticky CUDA error): let it, SIGKILL after `grace`."""
+        self.exit_reason = reason
+        self.state = WorkerState.STOPPING
+        self.deadline = None
+        if self.kill_at is None:
+            self.kill_at = now + grace
+
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
 

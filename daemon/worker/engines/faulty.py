@@ -1,0 +1,143 @@
+"""A fault-injection engine for tests and drills: it fails on command.
+
+Selected in the settings (`engine = "faulty"`) with rules that match file
+names (fnmatch) and fire with a probability. Each fault is the real thing, not
+a flag: `crash` exits the process, `segfault` raises SIGSEGV, `hang` stops
+answering, `leak` grows the process, and the CUDA-style faults raise the very
+messages PyTorch raises, so the same classification and recovery run as in
+production. Without a matching rule it "recognises" a page as a line naming
+the file and the page size, which tests can check.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import random
+import signal
+import time
+from collections.abc import Sequence
+
+from PIL import Image
+
+from daemon.documents import BadInputError
+from daemon.protocol import EngineInfo, Line, PageText
+from daemon.settings import FaultyModel
+from daemon.worker.engines.base import (
+    DegenerateOutputError,
+    EmptyOutputError,
+    Engine,
+    EngineError,
+    Runtime,
+)
+
+# Messages as PyTorch words them, so daemon.worker.faults sees what it would see on a GPU.
+CUDA_ASSERT_MESSAGE = (
+    "CUDA error: device-side assert triggered\n"
+    "CUDA kernel errors might be asynchronously reported at some other API call, "
+    "so the stacktrace below might be incorrect."
+)
+CUDA_OOM_MESSAGE = (
+    "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+    "15.59 GiB of which 1.02 GiB is free."
+)
+CRASH_EXIT_CODE = 70
+
+
+class FaultyEngine(Engine):
+    def __init__(self, name: str, model: FaultyModel, runtime: Runtime) -> None:
+        super().__init__(name, runtime)
+        self.model = model
+        seed = model.seed if model.seed is not None else random.SystemRandom().randrange(2**32)
+        # The pid takes part so a fresh worker after a crash draws anew.
+        self._random = random.Random(f"{seed}:{os.getpid()}")
+        self._document = ""
+        self._fault: str | None = None
+        self._full_area: int | None = None
+        self._leaked: list[bytearray] = []
+
+    def load(self) -> EngineInfo:
+        if self.model.load_fault == "error":
+            raise EngineError("injected load failure")
+        if self.model.load_fault == "crash":
+            os._exit(CRASH_EXIT_CODE)
+        if self.model.load_fault == "hang":
+            _hang()
+        return EngineInfo(
+            engine="faulty",
+            model=self.name,
+            device="cpu",
+            dtype="none",
+            attention="none",
+            details={"rules": len(self.model.rules)},
+        )
+
+    def begin_job(self, name: str) -> None:
+        self._document = name
+        self._fault = None
+        self._full_area = None
+        for rule in self.model.rules:
+            if fnmatch.fnmatch(name, rule.match) and self._random.random() < rule.probability:
+                self._fault = rule.fault
+                break
+
+    def recognize(self, pages: Sequence[Image.Image]) -> list[PageText]:
+        self._inject(pages)
+        if self.model.page_seconds:
+            time.sleep(self.model.page_seconds * len(pages))
+        texts = []
+        for image in pages:
+            line = f"{self._document} {image.width}x{image.height}"
+            box = (
+                (0.0, 0.0),
+                (float(image.width), 0.0),
+                (float(image.width), float(image.height)),
+                (0.0, float(image.height)),
+            )
+            texts.append(PageText(text=line, lines=(Line(text=line, box=box, confidence=1.0),)))
+        return texts
+
+    def _inject(self, pages: Sequence[Image.Image]) -> None:
+        fault = self._fault
+        if fault is None:
+            return
+        if fault == "crash":
+            os._exit(CRASH_EXIT_CODE)
+        if fault == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+            _hang()  # not reached: the default SIGSEGV action ends the process
+        if fault == "hang":
+            _hang()
+        if fault == "leak":
+            block = bytearray(self.model.leak_megabytes * 1024 * 1024)
+            block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
+            self._leaked.append(block)
+            return
+        if fault == "oom":
+            raise RuntimeError(CUDA_OOM_MESSAGE)
+        if fault == "oom_transient":
+            # Out of memory at full size only: the worker's smaller retry fits.
+            area = max(image.width * image.height for image in pages)
+            if self._full_area is None:
+                self._full_area = area
+            if area >= self._full_area:
+                raise RuntimeError(CUDA_OOM_MESSAGE)
+            return
+        if fault == "cuda_fatal":
+            raise RuntimeError(CUDA_ASSERT_MESSAGE)
+        if fault == "empty":
+            raise EmptyOutputError("the model produced no text (injected)")
+        if fault == "degenerate":
+            raise DegenerateOutputError(
+                "the output repeated one phrase to the token limit (injected)"
+            )
+        if fault == "error":
+            raise EngineError("injected engine error")
+        if fault == "bad_input":
+            raise BadInputError("corrupt", "injected: the document is corrupt")
+        raise EngineError(f"unknown injected fault {fault!r}")
+
+
+def _hang() -> None:
+    while True:
+        time.sleep(3600)
