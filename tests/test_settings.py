@@ -1,0 +1,97 @@
+"""Settings: the TOML file, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.settings import Settings, SettingsError, load_settings
+from tests.support.daemon import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_settings_file_matches_the_defaults() -> None:
+    """The documented settings.toml states exactly the built-in defaults."""
+    from_file, path = load_settings(REPO / "settings.toml")
+    defaults = Settings()
+    assert path == REPO / "settings.toml"
+    for section in ("watch", "state", "limits", "worker", "recovery", "outputs", "metrics", "log"):
+        assert getattr(from_file, section) == getattr(defaults, section), section
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OCR_INBOX_<SECTION>__<KEY> beats the TOML file; the file beats the defaults."""
+    config = tmp_path / "s.toml"
+    config.write_text("[watch]\nsettle_seconds = 7\nrecursive = true\n")
+    monkeypatch.setenv("OCR_INBOX_WATCH__SETTLE_SECONDS", "1.5")
+    monkeypatch.setenv("OCR_INBOX_WORKER__CHAIN", '["rapid"]')
+    settings, _ = load_settings(config)
+    assert settings.watch.settle_seconds == 1.5
+    assert settings.watch.recursive is True
+    assert settings.worker.chain == ["rapid"]
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --config, $OCR_INBOX_CONFIG names the file."""
+    config = tmp_path / "elsewhere.toml"
+    config.write_text("[limits]\npdf_dpi = 150\n")
+    monkeypatch.setenv("OCR_INBOX_CONFIG", str(config))
+    settings, path = load_settings(None)
+    assert path == config
+    assert settings.limits.pdf_dpi == 150
+
+
+def test_command_line_overrides_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overrides passed by the CLI (--inbox, --state-dir) win over the environment."""
+    monkeypatch.setenv("OCR_INBOX_STATE__DIR", "/from/env")
+    settings, _ = load_settings(None, {"state": {"dir": "/from/cli"}})
+    assert settings.state.dir == Path("/from/cli")
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[watch]\nsettle_secs = 2\n", "watch.settle_secs: unknown key"),
+        ("[limits]\npdf_dpi = 5\n", "limits.pdf_dpi"),
+        ('[worker]\nchain = ["nope"]\n', "worker.chain[0]: unknown model 'nope'"),
+        ("[wacth]\ninboxes = []\n", "wacth: unknown key"),
+        ('[models.q]\nengine = "hf_vlm"\n', "models.q.hf_vlm.path"),
+        ('[models.q]\nengine = "teleport"\n', "models.q"),
+        ("[watch\n", "not valid TOML"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, toml: str, named: str) -> None:
+    """Unknown keys, bad values and broken TOML raise SettingsError naming the key."""
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    assert named in str(caught.value)
+
+
+def test_unknown_environment_key_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt OCR_INBOX_ variable inside a section is refused, not ignored."""
+    monkeypatch.setenv("OCR_INBOX_WATCH__SETTLE", "3")
+    with pytest.raises(SettingsError, match=r"watch\.settle: unknown key"):
+        load_settings(None)
+
+
+def test_daemon_exits_2_on_bad_settings(tmp_path: Path) -> None:
+    """`ocr-inbox run` with a bad key stops at once with exit code 2 and names the key."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[limits]\nmax_pages = -3\n")
+    result = run_cli("run", "--config", str(config), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "limits.max_pages" in result.stderr
+    assert "greater than 0" in result.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    """An explicit --config that does not exist is a settings error (exit 2)."""
+    result = run_cli(
+        "once", "--config", str(tmp_path / "none.toml"), "x.png", cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 2
+    assert "settings file not found" in result.stderr
