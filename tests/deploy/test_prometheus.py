@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -103,7 +104,8 @@ def test_issue_alerts_exist_with_their_metrics() -> None:
     """The alerts the issue asks for exist and watch the intended series."""
     exprs = {rule["alert"]: " ".join(rule["expr"].split()) for rule in alert_rules()}
 
-    assert "ocr_inbox_worker_up == 0" in exprs["OcrInboxWorkerDown"]
+    assert "ocr_inbox_worker_up{" in exprs["OcrInboxWorkerDown"]
+    assert exprs["OcrInboxWorkerDown"].endswith("== 0")
     assert 'up{job="ocr-inbox"} == 0' in exprs["OcrInboxTargetDown"]
     assert "increase(ocr_inbox_worker_restarts_total[15m])" in exprs["OcrInboxWorkerRestarted"]
     assert 'ocr_inbox_cuda_errors_total{kind="cuda_fatal"}[15m]' in exprs["OcrInboxCudaFatalError"]
@@ -122,7 +124,9 @@ def test_scrape_job_name_matches_the_alerts() -> None:
     jobs = [job["job_name"] for job in config["scrape_configs"]]
 
     assert jobs == ["ocr-inbox"]
-    assert all('job="ocr-inbox"' in rule["expr"] for rule in alert_rules() if "up{" in rule["expr"])
+    target_rules = [rule for rule in alert_rules() if re.search(r"(?<![\w:])up\{", rule["expr"])]
+    assert len(target_rules) == 2
+    assert all('up{job="ocr-inbox"}' in rule["expr"] for rule in target_rules)
 
 
 # --- a real Prometheus server -------------------------------------------------------
