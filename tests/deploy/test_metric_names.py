@@ -11,6 +11,7 @@ from daemon.metrics import Metrics
 from tests.support.metric_names import (
     DASHBOARD,
     dashboard_queries,
+    names_declared_in_exposition,
     names_in_exposition,
     names_in_promql,
     names_used_by_deploy,
@@ -50,6 +51,13 @@ def test_deploy_files_use_only_exported_names() -> None:
     exported = names_in_exposition(generate_latest(touched_metrics().registry).decode())
 
     assert used - exported == set()
+
+
+def test_deploy_files_use_only_names_a_fresh_daemon_declares() -> None:
+    """Even before any event, a fresh registry's TYPE lines declare every name the deploy files use."""
+    declared = names_declared_in_exposition(generate_latest(Metrics().registry).decode())
+
+    assert names_used_by_deploy() - declared == set()
 
 
 def test_deploy_name_extraction_sees_both_files() -> None:

@@ -78,6 +78,31 @@ def names_in_exposition(text: str) -> set[str]:
     return names
 
 
+def names_declared_in_exposition(text: str) -> set[str]:
+    """Sample names a scrape declares through its # TYPE lines, samples or not.
+
+    A labelled metric that has not happened yet (no fallback, no GPU on this
+    machine) has a TYPE line but no sample; this still counts it as exported.
+    Handles both the text format (counters typed as `x_total`) and OpenMetrics
+    (counters typed as `x`).
+    """
+    names: set[str] = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 4 or parts[:2] != ["#", "TYPE"]:
+            continue
+        name, kind = parts[2], parts[3]
+        if kind == "counter":
+            names.add(name if name.endswith("_total") else name + "_total")
+        elif kind in ("histogram", "gaugehistogram"):
+            names |= {name + "_bucket", name + "_sum", name + "_count"}
+        elif kind == "summary":
+            names |= {name, name + "_sum", name + "_count"}
+        else:
+            names.add(name)
+    return names
+
+
 def _all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for panel in panels:
         yield panel

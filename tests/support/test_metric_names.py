@@ -5,7 +5,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from tests.support.metric_names import dashboard_queries, names_in_exposition, names_in_promql
+from tests.support.metric_names import (
+    dashboard_queries,
+    names_declared_in_exposition,
+    names_in_exposition,
+    names_in_promql,
+)
 
 
 def small_registry() -> CollectorRegistry:
@@ -78,3 +83,22 @@ def test_dashboard_queries_include_rows_and_variables() -> None:
         "ocr_inbox_b",
         "label_values(ocr_inbox_c, instance)",
     }
+
+
+def test_declared_names_include_metrics_that_have_not_happened() -> None:
+    """An untouched labelled counter or histogram is declared by TYPE though it has no sample."""
+    registry = CollectorRegistry()
+    Counter("ocr_inbox_fallbacks", "moves", ["to_model"], registry=registry)
+    Histogram("ocr_inbox_model_load_seconds", "loads", ["model"], registry=registry)
+    Gauge("ocr_inbox_gpu_memory_used_bytes", "used", ["device"], registry=registry)
+    expected = {
+        "ocr_inbox_fallbacks_total",
+        "ocr_inbox_model_load_seconds_bucket",
+        "ocr_inbox_model_load_seconds_sum",
+        "ocr_inbox_model_load_seconds_count",
+        "ocr_inbox_gpu_memory_used_bytes",
+    }
+
+    for text in (generate_latest(registry), generate_openmetrics(registry)):
+        assert expected <= names_declared_in_exposition(text.decode())
+        assert not expected & names_in_exposition(text.decode())
