@@ -501,6 +501,9 @@ class Supervisor:
         )
         self.workers.append(worker)
         self.restart_due.pop(slot, None)
+        # The series exists (at 0) from the first start, so "worker down" can
+        # fire for a worker that never manages to load.
+        self.metrics.worker_up.labels(worker=slot).set(0)
         log.info("worker.started", slot=slot, model=model, pid=worker.pid)
 
     def _wanted_model(self, worker: WorkerHandle) -> str | None:
@@ -691,6 +694,10 @@ class Supervisor:
             model=worker.model_name,
         )
         if reason in ("stop", "retired"):
+            if worker.slot.startswith("fallback:"):
+                # A retired per-file fallback slot is gone, not down.
+                with contextlib.suppress(KeyError):
+                    self.metrics.worker_up.remove(worker.slot)
             return
         if worker.info is None and reason != "load_error":
             # Died (or hung) while loading, without a word: the model cannot load.

@@ -59,6 +59,8 @@ class _FatalFault(Exception):
 def worker_main(config: WorkerConfig, conn: Connection) -> None:
     """Entry point of the spawned process (multiprocessing target)."""
     _die_with_parent()
+    # Only the supervisor speaks to systemd (NotifyAccess=main ignores us anyway).
+    os.environ.pop("NOTIFY_SOCKET", None)
     logs.configure(config.log_level, config.log_format, role=f"worker-{config.worker_id}")
     # Ctrl-C reaches the whole process group; the supervisor decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

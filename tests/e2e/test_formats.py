@@ -1,0 +1,111 @@
+"""End to end with the embedded engine: every supported format, through the running daemon."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support import pages
+from tests.support.daemon import base_settings, outputs_of, read_json, running_daemon
+
+pytestmark = pytest.mark.slow
+
+PAGE_ONE = ("Invoice number 48213 for the harbour office", "Delivered twelve boxes of copper wire")
+PAGE_TWO = ("Second page lists seven wooden crates", "Signed by the quartermaster")
+PAGE_THREE = ("Third page mentions the lighthouse keeper",)
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def recall(expected: tuple[str, ...], text: str) -> float:
+    wanted = words(" ".join(expected))
+    return len(wanted & words(text)) / len(wanted)
+
+
+def small_page(lines: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    # Half of A4 at 200 DPI keeps the CPU engine quick on a busy 2-core machine.
+    return pages.render_page(lines, width=1240, height=900, font_px=36, margin=60)
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Drop one file of each kind into a running daemon and wait for every output."""
+    root = tmp_path_factory.mktemp("formats")
+    inbox = root / "inbox"
+    inbox.mkdir()
+    one, two, three = small_page(PAGE_ONE), small_page(PAGE_TWO), small_page(PAGE_THREE)
+    settings = base_settings(inbox, root / "state")
+    files: dict[str, Path] = {}
+    with running_daemon(root, settings) as daemon:
+        daemon.wait_ready(timeout=120)
+        files["png"] = pages.save_png(one, inbox / "plain.png")
+        files["palette"] = pages.save_palette_png(one, inbox / "palette.png")
+        files["bilevel"] = pages.save_bilevel_tiff(one, inbox / "bilevel.tif")
+        files["multitiff"] = pages.save_multipage_tiff([one, two], inbox / "two-pages.tiff")
+        files["exif"] = pages.save_jpeg_with_orientation(one, inbox / "camera.jpg", orientation=6)
+        files["pdf"] = pages.save_pdf([one, two, three], inbox / "three-pages.pdf")
+        daemon.wait_for("file.done", count=len(files), timeout=600)
+        assert not daemon.find("file.failed")
+    return files
+
+
+@pytest.mark.parametrize("kind", ["png", "palette", "bilevel", "exif"])
+def test_single_page_formats_hold_the_known_words(processed: dict[str, Path], kind: str) -> None:
+    """PNG, palette PNG, 1-bit TIFF and a sideways-stored EXIF JPEG come out with the drawn words."""
+    found = outputs_of(processed[kind])
+    assert set(found) == {"md", "json"}
+    text = found["md"].read_text()
+    assert recall(PAGE_ONE, text) >= 0.9, text
+
+
+def test_multipage_tiff_has_every_page(processed: dict[str, Path]) -> None:
+    """Every page of a multi-page TIFF is recognised, in order."""
+    document = read_json(outputs_of(processed["multitiff"])["json"])
+    assert document["input"]["pages"] == 2
+    assert [page["index"] for page in document["pages"]] == [0, 1]
+    assert recall(PAGE_ONE, document["pages"][0]["text"]) >= 0.9
+    assert recall(PAGE_TWO, document["pages"][1]["text"]) >= 0.9
+
+
+def test_multipage_pdf_has_every_page(processed: dict[str, Path]) -> None:
+    """A three-page PDF gives three pages of text, separated in the Markdown."""
+    found = outputs_of(processed["pdf"])
+    document = read_json(found["json"])
+    assert document["input"]["format"] == "pdf"
+    assert len(document["pages"]) == 3
+    markdown = found["md"].read_text()
+    assert markdown.count("\n---\n") == 2
+    for page, expected in zip(document["pages"], (PAGE_ONE, PAGE_TWO, PAGE_THREE), strict=True):
+        assert recall(expected, page["text"]) >= 0.9
+
+
+def test_json_describes_engine_lines_and_input(processed: dict[str, Path]) -> None:
+    """The JSON names engine, device and dtype, holds lines with boxes and confidences, and the input hash."""
+    import hashlib
+
+    source = processed["png"]
+    document = read_json(outputs_of(source)["json"])
+    assert document["generator"] == "ocr-inbox"
+    assert document["input"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert document["model"]["engine"] == "rapid"
+    assert document["model"]["device"] == "cpu"
+    lines = document["pages"][0]["lines"]
+    assert len(lines) >= 2
+    for line in lines:
+        assert len(line["box"]) == 4
+        assert 0.0 <= line["confidence"] <= 1.0
+    assert {"queue_seconds", "inference_seconds", "total_seconds"} <= set(document["timings"])
+
+
+def test_inputs_are_never_modified(processed: dict[str, Path]) -> None:
+    """Every input is byte-for-byte what the worker read when it processed it."""
+    import hashlib
+
+    for source in processed.values():
+        document = read_json(outputs_of(source)["json"])
+        assert document["input"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert document["input"]["size"] == source.stat().st_size
