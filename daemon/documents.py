@@ -55,16 +55,35 @@ data is ``BadInputError`` with one of these codes (a real out-of-memory
                         PDF (whatever the name says), or a pixel format that has
                         no RGB conversion
     corrupt             the content starts like a supported format but cannot be
-                        decoded: truncated, bad checksums, broken structure, a PDF
-                        without a readable cross-reference table, an unreadable page
+                        decoded: truncated (a PNG without its IEND chunk, a JPEG
+                        without its end), broken headers or compressed data, a
+                        PDF that pdfium cannot parse even after its repair pass,
+                        a PDF page that cannot be loaded or has an invalid size
     encrypted           the PDF needs a password to open (or uses a security
-                        handler pdfium does not support)
+                        handler pdfium does not support); a PDF with only an
+                        owner (permissions) password opens normally
     no_pages            the PDF opens but its page tree has no pages
     page_too_large      a raster page has more pixels than limits.hard_max_page_pixels
-                        (or Pillow's decompression-bomb limit); refused before decoding
+                        (or Pillow's decompression-bomb limit): refused from the
+                        header, before decoding; or a PDF page so elongated that
+                        no render scale fits limits.max_page_pixels
     ==================  ========================================================
 
-A blank page is a normal page (a white image), not an error.
+The message is one sentence for a person ("page 2 is 100000x100000 = ... pixels,
+more than limits.hard_max_page_pixels ..."); pages are numbered from 1 there,
+while ``Page.index`` counts from 0. A blank page is a normal page (a white
+image), not an error. Errors inside ``pages()`` come when that page is reached:
+earlier pages have already been delivered.
+
+Memory: one page at a time. A raster page is decoded at full size before it is
+downscaled (except JPEG, reduced by the decoder), so the peak is about
+hard_max_page_pixels x 3 bytes (~540 MB at the default) plus the result; a PDF
+page needs at most 2 x max_page_pixels x 3 bytes (pdfium's bitmap and Pillow's
+copy of it, ~240 MB at the default), whatever its size in points.
+
+Known gap: libjpeg fills a JPEG whose scan data stops early but which still has
+its end marker with gray and only warns; Pillow does not pass that warning on,
+so such a file yields a partly gray page rather than "corrupt".
 
 Thread safety: pdfium is not thread-safe, and Pillow's ``LOAD_TRUNCATED_IMAGES``
 and the warnings filters used here are process-wide. The worker is
@@ -154,6 +173,8 @@ _ORIENTATION_TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _EXIF_ORIENTATION = 0x0112
+# The IEND chunk type and its CRC, a constant: the last 8 bytes of every complete PNG.
+_PNG_END_CHUNK = b"IEND\xaeB`\x82"
 _POINTS_PER_INCH = 72.0
 
 
@@ -407,6 +428,12 @@ class _RasterPages:
     """Pillow-decoded pages. Each pages() call opens its own Pillow image from the bytes."""
 
     def __init__(self, data: bytes, format: str, limits: LimitsSettings) -> None:
+        if format == "png" and data.rfind(_PNG_END_CHUNK) < 0:
+            # Pillow stops reading once the pixels are in, so a PNG cut off inside
+            # its last checksums still decodes; the missing end chunk gives it away.
+            raise BadInputError(
+                "corrupt", "the PNG ends before its IEND chunk: the file is truncated"
+            )
         self._data = data
         self.format = format
         self._limits = limits
