@@ -179,12 +179,16 @@ _POINTS_PER_INCH = 72.0
 
 
 class BadInputError(Exception):
-    """The input cannot be turned into pages; `code` says why for machines, `message` for people."""
+    """The input cannot be turned into pages; `code` says why for machines, `message` for people.
 
-    def __init__(self, code: str, message: str) -> None:
+    `page` is the 0-based index of the page that failed, when one page is to blame.
+    """
+
+    def __init__(self, code: str, message: str, *, page: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.page = page
 
 
 @dataclass(frozen=True)
@@ -380,8 +384,8 @@ def _unsupported_message(data: bytes, name: str, claimed: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _decoding(format: str, where: str, notes: list[str]) -> Iterator[None]:
-    """Turn decoder failures into BadInputError, and decoder warnings into notes."""
+def _decoding(format: str, where: str, notes: list[str], page: int | None = None) -> Iterator[None]:
+    """Turn decoder failures into BadInputError (blaming `page`), decoder warnings into notes."""
     # Another library in the process may have switched this on; truncated data
     # must fail here, not come out as half a page that the OCR reads as complete.
     truncated_allowed = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -393,9 +397,15 @@ def _decoding(format: str, where: str, notes: list[str]) -> Iterator[None]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             yield
         notes.extend(f"decoder warning: {warning.message}" for warning in caught)
+    except BadInputError as error:
+        if error.page is None:
+            error.page = page
+        raise
     except Image.DecompressionBombError as error:
         raise BadInputError(
-            "page_too_large", f"{where}: refused by Pillow's decompression-bomb guard ({error})"
+            "page_too_large",
+            f"{where}: refused by Pillow's decompression-bomb guard ({error})",
+            page=page,
         ) from error
     except UnidentifiedImageError as error:
         # Pillow's own text names a BytesIO object; the cause is the header.
@@ -403,11 +413,12 @@ def _decoding(format: str, where: str, notes: list[str]) -> Iterator[None]:
             "corrupt",
             f"{where}: the {FORMAT_NAMES[format]} header is damaged or incomplete, "
             "so the image cannot be identified",
+            page=page,
         ) from error
     except _DECODE_FAILURES as error:
         reason = str(error) or type(error).__name__
         raise BadInputError(
-            "corrupt", f"{where}: the {FORMAT_NAMES[format]} data is damaged ({reason})"
+            "corrupt", f"{where}: the {FORMAT_NAMES[format]} data is damaged ({reason})", page=page
         ) from error
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = truncated_allowed
@@ -457,13 +468,16 @@ class _RasterPages:
     def _check_size(self, size: tuple[int, int], index: int) -> None:
         width, height = size
         if width <= 0 or height <= 0:
-            raise BadInputError("corrupt", f"page {index + 1} has no pixels ({width}x{height})")
+            raise BadInputError(
+                "corrupt", f"page {index + 1} has no pixels ({width}x{height})", page=index
+            )
         limit = _hard_pixel_limit(self._limits)
         if width * height > limit:
             raise BadInputError(
                 "page_too_large",
                 f"page {index + 1} is {width}x{height} = {width * height:,} pixels, more than "
                 f"limits.hard_max_page_pixels ({limit:,}); refused before decoding",
+                page=index,
             )
 
     def pages(self, count: int) -> Iterator[Page]:
@@ -478,7 +492,7 @@ class _RasterPages:
 
     def _page(self, image: ImageFile.ImageFile, index: int) -> Page:
         notes: list[str] = []
-        with _decoding(self.format, f"page {index + 1}", notes):
+        with _decoding(self.format, f"page {index + 1}", notes, page=index):
             if image.tell() != index:
                 image.seek(index)  # TIFF only: every other format has one page
             original = image.size
@@ -626,7 +640,7 @@ class _PdfPages:
         dpi = self._limits.pdf_dpi
         max_pixels = self._limits.max_page_pixels
         where = f"page {index + 1} of {self.page_count}"
-        with _decoding("pdf", where, []):
+        with _decoding("pdf", where, [], page=index):
             page = self._pdf[index]
             try:
                 width_pt, height_pt = page.get_size()

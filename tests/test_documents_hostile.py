@@ -55,8 +55,9 @@ def text_image(width: int = 200, height: int = 120) -> Image.Image:
 
 
 def test_empty_file_is_empty_file() -> None:
-    """Zero bytes is 'empty_file', whatever the name."""
-    assert refusal(b"", name="scan.pdf").code == "empty_file"
+    """Zero bytes is 'empty_file', whatever the name, and blames no page."""
+    error = refusal(b"", name="scan.pdf")
+    assert (error.code, error.page) == ("empty_file", None)
 
 
 def test_file_above_max_file_bytes_is_too_large_before_parsing() -> None:
@@ -123,7 +124,7 @@ def test_truncated_images_are_corrupt_at_every_cut(pillow_format: str, params: d
 def test_truncated_jpeg_message_says_the_data_is_damaged() -> None:
     """A half JPEG's message names JPEG and truncation, for the operator reading the sidecar."""
     error = refusal(hostile.truncated(encoded(text_image(), "JPEG"), 0.5))
-    assert error.code == "corrupt"
+    assert (error.code, error.page) == ("corrupt", 0)
     assert "JPEG" in error.message and "truncated" in error.message
 
 
@@ -192,6 +193,7 @@ def test_later_tiff_page_over_the_hard_limit_is_refused_when_reached() -> None:
         with pytest.raises(BadInputError) as raised:
             next(iterator)
     assert raised.value.code == "page_too_large" and "page 2" in raised.value.message
+    assert raised.value.page == 1  # 0-based, like Page.index
 
 
 # --- the property: mutated files ------------------------------------------------------

@@ -236,7 +236,7 @@ def test_page_tree_pointing_at_a_missing_object_is_corrupt_when_rendered() -> No
         assert document.page_count == 1
         with pytest.raises(BadInputError) as raised:
             list(document.pages())
-    assert raised.value.code == "corrupt"
+    assert (raised.value.code, raised.value.page) == ("corrupt", 0)
     assert "page 1 of 1" in raised.value.message
 
 
