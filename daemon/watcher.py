@@ -1,0 +1,680 @@
+"""Finds files in the inboxes and hands each one on only once it is complete.
+
+Threads: one watchdog observer per inbox (inotify in native mode; polling for
+NFS/SMB, where no inotify events arrive) turns each event into a small record
+on a queue and does nothing else. The watcher's own thread owns all state: it
+stats, scans, settles (see daemon.stability) and calls `on_stable` and
+`already_final`, so both callbacks run on that thread, never concurrently.
+
+What is a candidate (see is_ignored): a regular file with a supported suffix,
+not hidden and not anyone's temp file. Symlinks are never followed: a symlink
+is never a candidate, whatever it points to (a target inside the inbox is
+processed under its own name; a target outside gets one log line), and in
+recursive mode symlinked folders are not descended into.
+
+Safety nets: a full scan at start (the backlog), every rescan_interval_seconds,
+and on rescan(); a scan of every folder that appears (inotify misses files
+created before the watch on a new folder is set). Scans ask `already_final`
+first, so finished files cost one stat each. Every second the inboxes are
+checked: one deleted (or replaced, or whose observer died) is re-attached, and
+created again when create_missing.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserverVFS
+
+from daemon.settings import WatchSettings
+from daemon.stability import FileState, SettleTracker
+
+log = structlog.get_logger(__name__)
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".pdf"}
+)
+OUTPUT_SUFFIXES = (".ocr.md", ".ocr.json", ".ocr.error.json")
+# daemon.outputs writes ".<name>.<random>.ocr-inbox.tmp" and renames it into place.
+OWN_TEMP_SUFFIX = ".ocr-inbox.tmp"
+_PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".filepart")
+_TEMPORARY_SUFFIXES = (".tmp", ".temp", "~")
+_INBOX_CHECK_SECONDS = 1.0
+_MAX_WAIT_SECONDS = 0.25
+_SCAN_STEPS_PER_TURN = 2000
+_HANDOFFS_PER_TURN = 256
+
+
+def _name_reason(name: str) -> str | None:
+    lowered = name.lower()
+    if name.startswith(".") and lowered.endswith(OWN_TEMP_SUFFIX):
+        return "own_temp"
+    if lowered.endswith(OUTPUT_SUFFIXES):
+        return "own_output"
+    if name.startswith(("~$", ".~lock")):
+        return "lock_file"
+    if lowered.startswith((".syncthing.", "~syncthing~")):
+        return "sync_temp"
+    if name.startswith("."):
+        return "hidden"
+    if lowered.endswith(_PARTIAL_SUFFIXES):
+        return "partial"
+    if lowered.endswith(_TEMPORARY_SUFFIXES):
+        return "temporary"
+    if os.path.splitext(lowered)[1] not in SUPPORTED_SUFFIXES:
+        return "unsupported_type"
+    return None
+
+
+def _parts_reason(parts: tuple[str, ...] | list[str]) -> str | None:
+    if not parts:
+        return "not_a_file"
+    if any(folder.startswith(".") for folder in parts[:-1]):
+        return "hidden"
+    return _name_reason(parts[-1])
+
+
+def is_ignored(path: Path, inbox: Path | None = None) -> str | None:
+    """Why a path is not ours (a short reason string), or None when it is a candidate by name.
+
+    Hidden means any component under the inbox starts with '.': with `inbox`
+    those are the components of path relative to it; without, every component
+    of a relative path, and only the name of an absolute one (the folders above
+    an inbox may well be hidden, e.g. ~/.local/inbox). Judged by name only:
+    symlinks and non-files are the watcher's business.
+    """
+    if inbox is not None:
+        try:
+            parts = path.relative_to(inbox).parts
+        except ValueError:
+            return "outside_inbox"
+    elif path.is_absolute():
+        parts = (path.name,)
+    else:
+        parts = path.parts
+    return _parts_reason(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A file that has stopped changing, handed on to the supervisor."""
+
+    path: Path  # absolute, inside `inbox`
+    inbox: Path  # the inbox root it was found under: os.path.abspath of the configured path
+    size: int
+    mtime_ns: int
+
+
+class _Change(NamedTuple):
+    """What an observer saw, as queued for the watcher's thread."""
+
+    inbox: Path
+    kind: Literal["file", "gone", "folder", "inbox_gone"]
+    path: str
+
+
+@dataclass(slots=True)
+class _Command:
+    run: Callable[[], None]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _ScanJob:
+    steps: Iterator[None]
+    full: bool
+    done: threading.Event | None = None
+
+
+@dataclass(slots=True)
+class _Inbox:
+    path: Path
+    real: str = ""  # realpath, to judge where symlinks point
+    observer: BaseObserver | None = None
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) when attached
+    problem: str | None = None  # the last problem logged, so each is logged once
+
+
+# Reading a file (the supervisor hashing it) is no change.
+_NOISE_EVENTS = frozenset({"opened", "closed_no_write"})
+
+
+class _ChangeForwarder(FileSystemEventHandler):
+    """Runs on an observer's thread: turns an event into _Change records and queues them, no I/O."""
+
+    def __init__(self, inbox: Path, post: Callable[[_Change], None]) -> None:
+        self._inbox = inbox
+        self._root = str(inbox)
+        self._post = post
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if kind in _NOISE_EVENTS:
+            return
+        source = os.fsdecode(event.src_path)
+        target = os.fsdecode(event.dest_path) if event.dest_path else ""
+        if event.is_directory:
+            if kind == "deleted" and source == self._root:
+                self._post(_Change(self._inbox, "inbox_gone", source))
+            elif kind == "created":
+                self._post(_Change(self._inbox, "folder", source))
+            elif kind == "moved" and target:
+                self._post(_Change(self._inbox, "folder", target))
+            return
+        if kind == "deleted":
+            self._post(_Change(self._inbox, "gone", source))
+        elif kind == "moved":
+            self._post(_Change(self._inbox, "gone", source))
+            if target:
+                self._post(_Change(self._inbox, "file", target))
+        else:
+            self._post(_Change(self._inbox, "file", source))
+
+
+def inbox_root(path: Path) -> Path:
+    """The form of an inbox path that Candidate.inbox carries (absolute, symlinks kept)."""
+    return Path(os.path.abspath(path))
+
+
+class Watcher:
+    """Watches the inboxes and calls on_stable(candidate) for each file once it has settled."""
+
+    def __init__(
+        self,
+        settings: WatchSettings,
+        on_stable: Callable[[Candidate], None],
+        *,
+        already_final: Callable[[Path, int, int], bool] = lambda p, s, m: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._on_stable = on_stable
+        self._already_final = already_final
+        self._clock = clock
+        self._tracker = SettleTracker(settings.settle_seconds)
+        self._inboxes: dict[Path, _Inbox] = {
+            root: _Inbox(root) for root in map(inbox_root, settings.inboxes)
+        }
+        self._changes: queue.SimpleQueue[_Change | _Command | None] = queue.SimpleQueue()
+        self._scans: deque[_ScanJob] = deque()
+        # What was handed on and is not known final yet: a rescan must not hand
+        # a queued file on again. Pruned by every full scan.
+        self._handed: dict[Path, tuple[int, int, int, int]] = {}
+        self._symlinks_noted: set[Path] = set()
+        self._thread: threading.Thread | None = None
+        self._lifecycle = threading.Lock()
+        self._running = False
+        self._stopping = threading.Event()
+        self._next_rescan = 0.0
+        self._next_inbox_check = 0.0
+
+    # --- public ---------------------------------------------------------------
+
+    @property
+    def tracking(self) -> int:
+        """Files currently waiting to settle."""
+        return len(self._tracker)
+
+    @property
+    def alive(self) -> bool:
+        """The watcher's thread is running (false before start, after stop, or after a crash)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Create missing inboxes (create_missing), start the observers, then scan the backlog."""
+        with self._lifecycle:
+            if self._thread is not None or self._stopping.is_set():
+                raise RuntimeError("a Watcher starts once")
+            self._running = True
+            now = self._clock()
+            self._next_rescan = now + self._settings.rescan_interval_seconds
+            self._next_inbox_check = now + _INBOX_CHECK_SECONDS
+            # Before the thread exists, so nothing else touches the state yet;
+            # each attach queues its inbox's backlog scan for the thread.
+            for inbox in self._inboxes.values():
+                self._attach(inbox)
+            self._thread = threading.Thread(target=self._run, name="ocr-inbox-watcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and every observer and wait for them; idempotent."""
+        with self._lifecycle:
+            if self._stopping.is_set():
+                return
+            self._stopping.set()
+        self._changes.put(None)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        for inbox in self._inboxes.values():
+            self._detach(inbox)
+        self._running = False
+
+    def rescan(self) -> None:
+        """Check the inboxes and scan them all now; returns when the scan is done."""
+        if not self._through_thread():
+            self._check_inboxes()
+            for _ in self._full_scan():
+                pass
+            return
+        done = threading.Event()
+
+        def queue_scan() -> None:
+            self._check_inboxes()
+            self._scans.append(_ScanJob(self._full_scan(), full=True, done=done))
+
+        self._call(queue_scan)
+        self._wait(done)
+
+    def update(self, settings: WatchSettings) -> None:
+        """Apply reloaded settings (SIGHUP); files being tracked stay tracked where still in scope."""
+        self._call(lambda: self._apply(settings))
+
+    # --- the watcher's thread -------------------------------------------------
+
+    def _through_thread(self) -> bool:
+        """Whether work must go through the thread (it runs and we are not on it)."""
+        thread = self._thread
+        return (
+            thread is not None
+            and thread.is_alive()
+            and thread is not threading.current_thread()
+            and not self._stopping.is_set()
+        )
+
+    def _call(self, run: Callable[[], None]) -> None:
+        if not self._through_thread():
+            run()
+            return
+        command = _Command(run)
+        self._changes.put(command)
+        self._wait(command.done)
+        if command.error is not None:
+            raise command.error
+
+    def _wait(self, done: threading.Event) -> None:
+        while not done.wait(0.1):
+            if not self.alive:
+                return
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._drain(self._wait_seconds())
+                now = self._clock()
+                if now >= self._next_inbox_check:
+                    self._check_inboxes()
+                    self._next_inbox_check = now + _INBOX_CHECK_SECONDS
+                if now >= self._next_rescan:
+                    if not any(job.full for job in self._scans):
+                        self._scans.append(_ScanJob(self._full_scan(), full=True))
+                    self._next_rescan = now + self._settings.rescan_interval_seconds
+                self._advance_scans(_SCAN_STEPS_PER_TURN)
+                self._hand_on_settled()
+        except Exception:
+            log.exception("watch.crashed")
+            raise
+
+    def _wait_seconds(self) -> float:
+        if self._scans:
+            return 0.0
+        now = self._clock()
+        wake = min(self._next_inbox_check, self._next_rescan)
+        due = self._tracker.next_due()
+        if due is not None:
+            wake = min(wake, due)
+        return min(max(wake - now, 0.0), _MAX_WAIT_SECONDS)
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            item = self._changes.get(timeout=timeout) if timeout > 0 else self._changes.get_nowait()
+        except queue.Empty:
+            return
+        for _ in range(10_000):
+            self._handle(item)
+            try:
+                item = self._changes.get_nowait()
+            except queue.Empty:
+                return
+        self._handle(item)
+
+    def _handle(self, item: _Change | _Command | None) -> None:
+        if item is None:
+            return
+        if isinstance(item, _Command):
+            try:
+                item.run()
+            except Exception as error:
+                item.error = error
+            finally:
+                item.done.set()
+            return
+        inbox = self._inboxes.get(item.inbox)
+        if inbox is None:
+            return  # from an inbox that a reload removed
+        if item.kind == "inbox_gone":
+            self._detach(inbox)
+            self._attach(inbox)
+        elif item.kind == "gone":
+            if self._tracker.forget(Path(item.path)):
+                log.debug("watch.vanished", path=item.path)
+        elif item.kind == "folder":
+            self._on_folder(inbox, item.path)
+        elif not self._tracker.touch(Path(item.path), self._clock()):
+            self._on_new_file(inbox, item.path)
+
+    def _relative_parts(self, inbox: _Inbox, path: str) -> list[str] | None:
+        """Path's components below the inbox; None when outside it or too deep for the mode."""
+        root = str(inbox.path) + os.sep
+        if not path.startswith(root):
+            return None
+        parts = path[len(root) :].split(os.sep)
+        if len(parts) > 1 and not self._settings.recursive:
+            return None
+        return parts
+
+    def _on_new_file(self, inbox: _Inbox, path: str) -> None:
+        parts = self._relative_parts(inbox, path)
+        if parts is None:
+            return
+        reason = _parts_reason(parts)
+        if reason is not None:
+            log.debug("watch.ignored", path=path, reason=reason)
+            return
+        try:
+            result = os.lstat(path)
+        except OSError:
+            return  # gone already; its events are stale
+        if stat.S_ISLNK(result.st_mode):
+            self._note_symlink(inbox, Path(path))
+        elif stat.S_ISREG(result.st_mode):
+            self._tracker.track(Path(path), inbox.path, FileState.of(result), self._clock())
+
+    def _on_folder(self, inbox: _Inbox, path: str) -> None:
+        if not self._settings.recursive:
+            return
+        parts = self._relative_parts(inbox, path)
+        if parts is None or any(part.startswith(".") for part in parts):
+            return
+        try:
+            is_folder = stat.S_ISDIR(os.lstat(path).st_mode)
+        except OSError:
+            return
+        if is_folder:
+            # Files written before the observer watched this folder send no events.
+            self._scans.append(_ScanJob(self._walk(inbox, path, full=False), full=False))
+
+    def _note_symlink(self, inbox: _Inbox, path: Path) -> None:
+        if path in self._symlinks_noted:
+            return
+        self._symlinks_noted.add(path)
+        target = os.path.realpath(path)
+        if target == inbox.real or target.startswith(inbox.real + os.sep):
+            log.debug("watch.ignored", path=str(path), reason="symlink", target=target)
+        else:
+            log.info("watch.symlink_outside", path=str(path), target=target)
+
+    def _hand_on_settled(self) -> None:
+        for _ in range(_HANDOFFS_PER_TURN):
+            if self._stopping.is_set():
+                return
+            settled = self._tracker.next_settled(self._clock())
+            if settled is None:
+                return
+            # Events that came while earlier callbacks ran may name this file again.
+            self._drain(0.0)
+            path, state = settled.path, settled.state
+            if path in self._tracker or not self._in_scope(path, settled.inbox):
+                continue
+            if self._handed.get(path) == state.content_key:
+                log.debug("watch.unchanged", path=str(path))
+                continue
+            if self._already_final(path, state.size, state.mtime_ns):
+                self._handed.pop(path, None)
+                log.debug("watch.already_final", path=str(path))
+                continue
+            log.info("watch.stable", path=str(path), size=state.size, inbox=str(settled.inbox))
+            try:
+                self._on_stable(Candidate(path, settled.inbox, state.size, state.mtime_ns))
+            except Exception:
+                log.exception("watch.handoff_failed", path=str(path))
+                continue
+            self._handed[path] = state.content_key
+
+    # --- scanning -------------------------------------------------------------
+
+    def _advance_scans(self, budget: int) -> None:
+        while self._scans and budget > 0:
+            job = self._scans[0]
+            try:
+                while budget > 0:
+                    next(job.steps)
+                    budget -= 1
+            except StopIteration:
+                self._scans.popleft()
+                if job.done is not None:
+                    job.done.set()
+
+    def _full_scan(self) -> Iterator[None]:
+        for inbox in list(self._inboxes.values()):
+            if inbox.observer is not None:
+                yield from self._walk(inbox, str(inbox.path), full=True)
+
+    def _walk(self, inbox: _Inbox, top: str, *, full: bool) -> Iterator[None]:
+        """Offer every candidate under top; yields after each entry so events keep flowing."""
+        folders = [top]
+        seen: set[Path] = set()
+        while folders:
+            if self._inboxes.get(inbox.path) is not inbox or inbox.observer is None:
+                return  # detached or removed meanwhile; its next attach scans again
+            folder = folders.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        self._scan_entry(inbox, entry, folders, seen)
+                        yield
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as error:
+                log.warning("watch.scan_failed", path=folder, error=error.strerror or str(error))
+                if folder == top:
+                    return  # an unreadable inbox: keep what we know of it
+        if full:
+            stale = [path for path in self._handed if path not in seen and path.is_relative_to(top)]
+            for path in stale:
+                del self._handed[path]
+
+    def _scan_entry(
+        self, inbox: _Inbox, entry: os.DirEntry[str], folders: list[str], seen: set[Path]
+    ) -> None:
+        name = entry.name
+        if name.startswith("."):
+            return
+        try:
+            if entry.is_symlink():
+                if _name_reason(name) is None:
+                    self._note_symlink(inbox, Path(entry.path))
+                return
+            if entry.is_dir(follow_symlinks=False):
+                if self._settings.recursive:
+                    folders.append(entry.path)
+                return
+            if _name_reason(name) is not None:
+                return
+            result = entry.stat(follow_symlinks=False)
+        except OSError:
+            return
+        if not stat.S_ISREG(result.st_mode):
+            return
+        path = Path(entry.path)
+        seen.add(path)
+        if path in self._tracker:
+            return
+        state = FileState.of(result)
+        if self._already_final(path, state.size, state.mtime_ns):
+            self._handed.pop(path, None)
+            return
+        if self._handed.get(path) == state.content_key:
+            return  # handed on and not final yet: the supervisor has it
+        self._tracker.track(path, inbox.path, state, self._clock())
+
+    # --- inboxes --------------------------------------------------------------
+
+    def _check_inboxes(self) -> None:
+        for inbox in list(self._inboxes.values()):
+            if inbox.observer is not None and self._still_attached(inbox):
+                continue
+            self._detach(inbox)
+            self._attach(inbox)
+
+    @staticmethod
+    def _still_attached(inbox: _Inbox) -> bool:
+        observer = inbox.observer
+        if observer is None or not observer.is_alive():
+            return False
+        # An emitter stops itself when its folder is deleted.
+        if not all(emitter.is_alive() for emitter in observer.emitters):
+            return False
+        try:
+            result = os.stat(inbox.path)
+        except OSError:
+            return False
+        return (result.st_dev, result.st_ino) == inbox.identity
+
+    def _report(self, inbox: _Inbox, problem: str) -> None:
+        if inbox.problem == problem:
+            return
+        inbox.problem = problem
+        if problem == "missing":
+            log.warning(
+                "watch.inbox_missing",
+                inbox=str(inbox.path),
+                create_missing=self._settings.create_missing,
+            )
+        else:
+            log.warning("watch.inbox_unavailable", inbox=str(inbox.path), reason=problem)
+
+    def _attach(self, inbox: _Inbox) -> bool:
+        if not self._running or self._stopping.is_set():
+            return False
+        settings = self._settings
+        try:
+            try:
+                result = os.stat(inbox.path)
+            except FileNotFoundError:
+                self._report(inbox, "missing")
+                if not settings.create_missing:
+                    return False
+                inbox.path.mkdir(parents=True, exist_ok=True)
+                log.info("watch.inbox_created", inbox=str(inbox.path))
+                result = os.stat(inbox.path)
+            if not stat.S_ISDIR(result.st_mode):
+                self._report(inbox, "not_a_directory")
+                return False
+            inbox.observer = self._start_observer(inbox.path, settings)
+        except OSError as error:
+            self._report(inbox, error.strerror or str(error))
+            return False
+        inbox.identity = (result.st_dev, result.st_ino)
+        inbox.real = os.path.realpath(inbox.path)
+        inbox.problem = None
+        log.info(
+            "watch.inbox_attached",
+            inbox=str(inbox.path),
+            mode=settings.mode,
+            recursive=settings.recursive,
+        )
+        # After the observer starts: whatever the scan misses, an event reports.
+        self._scans.append(_ScanJob(self._walk(inbox, str(inbox.path), full=True), full=True))
+        return True
+
+    def _start_observer(self, root: Path, settings: WatchSettings) -> BaseObserver:
+        if settings.mode == "native":
+            try:
+                return self._observe(root, settings, polling=False)
+            except (FileNotFoundError, NotADirectoryError):
+                raise
+            except OSError as error:
+                # Out of inotify instances or watches (fs.inotify.max_user_*):
+                # polling is slower but keeps the inbox working.
+                log.warning(
+                    "watch.native_unavailable",
+                    inbox=str(root),
+                    error=error.strerror or str(error),
+                    fallback="polling",
+                )
+        return self._observe(root, settings, polling=True)
+
+    def _observe(self, root: Path, settings: WatchSettings, *, polling: bool) -> BaseObserver:
+        observer: BaseObserver
+        if polling:
+            # lstat, so the snapshot never descends into symlinked folders.
+            observer = PollingObserverVFS(
+                os.lstat, os.scandir, polling_interval=settings.poll_interval_seconds
+            )
+        else:
+            observer = Observer()
+        try:
+            observer.schedule(
+                _ChangeForwarder(root, self._changes.put), str(root), recursive=settings.recursive
+            )
+            observer.start()
+        except BaseException:
+            observer.stop()  # releases the inotify descriptor opened by Observer()
+            raise
+        return observer
+
+    @staticmethod
+    def _detach(inbox: _Inbox) -> None:
+        observer, inbox.observer, inbox.identity = inbox.observer, None, None
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join(timeout=10)
+
+    def _in_scope(self, path: Path, inbox: Path) -> bool:
+        watched = self._inboxes.get(inbox)
+        return watched is not None and self._relative_parts(watched, str(path)) is not None
+
+    def _apply(self, settings: WatchSettings) -> None:
+        old, self._settings = self._settings, settings
+        self._tracker.settle_seconds = settings.settle_seconds
+        rewatch = (old.mode, old.recursive, old.poll_interval_seconds) != (
+            settings.mode,
+            settings.recursive,
+            settings.poll_interval_seconds,
+        )
+        wanted = [inbox_root(path) for path in settings.inboxes]
+        for root in list(self._inboxes):
+            if root not in wanted:
+                self._detach(self._inboxes.pop(root))
+                log.info("watch.inbox_removed", inbox=str(root))
+            elif rewatch:
+                self._detach(self._inboxes[root])
+        for root in wanted:
+            inbox = self._inboxes.setdefault(root, _Inbox(root))
+            if inbox.observer is None:
+                self._attach(inbox)
+        dropped = self._tracker.retain(self._in_scope)
+        self._next_rescan = min(self._next_rescan, self._clock() + settings.rescan_interval_seconds)
+        log.info(
+            "watch.reloaded",
+            inboxes=[str(root) for root in wanted],
+            mode=settings.mode,
+            recursive=settings.recursive,
+            dropped=dropped,
+        )
