@@ -197,10 +197,19 @@ def sixteen_bit_page() -> Image.Image:
     return image
 
 
-@pytest.mark.parametrize("pillow_format", ["PNG", "TIFF"])
-def test_16_bit_grayscale_is_scaled_to_8_bit_not_clipped_to_white(pillow_format: str) -> None:
-    """16-bit gray values are divided by 257: 50000 -> 195 and 5000 -> 19, not both 255."""
-    page = only_page(encoded(sixteen_bit_page(), pillow_format))
+@pytest.mark.parametrize(
+    ("pillow_format", "big_endian"), [("PNG", False), ("TIFF", False), ("TIFF", True)]
+)
+def test_16_bit_grayscale_is_scaled_to_8_bit_not_clipped_to_white(
+    pillow_format: str, big_endian: bool
+) -> None:
+    """16-bit gray values (either byte order) are divided by 257: 50000 -> 195, 5000 -> 19."""
+    image = sixteen_bit_page()
+    if big_endian:  # a Motorola-order ("MM") TIFF, which Pillow opens as I;16B
+        image = Image.frombytes("I;16B", image.size, np.asarray(image).astype(">u2").tobytes())
+    data = encoded(image, pillow_format)
+    assert not big_endian or data.startswith(b"MM")
+    page = only_page(data)
     assert_rgb_page(page, (60, 40))
     assert page.image.getpixel((50, 5)) == (195, 195, 195)
     assert page.image.getpixel((20, 20)) == (19, 19, 19)
@@ -437,8 +446,8 @@ def test_pillow_safety_switches_are_left_on() -> None:
 
 
 def test_truncated_images_are_refused_even_if_another_library_allowed_them() -> None:
-    """A truncated PNG is 'corrupt' even when LOAD_TRUNCATED_IMAGES was set True elsewhere."""
-    data = hostile.truncated(encoded(small_page(), "PNG"), 0.7)
+    """A truncated JPEG is 'corrupt' even when LOAD_TRUNCATED_IMAGES was set True elsewhere."""
+    data = hostile.truncated(encoded(small_page(), "JPEG"), 0.7)
     ImageFile.LOAD_TRUNCATED_IMAGES = True
     try:
         with pytest.raises(BadInputError) as raised:
