@@ -127,3 +127,31 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def render_titled_columns(
+    title: str,
+    left: Sequence[str],
+    right: Sequence[str],
+    *,
+    width: int = 1654,
+    height: int = 2339,
+    title_px: int = 48,
+    font_px: int = 34,
+    margin: int = 100,
+) -> Image.Image:
+    """A full-width title above two columns: read the title, all of `left`, then all of `right`."""
+    page = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(page)
+    title_face = font(title_px)
+    title_width = draw.textlength(title, font=title_face)
+    draw.text(((width - title_width) / 2, margin), title, font=title_face, fill="black")
+    face = font(font_px)
+    top = margin + int(title_px * 3)
+    column_x = (margin, width // 2 + margin // 2)
+    for x, lines in zip(column_x, (left, right), strict=True):
+        y = top
+        for line in lines:
+            draw.text((x, y), line, font=face, fill="black")
+            y += int(font_px * 1.8)
+    return page

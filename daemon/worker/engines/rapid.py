@@ -1,0 +1,375 @@
+"""The embedded default engine: RapidOCR (PP-OCR models) on ONNX Runtime, on the CPU.
+
+It uses only the model files that the rapidocr wheel ships, named by path, so
+RapidOCR never reaches its download code. Each page goes through RapidOCR's
+own steps (detect, classify 0/180 per line, recognise), called one by one so
+that the page orientation can be read off the detector's boxes and the
+classifier's votes in between (see daemon.worker.orientation): on an upright
+page that costs nothing beyond the normal pipeline; a page found sideways or
+upside down is turned upright and run again. Lines come back in reading order
+(daemon.worker.reading_order).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from daemon.protocol import EngineInfo, Line, PageText
+from daemon.settings import RapidModel
+from daemon.worker.engines.base import Engine, EngineError, ModelNotFoundError, Runtime
+from daemon.worker.orientation import (
+    LineVote,
+    Orientation,
+    estimate_orientation,
+    flip_probability,
+    rotation_for,
+)
+from daemon.worker.reading_order import Layout, reading_order, span_box
+
+# RapidOCR logs through this logger, at INFO and in colour, with its own handler.
+RAPIDOCR_LOGGER = "RapidOCR"
+STAGES = ("Det", "Cls", "Rec")
+# Turning the page upright: clockwise degrees -> PIL transpose (PIL turns counter-clockwise).
+UPRIGHT_TRANSPOSE = {
+    90: Image.Transpose.ROTATE_270,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_90,
+}
+# Crops recognised both ways up when the 0/180 vote is too close to call.
+TIEBREAK_CROPS = 6
+ROW_SEPARATOR = "\t"  # between lines that share a row (table cells, form fields)
+BLOCK_SEPARATOR = "\n\n"
+
+
+@dataclass(slots=True)
+class _Detection:
+    """One detector pass over a page, in RapidOCR's own structures."""
+
+    bgr: np.ndarray
+    op_record: dict[str, Any]
+    crops: list[np.ndarray]
+    det: Any  # rapidocr TextDetOutput
+
+
+class RapidEngine(Engine):
+    """RapidOCR on ONNX Runtime: CPU, float32, the models bundled with the wheel."""
+
+    def __init__(self, name: str, model: RapidModel, runtime: Runtime) -> None:
+        super().__init__(name, runtime)
+        self.model = model
+        self.threads = intra_op_threads(model.threads or runtime.threads)
+        self._ocr: Any = None
+        self._model_paths: dict[str, Path] = {}
+
+    def load(self) -> EngineInfo:
+        """Build RapidOCR from the bundled models, warm up every stage, and describe it."""
+        quiet_rapidocr_logging()
+        try:
+            from rapidocr import RapidOCR
+        except ImportError as exc:
+            raise ModelNotFoundError(f"rapidocr is not installed: {exc}") from exc
+        self._model_paths = bundled_model_paths()
+        params: dict[str, Any] = {
+            "Global.log_level": "warning",
+            "Global.text_score": self.model.text_score,
+            # The page as given goes to the detector, which scales it so its
+            # longer side is at most det_limit_side_len; line crops are cut from
+            # the full-resolution page, which the recogniser reads best.
+            "Global.max_side_len": 1_000_000,
+            "Det.limit_type": "max",
+            "Det.limit_side_len": self.model.det_limit_side_len,
+            "EngineConfig.onnxruntime.intra_op_num_threads": self.threads,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            # RapidOCR turns the arena off to save memory; without it every new
+            # page size costs about a second more of detector CPU time (fresh
+            # allocations), for about 200 MB less resident memory.
+            "EngineConfig.onnxruntime.enable_cpu_mem_arena": True,
+        }
+        for stage, path in self._model_paths.items():
+            params[f"{stage}.model_path"] = str(path)
+        try:
+            self._ocr = RapidOCR(params=params)
+            quiet_rapidocr_logging()  # RapidOCR() resets its logger's level
+            self._warm_up()
+        except Exception as exc:
+            self._ocr = None
+            raise EngineError(f"RapidOCR failed to load: {exc}") from exc
+        return EngineInfo(
+            engine="rapid",
+            model=self.name,
+            device="cpu",
+            dtype="float32",
+            attention="none",
+            details={
+                "rapidocr": metadata.version("rapidocr"),
+                "onnxruntime": metadata.version("onnxruntime"),
+                "models": {stage.lower(): path.name for stage, path in self._model_paths.items()},
+                "intra_op_threads": self.threads,
+                "detect_orientation": self.model.detect_orientation,
+                "det_limit_side_len": self.model.det_limit_side_len,
+                "text_score": self.model.text_score,
+            },
+        )
+
+    def recognize(self, pages: Sequence[Image.Image]) -> list[PageText]:
+        """Recognise each page; lines in reading order.
+
+        Boxes are in the frame of the upright page: the image as given, turned
+        clockwise by `PageText.rotation` degrees (the same image when rotation
+        is 0). Its size is in `details["upright_size"]`. To draw a box on the
+        image as given, turn the box back counter-clockwise by `rotation`.
+        """
+        if self._ocr is None:
+            raise EngineError("RapidEngine.recognize() called before load()")
+        return [self._recognize_page(page) for page in pages]
+
+    def close(self) -> None:
+        self._ocr = None
+
+    # --- one page -----------------------------------------------------------
+
+    def _recognize_page(self, page: Image.Image) -> PageText:
+        from rapidocr.ch_ppocr_cls import TextClsOutput
+        from rapidocr.main import RapidOCRError
+
+        image = as_rgb(page)
+        details: dict[str, Any] = {}
+        rotation = 0
+        detection = self._detect(image)
+        if detection is None:
+            return blank_page(image, details)
+        if self.model.detect_orientation:
+            classified, cls_res = self._ocr.cls_and_rotate(detection.crops)
+            orientation = self._orientation(detection, cls_res.cls_res)
+            rotation = orientation.rotation
+            details["orientation"] = {
+                "sideways_share": round(orientation.sideways_share, 3),
+                "flip_share": round(orientation.flip_share, 3),
+                "confident": orientation.confident,
+            }
+            if rotation:
+                image = image.transpose(UPRIGHT_TRANSPOSE[rotation])
+                detection = self._detect(image)
+                if detection is None:
+                    return blank_page(image, details, rotation)
+                classified, cls_res = self._ocr.cls_and_rotate(detection.crops)
+        else:
+            classified, cls_res = detection.crops, TextClsOutput()
+        try:
+            recognised = self._ocr.recognize_txt(classified)
+        except RapidOCRError:
+            return blank_page(image, details, rotation)
+        result = self._ocr.build_final_output(
+            detection.bgr, detection.det, cls_res, recognised, detection.crops, detection.op_record
+        )
+        boxes = getattr(result, "boxes", None)
+        texts = getattr(result, "txts", None)
+        scores = getattr(result, "scores", None)
+        if boxes is None or texts is None or scores is None or len(texts) == 0:
+            return blank_page(image, details, rotation)
+        return assemble_page(image, boxes, texts, scores, rotation, details)
+
+    def _detect(self, image: Image.Image) -> _Detection | None:
+        """Run the detector; None when the page holds no text."""
+        from rapidocr.main import RapidOCRError
+
+        bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+        preprocessed, op_record = self._ocr.preprocess_img(bgr)
+        try:
+            crops, det = self._ocr.detect_and_crop(preprocessed, op_record)
+        except RapidOCRError:
+            return None
+        return _Detection(bgr=bgr, op_record=op_record, crops=crops, det=det)
+
+    def _orientation(
+        self, detection: _Detection, cls_res: Sequence[tuple[str, float]]
+    ) -> Orientation:
+        votes = [
+            LineVote(
+                box=[(float(x), float(y)) for x, y in box],
+                flip_probability=flip_probability(label, score),
+            )
+            for box, (label, score) in zip(detection.det.boxes, cls_res, strict=True)
+        ]
+        orientation = estimate_orientation(votes)
+        if orientation.confident:
+            return orientation
+        flipped = self._reads_better_turned(detection.crops, orientation.voters)
+        return Orientation(
+            rotation=rotation_for(orientation.sideways, flipped),
+            sideways=orientation.sideways,
+            sideways_share=orientation.sideways_share,
+            flip_share=orientation.flip_share,
+            voters=orientation.voters,
+        )
+
+    def _reads_better_turned(self, crops: Sequence[np.ndarray], voters: Sequence[int]) -> bool:
+        """Settle a close 0/180 vote: do the widest crops read better turned over?"""
+        sample = sorted(voters, key=lambda i: crops[i].shape[1], reverse=True)[:TIEBREAK_CROPS]
+        as_is = [crops[i] for i in sample]
+        turned = [np.ascontiguousarray(np.rot90(crop, 2)) for crop in as_is]
+        as_is_score = statistics.fmean(self._ocr.recognize_txt(as_is).scores)
+        turned_score = statistics.fmean(self._ocr.recognize_txt(turned).scores)
+        return turned_score > as_is_score
+
+    def _warm_up(self) -> None:
+        """Load all three models now (RapidOCR loads them lazily) and run each once."""
+        image = Image.new("RGB", (256, 64), "white")
+        ImageDraw.Draw(image).text(
+            (12, 16), "Warm up 123", fill="black", font=ImageFont.load_default(size=28)
+        )
+        detection = self._detect(image)
+        crop = np.ascontiguousarray(np.asarray(image)[8:56, :, ::-1])
+        crops = detection.crops if detection is not None else [crop]
+        self._ocr.cls_and_rotate(crops)
+        self._ocr.recognize_txt(crops)
+
+
+# --- pieces without state -----------------------------------------------------
+
+
+def intra_op_threads(requested: int) -> int:
+    """ONNX Runtime intra-op threads: the request, or the CPUs this process may use.
+
+    RapidOCR silently ignores a value above os.cpu_count(), so it is capped.
+    """
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    wanted = requested if requested > 0 else available
+    return max(1, min(wanted, os.cpu_count() or wanted))
+
+
+def bundled_model_paths() -> dict[str, Path]:
+    """The det/cls/rec model files of RapidOCR's default configuration, in its wheel.
+
+    The names come from RapidOCR's own model table, so they follow the wheel's
+    defaults; a missing file is an error here rather than a download later.
+    """
+    import rapidocr
+    from rapidocr.inference_engine.base import FileInfo, InferSession
+    from rapidocr.main import DEFAULT_CFG_PATH
+    from rapidocr.utils.parse_parameters import ParseParams
+
+    models_dir = Path(rapidocr.__file__).resolve().parent / "models"
+    config = ParseParams.load(DEFAULT_CFG_PATH)
+    paths: dict[str, Path] = {}
+    for stage in STAGES:
+        section = config[stage]
+        url = InferSession.get_model_url(
+            FileInfo(
+                engine_type=section.engine_type,
+                ocr_version=section.ocr_version,
+                task_type=section.task_type,
+                lang_type=section.lang_type,
+                model_type=section.model_type,
+            )
+        )["model_dir"]
+        path = models_dir / Path(str(url)).name
+        if not path.is_file():
+            raise ModelNotFoundError(f"RapidOCR {stage} model {path} is missing; downloads are off")
+        paths[stage] = path
+    return paths
+
+
+def quiet_rapidocr_logging() -> None:
+    """Keep RapidOCR's warnings, in the daemon's log format; drop its INFO chatter and colours."""
+    rapid_logger = logging.getLogger(RAPIDOCR_LOGGER)
+    rapid_logger.setLevel(logging.WARNING)
+    for handler in list(rapid_logger.handlers):
+        rapid_logger.removeHandler(handler)
+    rapid_logger.propagate = True
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """RGB, whatever came in: RapidOCR reads nothing from a palette image, and
+    transparent pixels must become paper (white), not black."""
+    if image.mode == "RGB":
+        return image
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, "white")
+        return Image.alpha_composite(paper, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def blank_page(image: Image.Image, details: dict[str, Any], rotation: int = 0) -> PageText:
+    return PageText(
+        text="",
+        lines=(),
+        rotation=rotation,
+        details={**details, "upright_size": [image.width, image.height]},
+    )
+
+
+def assemble_page(
+    image: Image.Image,
+    boxes: np.ndarray,
+    texts: Sequence[str],
+    scores: Sequence[float],
+    rotation: int,
+    details: dict[str, Any],
+) -> PageText:
+    """Lines in reading order, and the page text built from them."""
+    quads = [[(float(x), float(y)) for x, y in box] for box in boxes]
+    layout = reading_order(quads)
+    lines: list[Line] = []
+    block_texts: list[str] = []
+    for block in layout.blocks:
+        row_texts: list[str] = []
+        for row in block:
+            span_texts: list[str] = []
+            for span in row:
+                line = merged_line(layout, quads, texts, scores, span, image.size)
+                lines.append(line)
+                span_texts.append(line.text)
+            row_texts.append(ROW_SEPARATOR.join(span_texts))
+        block_texts.append("\n".join(row_texts))
+    return PageText(
+        text=BLOCK_SEPARATOR.join(block_texts),
+        lines=tuple(lines),
+        rotation=rotation,
+        details={
+            **details,
+            "upright_size": [image.width, image.height],
+            "skew_degrees": round(float(np.degrees(layout.skew)), 2),
+        },
+    )
+
+
+def merged_line(
+    layout: Layout,
+    quads: Sequence[Sequence[tuple[float, float]]],
+    texts: Sequence[str],
+    scores: Sequence[float],
+    span: Sequence[int],
+    size: tuple[int, int],
+) -> Line:
+    """One Line from the detector boxes of a span: texts joined, confidence weighted by length."""
+    width, height = size
+    parts = [texts[i].strip() for i in span]
+    weights = [max(len(part), 1) for part in parts]
+    confidence = sum(w * float(scores[i]) for w, i in zip(weights, span, strict=True)) / sum(
+        weights
+    )
+    quad = span_box(quads, tuple(span), layout.skew)
+    p0, p1, p2, p3 = (
+        (round(min(max(x, 0.0), width), 1), round(min(max(y, 0.0), height), 1)) for x, y in quad
+    )
+    return Line(
+        text=" ".join(parts),
+        box=(p0, p1, p2, p3),
+        confidence=round(min(max(confidence, 0.0), 1.0), 4),
+    )
