@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-KINDS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "got_ocr2", "dots_ocr_remote")
+KINDS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "got_ocr2", "dots_ocr_remote", "deepseek_ocr_remote")
 Behaviour = Literal["normal", "empty", "degenerate"]
 
 QWEN_SPECIALS = (
@@ -137,6 +137,63 @@ class DotsOCRForCausalLM(Qwen2_5_VLForConditionalGeneration):
     config_class = DotsOCRConfig
 '''
 
+# The shape of DeepSeek-OCR's checkpoint: model_type "deepseek_vl_v2" (unknown
+# to transformers), AutoModel in auto_map, a tokenizer but no processor, and an
+# `infer(tokenizer, prompt, image_file, output_path, ...)` method that reads
+# the image from a file and, with eval_mode=True, returns the decoded answer
+# without its end token (deepseek-ai/DeepSeek-OCR, modeling_deepseekocr.py).
+REMOTE_DEEPSEEK_MODELING = '''\
+"""Tiny DeepSeek-OCR-shaped model with its own infer() (test fixture)."""
+
+import os
+
+from PIL import Image
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor
+
+
+class DeepseekOCRConfig(Qwen2VLConfig):
+    model_type = "deepseek_vl_v2"
+
+
+class DeepseekOCRForCausalLM(Qwen2VLForConditionalGeneration):
+    config_class = DeepseekOCRConfig
+
+    def infer(self, tokenizer, prompt="", image_file="", output_path="", base_size=1024,
+              image_size=640, crop_mode=True, test_compress=False, save_results=False,
+              eval_mode=False):
+        os.makedirs(output_path, exist_ok=True)
+        image = Image.open(image_file).convert("RGB")
+        vision = Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28)
+        pixels = vision(images=[image], return_tensors="pt")
+        count = int(pixels["image_grid_thw"][0].prod()) // 4
+        text = prompt.replace("<image>", "<|vision_start|>" + "<|image_pad|>" * count + "<|vision_end|>")
+        encoded = tokenizer(text, return_tensors="pt")
+        output = self.generate(
+            input_ids=encoded["input_ids"].to(self.device),
+            attention_mask=encoded["attention_mask"].to(self.device),
+            pixel_values=pixels["pixel_values"].to(self.device, self.dtype),
+            image_grid_thw=pixels["image_grid_thw"].to(self.device),
+            max_new_tokens=8,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        outputs = tokenizer.decode(output[0, encoded["input_ids"].shape[1]:])
+        if outputs.endswith(tokenizer.eos_token):
+            outputs = outputs[: -len(tokenizer.eos_token)]
+        outputs = outputs.strip()
+        if eval_mode:
+            return outputs
+'''
+DEEPSEEK_SPECIALS = (
+    *QWEN_SPECIALS,
+    "<\uff5cend\u2581of\u2581sentence\uff5c>",
+    "<|grounding|>",
+    "<|ref|>",
+    "<|/ref|>",
+    "<|det|>",
+    "<|/det|>",
+)
+
 
 def _tokenizer(specials: Sequence[str], eos: str, pad: str) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -194,6 +251,19 @@ def _save(model: Any, processor: Any, directory: Path, eos_ids: Sequence[int], p
     processor.save_pretrained(directory)
 
 
+def _qwen2_vision() -> dict[str, Any]:
+    return {
+        "depth": 1,
+        "embed_dim": 32,
+        "hidden_size": 64,
+        "num_heads": 2,
+        "mlp_ratio": 2,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+
+
 def build_qwen2_vl(directory: Path) -> Path:
     import torch
     from transformers import (
@@ -208,16 +278,7 @@ def build_qwen2_vl(directory: Path) -> Path:
     ids = _ids(tokenizer, QWEN_SPECIALS)
     config = Qwen2VLConfig(
         text_config=_text_config(tokenizer, ids, "<|im_end|>", rope_parameters=_qwen_rope()),
-        vision_config={
-            "depth": 1,
-            "embed_dim": 32,
-            "hidden_size": 64,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
+        vision_config=_qwen2_vision(),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -448,6 +509,46 @@ def build_dots_ocr_remote(directory: Path) -> Path:
     return directory
 
 
+def build_deepseek_ocr_remote(directory: Path) -> Path:
+    """A trust_remote_code checkpoint with no processor and its own infer() entry point."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    eos = DEEPSEEK_SPECIALS[len(QWEN_SPECIALS)]
+    tokenizer = _tokenizer(DEEPSEEK_SPECIALS, eos=eos, pad="<|endoftext|>")
+    ids = _ids(tokenizer, DEEPSEEK_SPECIALS)
+    config = Qwen2VLConfig(
+        text_config=_text_config(tokenizer, ids, eos, rope_parameters=_qwen_rope()),
+        vision_config=_qwen2_vision(),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = [ids[eos]]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / "modeling_deepseekocr.py").write_text(REMOTE_DEEPSEEK_MODELING)
+    _edit_json(
+        directory / "config.json",
+        lambda config: config.update(
+            model_type="deepseek_vl_v2",
+            architectures=["DeepseekOCRForCausalLM"],
+            auto_map={
+                "AutoConfig": "modeling_deepseekocr.DeepseekOCRConfig",
+                "AutoModel": "modeling_deepseekocr.DeepseekOCRForCausalLM",
+            },
+        ),
+    )
+    return directory
+
+
 def _edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
     data = json.loads(path.read_text())
     change(data)
@@ -485,6 +586,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "qwen3_vl": build_qwen3_vl,
     "got_ocr2": build_got_ocr2,
     "dots_ocr_remote": build_dots_ocr_remote,
+    "deepseek_ocr_remote": build_deepseek_ocr_remote,
 }
 
 

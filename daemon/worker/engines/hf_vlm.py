@@ -277,7 +277,7 @@ class HfVlmEngine(Engine):
         details: dict[str, Any] = {
             "mode": self.family.mode,
             "prompt_tokens": answer.prompt_tokens,
-            "hit_token_limit": answer.stopped is False,
+            "hit_token_limit": None if answer.stopped is None else not answer.stopped,
             "batch_pages": batch,
             "batch_seconds": round(seconds, 4),
         }

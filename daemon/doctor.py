@@ -1,0 +1,303 @@
+"""`ocr-inbox doctor`: what this machine can run, and why a model will or won't.
+
+It runs in the command's own process (not a worker), probes the hardware with
+real tiny computations (hardware.py), then loads every model of the fallback
+chain with the same engine code the worker uses, and releases it. The exit
+status answers the operator's question "will the daemon start serving?": 0
+when the first model of the chain loads here, 1 when it does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from daemon.settings import HfVlmModel, Settings
+
+EXIT_OK = 0
+EXIT_FIRST_MODEL_FAILS = 1
+
+
+@dataclass(slots=True)
+class ModelReport:
+    position: int  # 1-based place in worker.chain
+    name: str
+    engine: str
+    found: bool | None = None  # None: the engine has nothing to find (embedded models)
+    location: str | None = None
+    family: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    attention: str | None = None  # the implementation that ran (or would be tried first)
+    attention_candidates: list[str] = field(default_factory=list)
+    attention_fallbacks: list[str] = field(default_factory=list)
+    loads: bool = False
+    load_seconds: float | None = None
+    error: str | None = None
+    info: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Report:
+    software: dict[str, Any]
+    cuda: dict[str, Any]
+    gpus: list[dict[str, Any]]
+    cpu: dict[str, Any]
+    flash_attn: dict[str, Any]
+    nvml: dict[str, Any]
+    device_setting: str
+    models: list[ModelReport]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.models) and self.models[0].loads
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {name.name: getattr(self, name.name) for name in dataclasses.fields(self)}
+        data["models"] = [dataclasses.asdict(model) for model in self.models]
+        data["ok"] = self.ok
+        return data
+
+
+def run_doctor(settings: Settings, *, as_json: bool, out: TextIO) -> int:
+    """Probe, load every model of the chain, print the report; the exit status."""
+    with logs_to_stderr():
+        report = build_report(settings)
+    if as_json:
+        json.dump(report.as_dict(), out, indent=2, default=str)
+        out.write("\n")
+    else:
+        out.write(render_text(report))
+    return EXIT_OK if report.ok else EXIT_FIRST_MODEL_FAILS
+
+
+@contextlib.contextmanager
+def logs_to_stderr() -> Iterator[None]:
+    """Engines log while they load; the report owns stdout (and --json must parse)."""
+    import structlog
+
+    previous = structlog.get_config()["logger_factory"]
+    structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sys.stderr))
+    try:
+        yield
+    finally:
+        structlog.configure(logger_factory=previous)
+
+
+# --- gathering -------------------------------------------------------------------
+
+
+def build_report(settings: Settings) -> Report:
+    import torch
+
+    from daemon.worker import hardware
+
+    gpus = []
+    cuda_ok = torch.cuda.is_available()
+    for index in range(torch.cuda.device_count() if cuda_ok else 0):
+        info = dataclasses.asdict(hardware.gpu_info(index))
+        device = torch.device("cuda", index)
+        info["sdpa"] = _probes(hardware.sdpa_backends(device))
+        info["flash_attn"] = dataclasses.asdict(hardware.flash_attn_probe(device))
+        gpus.append(info)
+    readings, nvml_reason = hardware.nvml_readings()
+    flash_version = hardware.package_version("flash-attn") or hardware.package_version("flash_attn")
+    return Report(
+        software=_software(),
+        cuda={
+            "available": cuda_ok,
+            "reason": None if cuda_ok else hardware.no_gpu_reason(),
+            "built_for": torch.version.cuda,
+            "arch_list": torch.cuda.get_arch_list() if torch.version.cuda else [],
+            "device_count": len(gpus),
+        },
+        gpus=gpus,
+        cpu={
+            "threads": torch.get_num_threads(),
+            "sdpa": _probes(hardware.sdpa_backends(torch.device("cpu"))),
+        },
+        flash_attn={
+            "installed": flash_version is not None,
+            "version": flash_version,
+            "usable_on": [gpu["index"] for gpu in gpus if gpu["flash_attn"]["ok"]],
+        },
+        nvml={
+            "available": bool(readings),
+            "reason": nvml_reason or None,
+            "devices": [dataclasses.asdict(reading) for reading in readings],
+        },
+        device_setting=settings.worker.device,
+        models=[
+            check_model(settings, name, position)
+            for position, name in enumerate(settings.worker.chain, start=1)
+        ],
+    )
+
+
+def _probes(probes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: dataclasses.asdict(probe) for name, probe in probes.items()}
+
+
+def _software() -> dict[str, Any]:
+    import torch
+
+    from daemon.worker import hardware
+
+    cudnn = None
+    if torch.backends.cudnn.is_available():
+        number = int(torch.backends.cudnn.version() or 0)  # 91900 -> 9.19.0
+        cudnn = f"{number // 10000}.{number % 10000 // 100}.{number % 100}"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "transformers": hardware.package_version("transformers"),
+        "accelerate": hardware.package_version("accelerate"),
+        "nvidia_ml_py": hardware.package_version("nvidia-ml-py"),
+        "onnxruntime": hardware.package_version("onnxruntime"),
+        "rapidocr": hardware.package_version("rapidocr"),
+    }
+
+
+def check_model(settings: Settings, name: str, position: int) -> ModelReport:
+    """Find, plan and load one model of the chain exactly as a worker would."""
+    from daemon.worker.engines import build_engine
+    from daemon.worker.engines.base import Runtime
+
+    model = settings.model(name)
+    report = ModelReport(position=position, name=name, engine=model.engine)
+    runtime = Runtime(
+        device=settings.worker.device,
+        threads=settings.worker.threads,
+        allow_download=settings.worker.allow_download,
+    )
+    engine = None
+    try:
+        if isinstance(model, HfVlmModel):
+            _plan_hf_vlm(report, name, model, runtime)
+        engine = build_engine(name, model, runtime)
+        started = time.perf_counter()
+        info = engine.load()
+        report.load_seconds = round(time.perf_counter() - started, 3)
+        report.loads = True
+        report.info = dataclasses.asdict(info)
+        report.device, report.dtype, report.attention = info.device, info.dtype, info.attention
+        report.family = info.family or report.family
+        report.attention_fallbacks = list(info.details.get("attention_fallbacks", []))
+    except Exception as error:  # the report's job is to say what went wrong, whatever it was
+        report.error = f"{type(error).__name__}: {error}"
+    finally:
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                engine.close()
+    return report
+
+
+def _plan_hf_vlm(report: ModelReport, name: str, model: HfVlmModel, runtime: Any) -> None:
+    """Fill in what loading would do; raises ModelNotFoundError when the model is not here."""
+    from daemon.worker import hardware
+    from daemon.worker.engines.base import ModelNotFoundError
+    from daemon.worker.engines.hf_vlm import HfVlmEngine
+
+    try:
+        plan = HfVlmEngine(name, model, runtime).plan()
+    except ModelNotFoundError:
+        report.found = False
+        raise
+    report.found = True
+    report.location = str(plan.location.directory)
+    report.family = plan.family
+    report.device = str(plan.device)
+    report.dtype = hardware.dtype_name(plan.dtype)
+    report.attention_candidates = list(plan.attention)
+    report.attention = plan.attention[0] if plan.attention else None
+    report.attention_fallbacks = list(plan.skipped)
+
+
+# --- rendering ----------------------------------------------------------------------
+
+
+def _gib(value: int | None) -> str:
+    return "?" if value is None else f"{value / 2**30:.1f} GiB"
+
+
+def _probe_line(name: str, probe: dict[str, Any]) -> str:
+    return f"    {name:<18} {'ok' if probe['ok'] else 'no: ' + probe['reason']}"
+
+
+def render_text(report: Report) -> str:
+    lines = ["Software"]
+    lines += [f"  {name:<14} {value}" for name, value in report.software.items()]
+    lines += ["", "GPUs"]
+    if not report.gpus:
+        lines.append(f"  {report.cuda['reason']}")
+    for gpu in report.gpus:
+        kernels = "yes" if gpu["arch_supported"] else "NO (torch has no kernels for it)"
+        lines.append(
+            f"  cuda:{gpu['index']}  {gpu['name']}  compute {gpu['capability']}  "
+            f"{_gib(gpu['total_memory_bytes'])}  torch kernels: {kernels}  "
+            f"bf16: {'yes' if gpu['bf16'] else 'no'}  tf32: {'yes' if gpu['tf32'] else 'no'}"
+        )
+        lines.append(_probe_line("flash_attention_2", gpu["flash_attn"]))
+        lines += [_probe_line(f"sdpa {name}", probe) for name, probe in gpu["sdpa"].items()]
+    if report.cuda["arch_list"]:
+        lines.append(
+            f"  torch built for CUDA {report.cuda['built_for']}: {report.cuda['arch_list']}"
+        )
+    flash = report.flash_attn
+    lines.append(
+        f"  flash_attn: {'installed ' + str(flash['version']) if flash['installed'] else 'not installed'}"
+    )
+    lines += ["", f"CPU ({report.cpu['threads']} threads)"]
+    lines += [_probe_line(f"sdpa {name}", probe) for name, probe in report.cpu["sdpa"].items()]
+    lines += ["", "NVML"]
+    if not report.nvml["available"]:
+        lines.append(f"  {report.nvml['reason']}")
+    for device in report.nvml["devices"]:
+        lines.append(
+            f"  GPU {device['index']}  {device['name']}  {_gib(device['used_bytes'])} used "
+            f"of {_gib(device['total_bytes'])}  (driver {device['driver']})"
+        )
+    lines += ["", f"Models (worker.chain, device {report.device_setting})"]
+    for model in report.models:
+        lines += _model_lines(model)
+    lines.append("")
+    first = report.models[0]
+    if report.ok:
+        lines.append(f"OK: the first model of the chain, {first.name!r}, loads here.")
+    else:
+        lines.append(f"NOT OK: the first model of the chain, {first.name!r}, cannot run here.")
+    return "\n".join(lines) + "\n"
+
+
+def _model_lines(model: ModelReport) -> list[str]:
+    status = f"loads ({model.load_seconds} s)" if model.loads else "DOES NOT LOAD"
+    lines = [f"  {model.position}. {model.name}  engine {model.engine}  {status}"]
+    if model.found is not None:
+        lines.append(
+            f"     found locally: {'yes, ' + str(model.location) if model.found else 'no'}"
+        )
+    facts = [
+        f"{label} {value}"
+        for label, value in (
+            ("family", model.family),
+            ("device", model.device),
+            ("dtype", model.dtype),
+            ("attention", model.attention),
+        )
+        if value
+    ]
+    if facts:
+        lines.append("     " + "  ".join(facts))
+    lines += [f"     attention fallback: {reason}" for reason in model.attention_fallbacks]
+    if model.error:
+        lines.append(f"     error: {model.error}")
+    return lines

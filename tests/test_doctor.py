@@ -1,0 +1,106 @@
+"""`ocr-inbox doctor` on this CPU machine: text and JSON reports, and the exit status."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.doctor import EXIT_FIRST_MODEL_FAILS, EXIT_OK, run_doctor
+from daemon.settings import Settings
+from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
+from tests.support.tiny_models import tiny_model
+
+
+def settings_with(chain: list[str], models: dict[str, Any]) -> Settings:
+    return Settings(worker={"chain": chain, "device": "auto"}, models=models)
+
+
+def doctor_json(settings: Settings) -> tuple[int, dict[str, Any]]:
+    out = io.StringIO()
+    code = run_doctor(settings, as_json=True, out=out)
+    return code, json.loads(out.getvalue())
+
+
+@pytest.fixture(scope="module")
+def chain_report(tiny_models_root: Path) -> tuple[int, dict[str, Any]]:  # noqa: F811
+    """rapid first, then a tiny local VLM, then a hub model that is not cached."""
+    folder = tiny_model("qwen2_vl", tiny_models_root)
+    settings = settings_with(
+        ["rapid", "tiny", "uncached"],
+        {
+            "tiny": {"engine": "hf_vlm", "path": str(folder), "max_new_tokens": 4},
+            "uncached": {"engine": "hf_vlm", "path": "ocr-inbox-tests/not-downloaded"},
+        },
+    )
+    return doctor_json(settings)
+
+
+def test_rapid_first_chain_exits_zero(chain_report: tuple[int, dict[str, Any]]) -> None:
+    """The first model (rapid) loads here, so the verdict is OK whatever follows it."""
+    code, report = chain_report
+    assert code == EXIT_OK
+    assert report["ok"] is True
+    assert [model["name"] for model in report["models"]] == ["rapid", "tiny", "uncached"]
+    rapid = report["models"][0]
+    assert rapid["engine"] == "rapid" and rapid["loads"] and rapid["found"] is None
+
+
+def test_json_says_no_gpu_and_what_the_cpu_runs(chain_report: tuple[int, dict[str, Any]]) -> None:
+    """Versions, the no-GPU reason, CPU SDPA backends, flash_attn and NVML are reported."""
+    import torch
+
+    _, report = chain_report
+    assert report["software"]["torch"] == torch.__version__
+    assert report["software"]["transformers"]
+    if not torch.cuda.is_available():
+        assert report["gpus"] == []
+        assert report["cuda"]["available"] is False
+        assert report["cuda"]["reason"].startswith("no GPU")
+    assert report["cpu"]["sdpa"]["math"]["ok"] is True
+    assert set(report["flash_attn"]) >= {"installed", "version", "usable_on"}
+    assert report["nvml"]["available"] or report["nvml"]["reason"]
+
+
+def test_local_vlm_is_found_planned_and_loaded(chain_report: tuple[int, dict[str, Any]]) -> None:
+    """A local hf_vlm model: found, family, dtype and attention, and it loads."""
+    _, report = chain_report
+    tiny = report["models"][1]
+    assert tiny["found"] is True and Path(tiny["location"]).is_dir()
+    assert (tiny["family"], tiny["device"], tiny["dtype"], tiny["attention"]) == (
+        "qwen2_vl",
+        "cpu",
+        "float32",
+        "sdpa",
+    )
+    assert tiny["loads"] is True and tiny["load_seconds"] is not None
+    assert tiny["info"]["engine"] == "hf_vlm"
+
+
+def test_uncached_hub_model_is_reported_not_found(chain_report: tuple[int, dict[str, Any]]) -> None:
+    """A hub id missing from the cache is not downloaded; the error says how to fetch it."""
+    _, report = chain_report
+    uncached = report["models"][2]
+    assert uncached["found"] is False and uncached["loads"] is False
+    assert "hf download ocr-inbox-tests/not-downloaded" in uncached["error"]
+
+
+def test_missing_first_model_exits_non_zero_with_text_report(tmp_path: Path) -> None:
+    """When the first model of the chain cannot run, the exit status is non-zero and the
+    text report says which model and why."""
+    missing = tmp_path / "nowhere"
+    settings = settings_with(
+        ["gone", "rapid"], {"gone": {"engine": "hf_vlm", "path": str(missing)}}
+    )
+    out = io.StringIO()
+    code = run_doctor(settings, as_json=False, out=out)
+    text = out.getvalue()
+    assert code == EXIT_FIRST_MODEL_FAILS
+    assert "1. gone  engine hf_vlm  DOES NOT LOAD" in text
+    assert f"no model folder at {missing}" in text
+    assert "2. rapid  engine rapid  loads" in text
+    assert "NOT OK: the first model of the chain, 'gone', cannot run here." in text
+    assert "GPUs" in text and "sdpa math" in text
