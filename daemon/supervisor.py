@@ -1,12 +1,15 @@
-"""The arbiter: queue -> workers, deadlines, restarts with backoff, the fallback chain.
+"""The arbiter: files -> workers, the fallback chain, and the main loop.
 
 One thread runs the main loop (gunicorn's arbiter is the model): signal
-handlers only queue the signal, the watcher and HTTP threads only queue work or
-read snapshots, and every decision happens here. The loop waits on every
+handlers only queue the signal, the watcher and HTTP threads only queue work
+or read a snapshot, and every decision is taken here. The loop waits on every
 worker's pipe and process sentinel plus a wake-up pipe, so a result, a death
 or a new file is acted on at once, and deadlines are checked on every turn.
 
-This process never imports torch: the engines live in spawned workers.
+Helpers with one job each: FileQueue (which files wait), WorkerPool (the
+processes), Recovery (what a fault means, which model serves), Outcomes
+(writing what became of a file), Health (readiness and systemd). This
+process never imports torch: engines live in spawned workers.
 """
 
 from __future__ import annotations
@@ -16,33 +19,35 @@ import os
 import signal
 import stat
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 
-from daemon import logs, outputs, payloads
-from daemon.chain import ModelChain, RestartBackoff
-from daemon.intake import Arrival, Intake
+from daemon import logs, outputs
+from daemon.health import Health, Notifier
+from daemon.intake import Arrival, Intake, content_key
 from daemon.journal import Admission, Journal
 from daemon.metrics import Metrics
+from daemon.outcomes import Outcomes
+from daemon.pool import WorkerPool, fallback_slot, is_fallback_slot
 from daemon.protocol import (
     EXIT_CUDA_FATAL,
     EXIT_LOAD_FAILED,
     DocumentResult,
     Fault,
+    FromWorker,
     Job,
     JobDone,
     JobFailed,
     Loaded,
     LoadFailed,
     Progress,
-    Shutdown,
     WorkerConfig,
 )
+from daemon.queueing import FileQueue
+from daemon.recovery import Recovery
 from daemon.settings import Settings, SettingsError
 from daemon.tasks import FileTask
 from daemon.workers import WorkerHandle, WorkerState
@@ -54,49 +59,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # `once`: a file failed
 EXIT_NO_MODEL = 3  # no model of the chain can run: systemd should restart us
 
-# Delays before retrying outputs that could not be written.
+# Delays before retrying outputs that could not be written beside the input.
 NO_SPACE_RETRY_SECONDS = 30.0
 PERMISSION_RETRY_SECONDS = 60.0
 LOOP_TICK_SECONDS = 0.5
-STATUS_EVERY_SECONDS = 2.0
-EXTEND_TIMEOUT_EVERY_SECONDS = 10.0
-
-
-class Notifier(Protocol):
-    """What the supervisor needs of daemon.systemd.Notifier."""
-
-    @property
-    def watchdog_interval(self) -> float | None: ...
-    def ready(self, status: str | None = None) -> None: ...
-    def status(self, text: str) -> None: ...
-    def extend_timeout(self, seconds: float) -> None: ...
-    def watchdog(self) -> None: ...
-    def reloading(self) -> None: ...
-    def stopping(self, status: str | None = None) -> None: ...
-
-
-class _Silent:
-    """The notifier when not under systemd (and in `once`)."""
-
-    watchdog_interval: float | None = None
-
-    def ready(self, status: str | None = None) -> None:
-        pass
-
-    def status(self, text: str) -> None:
-        pass
-
-    def extend_timeout(self, seconds: float) -> None:
-        pass
-
-    def watchdog(self) -> None:
-        pass
-
-    def reloading(self) -> None:
-        pass
-
-    def stopping(self, status: str | None = None) -> None:
-        pass
 
 
 class Supervisor:
@@ -114,26 +80,30 @@ class Supervisor:
         self.settings = settings
         self.journal = journal
         self.metrics = metrics
-        self.notifier: Notifier = notifier if notifier is not None else _Silent()
+        self.health = Health(notifier, clock)
         self.reload_settings = reload_settings
         self.clock = clock
-        self.generation = 0
-        self.chain = ModelChain(settings.worker.chain, settings.recovery, clock)
-        self.workers: list[WorkerHandle] = []
-        self.backoff: dict[str, RestartBackoff] = {}
-        self.restart_due: dict[str, float] = {}
-        self.unloadable: dict[str, float] = {}  # fallback models that failed to load, and when
-        self.queue: deque[FileTask] = deque()
-        self.delayed: list[FileTask] = []
-        self.tasks: dict[Path, FileTask] = {}  # queued, delayed or in flight
-        self.followups: dict[Path, Arrival] = {}  # arrivals for files that were in flight
-        self.overrides: Counter[str] = Counter()  # queued tasks per per-file fallback model
-        self.outcomes: dict[Path, str] = {}  # final outcome per file (for `once`)
+        self.generation = 0  # bumped by a reload that changes what workers run
+        self.queue = FileQueue()
+        self.pool = WorkerPool(
+            backoff_cap=settings.recovery.backoff_cap_seconds,
+            grace=settings.recovery.stop_grace_seconds,
+            clock=clock,
+        )
+        self.outcomes = Outcomes(journal, metrics, clock, settings.outputs.json_indent)
+        self.recovery = Recovery(
+            settings.worker.chain,
+            settings.recovery,
+            journal=journal,
+            queue=self.queue,
+            outcomes=self.outcomes,
+            metrics=metrics,
+            clock=clock,
+            release=self._release,
+        )
         self.exit_code = EXIT_OK
         self.stopping = False
         self.stop_now = False
-        self.ready_sent = False
-        self.readiness: tuple[bool, str] = (False, "starting")
         self._signals: deque[int] = deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.intake = Intake(settings.limits.max_file_bytes, self._wake)
@@ -141,9 +111,6 @@ class Supervisor:
         self.watcher: object | None = None
         self._job_ids = 0
         self._worker_ids = 0
-        self._last_ping = 0.0
-        self._last_status = ("", 0.0)
-        self._last_extend = 0.0
 
     # --- public ------------------------------------------------------------
 
@@ -152,17 +119,18 @@ class Supervisor:
         for path in paths:
             try:
                 info = path.stat()
-                sha = self._hash_now(path, info.st_size, info.st_mtime_ns)
+                sha = content_key(
+                    path, info.st_size, info.st_mtime_ns, self.settings.limits.max_file_bytes
+                )
             except OSError as error:
                 log.error("file.unreadable", path=str(path), error=error.strerror or str(error))
-                self.outcomes[path] = "failed"
+                self.outcomes.final[path] = "failed"
                 continue
-            self._admit(
-                Arrival(path, path.parent, info.st_size, info.st_mtime_ns, sha), forced=True
-            )
+            arrival = Arrival(path, path.parent, info.st_size, info.st_mtime_ns, sha)
+            self._admit(arrival, forced=True)
 
     def run(self) -> int:
-        """Serve until stopped (or, without watching, until the queue is empty)."""
+        """Serve until stopped (or, without watching, until every file is finished)."""
         previous = self._install_signal_handlers()
         try:
             self._start()
@@ -171,18 +139,14 @@ class Supervisor:
         finally:
             self._shutdown()
             self._restore_signal_handlers(previous)
-        failed = any(outcome != "done" for outcome in self.outcomes.values())
+        failed = any(outcome != "done" for outcome in self.outcomes.final.values())
         if not self._watch and self.exit_code == EXIT_OK and failed:
             return EXIT_FAILED
         return self.exit_code
 
-    def request_stop(self) -> None:
-        self._signals.append(signal.SIGTERM)
-        self._wake()
-
     def ready_state(self) -> tuple[bool, str]:
         """For /readyz (called from the HTTP thread: reads one tuple)."""
-        return self.readiness
+        return self.health.readiness
 
     # --- start and stop ----------------------------------------------------
 
@@ -194,10 +158,8 @@ class Supervisor:
             log.info("outputs.stale_temp_removed", count=removed)
         for entry in self.journal.pending():
             if not os.path.lexists(entry.path):
-                log.info("file.vanished", path=entry.path, when="while the daemon was down")
-                self.journal.forget(Path(entry.path))
-                self.metrics.files.labels(outcome="vanished").inc()
-        self.notifier.status(f"loading {self.chain.active}")
+                self.outcomes.vanished(Path(entry.path), "while the daemon was down")
+        self.health.starting(self.recovery.active)
         if self._watch:
             from daemon.watcher import Watcher
 
@@ -208,51 +170,41 @@ class Supervisor:
             self.watcher = watcher
         log.info(
             "daemon.started",
-            inboxes=[str(path) for path in self.settings.watch.inboxes] if self._watch else [],
-            chain=self.chain.names,
+            inboxes=[str(path.absolute()) for path in self.settings.watch.inboxes]
+            if self._watch
+            else [],
+            chain=self.recovery.chain.names,
             pid=os.getpid(),
         )
 
     def _finished(self) -> bool:
-        if self.chain.exhausted:
+        if self.recovery.exhausted:
+            self.exit_code = EXIT_NO_MODEL
             return True
         if self.stopping:
-            return (
-                not any(worker.state == WorkerState.BUSY for worker in self.workers)
-                or self.stop_now
-            )
+            return self.stop_now or not self.pool.busy()
         if not self._watch:
-            return not self.queue and not self.delayed and not self._in_flight()
+            return len(self.queue) == 0 and not self.pool.in_flight()
         return False
 
     def _shutdown(self) -> None:
-        self.notifier.stopping("stopping")
-        self.readiness = (False, "stopping")
-        if self.watcher is not None:
-            self.watcher.stop()  # type: ignore[attr-defined]
-        now = self.clock()
-        grace = self.settings.recovery.stop_grace_seconds
-        for worker in self.workers:
+        self.health.stopping()
+        self._stop_watcher()
+        for worker in self.pool:
             if worker.task is not None:
                 log.info("file.left_pending", path=str(worker.task.path), reason="shutdown")
-            if worker.state in (WorkerState.IDLE, WorkerState.LOADING) and not self.stop_now:
-                worker.send(Shutdown("daemon stopping"))
-                worker.exit_reason = "stop"
-            else:
-                worker.terminate(now, grace, "stop")
-        deadline = time.monotonic() + grace
-        for worker in self.workers:
-            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if not worker.has_exited():
-                worker.kill()
-            worker.reap()
             self.metrics.worker_up.labels(worker=worker.slot).set(0)
-        self.workers.clear()
-        self.metrics.set_active_model(None, self.chain.position or 0)
+        self.pool.shutdown(immediately=self.stop_now)
+        self.metrics.set_active_model(None, self.recovery.chain.position or 0)
         with contextlib.suppress(OSError):
             os.close(self._wake_r)
             os.close(self._wake_w)
         log.info("daemon.stopped", exit_code=self.exit_code, pending=len(self.journal.pending()))
+
+    def _stop_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()  # type: ignore[attr-defined]
+            self.watcher = None
 
     # --- signals -------------------------------------------------------------
 
@@ -280,11 +232,10 @@ class Supervisor:
                 log.warning("daemon.stop_now", signal=signal.Signals(signum).name)
                 self.stop_now = True
             else:
+                # Stop taking files; the file in hand is finished, queued ones stay pending.
                 log.info("daemon.stopping", signal=signal.Signals(signum).name)
                 self.stopping = True
-                if self.watcher is not None:
-                    self.watcher.stop()  # type: ignore[attr-defined]
-                    self.watcher = None
+                self._stop_watcher()
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -294,65 +245,48 @@ class Supervisor:
 
     def _turn(self) -> None:
         self._handle_signals()
-        now = self.clock()
         for arrival in self.intake.drain():
             self._admit(arrival)
-        for worker in list(self.workers):
-            for message in worker.receive_all():
-                self._on_message(worker, message)
-        for worker in list(self.workers):
-            if worker.has_exited():
-                self._on_exit(worker)
+        for worker, message in self.pool.messages():
+            self._on_message(worker, message)
+        for worker, code in self.pool.exited():
+            self._on_exit(worker, code)
         now = self.clock()
-        self._enforce_deadlines(now)
-        self._release_delayed(now)
-        self._maintain_chain()
+        for worker in self.pool.enforce_deadlines(now):
+            log.error(
+                "worker.hung",
+                slot=worker.slot,
+                pid=worker.pid,
+                model=worker.model_name,
+                path=str(worker.task.path) if worker.task else None,
+                waited_for="a page" if worker.info is not None else "the model to load",
+            )
+        for task in self.queue.due(now):
+            self._retry(task, now)
+        self.recovery.maintain(self.stopping)
         self._ensure_workers(now)
         self._dispatch(now)
         self._report(now)
-        self._sleep(now)
-
-    def _sleep(self, now: float) -> None:
-        timeout = LOOP_TICK_SECONDS
-        for worker in self.workers:
-            for moment in (worker.deadline, worker.kill_at):
-                if moment is not None:
-                    timeout = min(timeout, max(0.0, moment - now))
-        for due in self.restart_due.values():
-            if due > now:
-                timeout = min(timeout, due - now)
-        objects: list[object] = [self._wake_r]
-        for worker in self.workers:
-            objects.extend((worker.conn, worker.sentinel))
-        wait(objects, timeout)  # type: ignore[arg-type]
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self._wake_r, 4096):
-                pass
-
-    def _in_flight(self) -> bool:
-        return any(worker.task is not None for worker in self.workers)
+        self.pool.wait(LOOP_TICK_SECONDS, self._wake_r)
 
     # --- admission -------------------------------------------------------------
-
-    def _hash_now(self, path: Path, size: int, mtime_ns: int) -> str:
-        from daemon.intake import content_key
-
-        return content_key(path, size, mtime_ns, self.settings.limits.max_file_bytes)
 
     def _admit(self, arrival: Arrival, *, forced: bool = False) -> None:
         path = arrival.path
         if arrival.sha256 is None:
-            self._unreadable(arrival)
+            task = FileTask(
+                path, arrival.inbox, "", arrival.size, arrival.mtime_ns, self.clock(), time.time()
+            )
+            self.outcomes.unreadable(task, arrival.error or "unreadable")
             return
-        current = self.tasks.get(path)
-        if current is not None:
-            if current.sha256 == arrival.sha256 and not current.unwritten:
+        held = self.queue.get(path)
+        if held is not None:
+            if held.sha256 == arrival.sha256 and held.unwritten is None:
                 return
-            if any(worker.task is current for worker in self.workers):
-                # In flight: finish what was read, then look again.
-                self.followups[path] = arrival
+            if any(worker.task is held for worker in self.pool):
+                self.queue.follow_up(arrival)  # in flight: finish what was read, then look again
                 return
-            self._drop(current)
+            self.queue.drop(held)
         admission = self.journal.admit(
             path, arrival.inbox, arrival.size, arrival.mtime_ns, arrival.sha256
         )
@@ -362,21 +296,12 @@ class Supervisor:
                 # Our outputs already describe this content (a crash came between
                 # writing them and the journal, or the journal is new): not twice.
                 if admission is Admission.NEW:
-                    finish = self.journal.mark_done if recorded.outcome == "done" else None
-                    if finish is not None:
-                        finish(path, arrival.sha256, arrival.size, arrival.mtime_ns)
-                    else:
-                        self.journal.mark_failed(
-                            path, arrival.sha256, arrival.size, arrival.mtime_ns, "recorded"
-                        )
-                log.info("file.skipped", path=str(path), reason="outputs exist for this content")
-                self.metrics.files.labels(outcome="skipped").inc()
-                self.outcomes[path] = recorded.outcome
+                    self._record_from_outputs(arrival, recorded.outcome)
+                self.outcomes.skipped(path, recorded.outcome)
                 return
             if admission is Admission.UNCHANGED:
-                log.info("file.redo", path=str(path), reason="outputs were removed")
+                log.info("file.redo", path=str(path), reason="its outputs were removed")
                 self.journal.reopen(path)
-        now = self.clock()
         entry = self.journal.get(path)
         task = FileTask(
             path=path,
@@ -384,84 +309,35 @@ class Supervisor:
             sha256=arrival.sha256,
             size=arrival.size,
             mtime_ns=arrival.mtime_ns,
-            admitted_at=now,
+            admitted_at=self.clock(),
             admitted_wall=time.time(),
             settle_seconds=arrival.settle_seconds,
             trail=list(entry.trail) if entry is not None else [],
             forced=forced,
         )
-        self._enqueue(task, now)
-        log.debug("file.queued", path=str(path), queue=len(self.queue))
+        self.queue.push(task, self.clock())
+        log.debug("file.queued", path=str(path), waiting=len(self.queue))
 
-    def _unreadable(self, arrival: Arrival) -> None:
-        """No permission to read (or an I/O error): an error sidecar, retried on rescans."""
-        existing = outputs.read_owned_json(outputs.OutputPaths.beside(arrival.path).error)
-        if existing is not None and existing.get("error", {}).get("code") == "unreadable":
-            return
-        log.error("file.failed", path=str(arrival.path), reason="unreadable", error=arrival.error)
-        fault = Fault(
-            kind="bad_input",
-            message=f"cannot read the file: {arrival.error}",
-            detail={"code": "unreadable"},
-        )
-        task = FileTask(
-            arrival.path,
-            arrival.inbox,
-            "",
-            arrival.size,
-            arrival.mtime_ns,
-            self.clock(),
-            time.time(),
-        )
-        try:
-            outputs.write_failure(
-                arrival.path,
-                payloads.failure(
-                    task,
-                    fault,
-                    sha256="",
-                    model_name=None,
-                    summary="the file could not be read; it is tried again on the next rescan",
-                ),
-            )
-        except outputs.OutputError as error:
-            self._count_output_error(error)
-        self.metrics.files.labels(outcome="failed").inc()
-        self.outcomes[arrival.path] = "failed"
-
-    def _enqueue(self, task: FileTask, now: float, *, front: bool = False) -> None:
-        task.queued_at = now
-        if front:
-            self.queue.appendleft(task)
+    def _record_from_outputs(self, arrival: Arrival, outcome: str) -> None:
+        assert arrival.sha256 is not None
+        if outcome == "done":
+            self.journal.mark_done(arrival.path, arrival.sha256, arrival.size, arrival.mtime_ns)
         else:
-            self.queue.append(task)
-        self.tasks[task.path] = task
-        if task.model_override is not None:
-            self.overrides[task.model_override] += 1
+            self.journal.mark_failed(
+                arrival.path,
+                arrival.sha256,
+                arrival.size,
+                arrival.mtime_ns,
+                "recorded in its error sidecar",
+            )
 
-    def _dequeue(self, task: FileTask) -> None:
-        self.queue.remove(task)
-        if task.model_override is not None:
-            self.overrides[task.model_override] -= 1
-            if self.overrides[task.model_override] <= 0:
-                del self.overrides[task.model_override]
-
-    def _drop(self, task: FileTask) -> None:
-        """Forget a queued or delayed task (superseded by new content)."""
-        if task in self.queue:
-            self._dequeue(task)
-        if task in self.delayed:
-            self.delayed.remove(task)
-        self.tasks.pop(task.path, None)
-
-    def _forget(self, task: FileTask) -> None:
-        self.tasks.pop(task.path, None)
-        followup = self.followups.pop(task.path, None)
+    def _release(self, task: FileTask) -> None:
+        """The file has its outcome: let it go, and look again if it changed meanwhile."""
+        followup = self.queue.release(task)
         if followup is not None:
             self._recheck(followup.path, followup.inbox)
 
     def _recheck(self, path: Path, inbox: Path) -> None:
-        """Look at a file again now (it changed while it was being processed)."""
         try:
             info = path.lstat()
         except FileNotFoundError:
@@ -491,92 +367,57 @@ class Supervisor:
             log_format=log_format,
         )
 
-    def _spawn(self, slot: str, model: str, now: float) -> None:
-        worker = WorkerHandle.spawn(
-            slot,
-            self._worker_config(model),
-            self.generation,
-            now,
-            self.settings.limits.load_deadline_seconds,
-        )
-        self.workers.append(worker)
-        self.restart_due.pop(slot, None)
-        # The series exists (at 0) from the first start, so "worker down" can
-        # fire for a worker that never manages to load.
-        self.metrics.worker_up.labels(worker=slot).set(0)
-        log.info("worker.started", slot=slot, model=model, pid=worker.pid)
-
     def _wanted_model(self, worker: WorkerHandle) -> str | None:
-        """The model this worker's slot should run now (None: the slot should close)."""
-        if worker.slot.startswith("fallback:"):
+        """The model this worker's slot should run now."""
+        if is_fallback_slot(worker.slot):
             return worker.model_name
-        return self.chain.active
+        return self.recovery.active
+
+    def _stale(self, worker: WorkerHandle) -> bool:
+        return (
+            worker.generation != self.generation or self._wanted_model(worker) != worker.model_name
+        )
 
     def _ensure_workers(self, now: float) -> None:
-        if self.stopping or self.chain.exhausted:
+        if self.stopping or self.recovery.exhausted:
             return
-        active = self.chain.active
+        active = self.recovery.active
         assert active is not None
-        # Retire workers whose model or settings are out of date; busy ones
-        # finish their file first (_after_job checks again).
-        for worker in self.workers:
-            stale = (
-                worker.generation != self.generation
-                or self._wanted_model(worker) != worker.model_name
-            )
-            if stale and worker.state in (WorkerState.IDLE, WorkerState.LOADING):
-                self._retire(worker, now, "model or settings changed")
-        slots = {worker.slot for worker in self.workers}
+        # Workers whose model or settings are out of date are replaced; busy
+        # ones finish their file first (_after_job looks again).
+        for worker in self.pool:
+            if self._stale(worker) and worker.state in (WorkerState.IDLE, WorkerState.LOADING):
+                self.pool.retire(worker, "model or settings changed")
         wanted = [(str(index), active) for index in range(self.settings.worker.count)]
-        for model in self.overrides:
-            if model != active and model not in self.unloadable:
-                wanted.append((f"fallback:{model}", model))
+        wanted += [
+            (fallback_slot(model), model)
+            for model in self.queue.overrides
+            if model != active and self.recovery.usable(model)
+        ]
+        running = self.pool.slots()
         for slot, model in wanted:
-            if slot in slots or now < self.restart_due.get(slot, 0.0):
-                continue
-            self._spawn(slot, model, now)
+            if slot not in running and self.pool.may_start(slot, now):
+                self.pool.spawn(
+                    slot,
+                    self._worker_config(model),
+                    self.generation,
+                    self.settings.limits.load_deadline_seconds,
+                )
+                # The series exists (at 0) from the first start, so "worker down"
+                # can fire for a worker that never manages to load.
+                self.metrics.worker_up.labels(worker=slot).set(0)
         idle_limit = self.settings.recovery.idle_fallback_seconds
-        for worker in self.workers:
+        for worker in self.pool:
             if (
-                worker.slot.startswith("fallback:")
+                is_fallback_slot(worker.slot)
                 and worker.state == WorkerState.IDLE
-                and self.overrides.get(worker.model_name, 0) == 0
+                and self.queue.overrides.get(worker.model_name, 0) == 0
                 and worker.idle_since is not None
                 and now - worker.idle_since > idle_limit
             ):
-                self._retire(worker, now, "idle fallback")
+                self.pool.retire(worker, "fallback model idle")
 
-    def _retire(self, worker: WorkerHandle, now: float, why: str) -> None:
-        log.info("worker.retiring", slot=worker.slot, model=worker.model_name, why=why)
-        if worker.state == WorkerState.IDLE and worker.send(Shutdown(why)):
-            worker.state = WorkerState.STOPPING
-            worker.exit_reason = "retired"
-            worker.kill_at = now + self.settings.recovery.stop_grace_seconds
-        else:
-            worker.terminate(now, self.settings.recovery.stop_grace_seconds, "retired")
-
-    def _enforce_deadlines(self, now: float) -> None:
-        for worker in self.workers:
-            if worker.kill_at is not None and now >= worker.kill_at and not worker.has_exited():
-                log.warning(
-                    "worker.killed", slot=worker.slot, pid=worker.pid, why="did not stop in time"
-                )
-                worker.kill()
-                worker.kill_at = None
-            elif worker.deadline is not None and now >= worker.deadline and worker.kill_at is None:
-                what = "loading" if worker.state == WorkerState.LOADING else "a page"
-                log.error(
-                    "worker.hung",
-                    slot=worker.slot,
-                    pid=worker.pid,
-                    model=worker.model_name,
-                    path=str(worker.task.path) if worker.task else None,
-                    waited_for=what,
-                )
-                worker.deadline = None
-                worker.terminate(now, self.settings.recovery.stop_grace_seconds, "hang")
-
-    def _on_message(self, worker: WorkerHandle, message: object) -> None:
+    def _on_message(self, worker: WorkerHandle, message: FromWorker) -> None:
         now = self.clock()
         if isinstance(message, Progress):
             worker.deadline = now + self.settings.limits.page_deadline_seconds
@@ -585,19 +426,16 @@ class Supervisor:
         elif isinstance(message, LoadFailed):
             worker.exit_reason = "load_error"
             worker.deadline = None
-            self._model_load_failed(worker.model_name, message.fault)
+            self.recovery.load_failed(worker.model_name, message.fault)
         elif isinstance(message, JobDone):
             task = self._take_task(worker, message.job_id)
             if task is not None:
-                self.backoff.setdefault(
-                    worker.slot, RestartBackoff(self.settings.recovery.backoff_cap_seconds)
-                ).reset()
-                self._complete(task, message.result, worker.model_name)
+                self.pool.succeeded(worker.slot)
+                self.outcomes.recognised(message.result, worker.model_name)
+                self._write(task, message.result, worker.model_name)
             self._after_job(worker, now)
         elif isinstance(message, JobFailed):
             self._on_job_failed(worker, message, now)
-        else:
-            log.error("worker.protocol_error", slot=worker.slot, received=type(message).__name__)
 
     def _on_loaded(self, worker: WorkerHandle, message: Loaded, now: float) -> None:
         worker.state = WorkerState.IDLE
@@ -609,19 +447,20 @@ class Supervisor:
         )
         self.metrics.worker_up.labels(worker=worker.slot).set(1)
         self.metrics.record_memory(message.memory)
+        info = message.info
         log.info(
             "model.loaded",
             slot=worker.slot,
             model=worker.model_name,
-            engine=message.info.engine,
-            device=message.info.device,
-            dtype=message.info.dtype,
-            attention=message.info.attention,
-            family=message.info.family,
+            engine=info.engine,
+            device=info.device,
+            dtype=info.dtype,
+            attention=info.attention,
+            family=info.family,
             seconds=round(message.load_seconds, 3),
         )
-        if not worker.slot.startswith("fallback:") and worker.model_name == self.chain.active:
-            self.metrics.set_active_model(message.info, self.chain.position or 0)
+        if not is_fallback_slot(worker.slot) and worker.model_name == self.recovery.active:
+            self.metrics.set_active_model(info, self.recovery.chain.position or 0)
 
     def _take_task(self, worker: WorkerHandle, job_id: int) -> FileTask | None:
         task = worker.task
@@ -636,56 +475,46 @@ class Supervisor:
         if worker.state == WorkerState.BUSY:
             worker.state = WorkerState.IDLE
             worker.idle_since = now
-        if worker.generation != self.generation or self._wanted_model(worker) != worker.model_name:
-            self._retire(worker, now, "model or settings changed")
+        if self._stale(worker):
+            self.pool.retire(worker, "model or settings changed")
 
     def _on_job_failed(self, worker: WorkerHandle, message: JobFailed, now: float) -> None:
         task = self._take_task(worker, message.job_id)
         fault = message.fault
         self.metrics.record_memory(message.memory)
         if message.fatal:
-            # The worker exits on its own (EXIT_CUDA_FATAL); make sure it does.
+            # The worker exits on its own (EXIT_CUDA_FATAL); SIGKILL if it does not.
             worker.expect_exit(now, self.settings.recovery.stop_grace_seconds, "cuda_fatal")
             self.metrics.cuda_errors.labels(kind="cuda_fatal").inc()
             if task is not None:
-                self._fatal_for_task(worker.model_name, task, "cuda_fatal", fault)
+                self.recovery.worker_lost(worker.model_name, task, "cuda_fatal", fault)
             return
         self._after_job(worker, now)
         if task is None:
             return
         if fault.kind == "bad_input":
             if fault.detail.get("code") == "vanished":
-                self._vanished(task)
+                self.outcomes.vanished(task.path, "before it was read")
             else:
-                self._fail(
+                self.outcomes.failed(
                     task,
                     fault,
                     message.sha256,
                     worker.model_name,
                     "the file cannot be read as a document",
                 )
+            self._release(task)
             return
-        if fault.kind == "oom":
-            self.metrics.cuda_errors.labels(kind="oom").inc()
-        task.trail.append(
-            {"model": worker.model_name, "outcome": fault.kind, "message": fault.message[:500]}
-        )
-        self._send_down_chain(task, worker.model_name, fault, message.sha256)
+        self.recovery.model_failed_file(worker.model_name, task, fault, message.sha256)
 
-    def _on_exit(self, worker: WorkerHandle) -> None:
-        code = worker.reap()
-        self.workers.remove(worker)
-        self.metrics.worker_up.labels(worker=worker.slot).set(0)
+    def _on_exit(self, worker: WorkerHandle, code: int | None) -> None:
         reason = worker.exit_reason
         if reason is None:
-            if code == EXIT_CUDA_FATAL:
-                reason = "cuda_fatal"
-            elif code == EXIT_LOAD_FAILED:
-                reason = "load_error"
-            else:
-                reason = "crash"
-        log_method = log.info if reason in ("stop", "retired") else log.error
-        log_method(
+            reason = {EXIT_CUDA_FATAL: "cuda_fatal", EXIT_LOAD_FAILED: "load_error"}.get(
+                code or 0, "crash"
+            )
+        expected = reason in ("stop", "retired")
+        (log.info if expected else log.error)(
             "worker.exited",
             slot=worker.slot,
             pid=worker.pid,
@@ -693,175 +522,59 @@ class Supervisor:
             reason=reason,
             model=worker.model_name,
         )
-        if reason in ("stop", "retired"):
-            if worker.slot.startswith("fallback:"):
+        if expected:
+            if is_fallback_slot(worker.slot):
                 # A retired per-file fallback slot is gone, not down.
                 with contextlib.suppress(KeyError):
                     self.metrics.worker_up.remove(worker.slot)
+            else:
+                self.metrics.worker_up.labels(worker=worker.slot).set(0)
             return
+        self.metrics.worker_up.labels(worker=worker.slot).set(0)
         if worker.info is None and reason != "load_error":
             # Died (or hung) while loading, without a word: the model cannot load.
-            self._model_load_failed(
+            self.recovery.load_failed(
                 worker.model_name,
                 Fault(
                     kind="load_error",
-                    message=f"the worker {reason} while loading (exit code {code})",
+                    message=f"the worker ended ({reason}) while loading, exit code {code}",
                 ),
             )
         if worker.task is not None:
-            task = worker.task
-            worker.task = None
-            self._fatal_for_task(
-                worker.model_name,
-                task,
-                reason,
-                Fault(
-                    kind="hang" if reason == "hang" else "crash",
-                    message=f"the worker {'missed its deadline' if reason == 'hang' else 'died'} (exit code {code})",
-                ),
+            task, worker.task = worker.task, None
+            what = "missed its deadline" if reason == "hang" else "died"
+            fault = Fault(
+                kind="hang" if reason == "hang" else "crash",
+                message=f"the worker {what} (exit code {code})",
             )
+            self.recovery.worker_lost(worker.model_name, task, reason, fault)
         self.metrics.worker_restarts.labels(reason=reason).inc()
-        backoff = self.backoff.setdefault(
-            worker.slot, RestartBackoff(self.settings.recovery.backoff_cap_seconds)
-        )
-        delay = backoff.next_delay()
-        self.restart_due[worker.slot] = self.clock() + delay
-        log.info(
-            "worker.restart_scheduled",
-            slot=worker.slot,
-            in_seconds=delay,
-            restarts=backoff.restarts,
-        )
+        self.pool.schedule_restart(worker.slot)
 
-    # --- the chain -------------------------------------------------------------
-
-    def _model_load_failed(self, model: str, fault: Fault) -> None:
-        log.error("model.load_failed", model=model, error=fault.message)
-        if model == self.chain.active:
-            self._demote("load_error")
-            return
-        self.unloadable[model] = self.clock()
-        for task in [task for task in self.queue if task.model_override == model]:
-            self._dequeue(task)
-            task.trail.append(
-                {"model": model, "outcome": "load_error", "message": fault.message[:500]}
-            )
-            self.tasks.pop(task.path, None)
-            self._send_down_chain(task, model, fault, None)
-
-    def _demote(self, reason: str) -> None:
-        old = self.chain.active
-        new = self.chain.demote()
-        while new is not None and new in self.unloadable:
-            new = self.chain.demote()
-        self.metrics.fallbacks.labels(
-            from_model=old or "", to_model=new or "none", reason=reason, scope="daemon"
-        ).inc()
-        self.metrics.set_active_model(None, self.chain.position or 0)
-        if new is None:
-            log.critical("chain.exhausted", last=old, reason=reason, pending=len(self.tasks))
-            self.exit_code = EXIT_NO_MODEL
-            self.readiness = (False, "no model of the chain can run")
-            return
-        log.warning("chain.fallback", from_model=old, to_model=new, reason=reason)
-
-    def _maintain_chain(self) -> None:
-        if self.chain.cooldown_due() and not self.stopping:
-            first = self.chain.promote()
-            self.unloadable.clear()
-            log.info(
-                "chain.retry_first",
-                model=first,
-                after_seconds=self.settings.recovery.cooldown_seconds,
-            )
-            self.metrics.set_active_model(None, 0)
-
-    def _fatal_for_task(self, model: str, task: FileTask, reason: str, fault: Fault) -> None:
-        """A worker died (or must die) on this file: count it against file and model."""
-        attempts = self.journal.record_attempt(task.path, model)
-        demote = self.chain.record_fatal(model)
-        limit = self.settings.recovery.attempts_per_model
-        log.error(
-            "file.attempt_failed",
-            path=str(task.path),
-            model=model,
-            reason=reason,
-            attempt=attempts,
-            of=limit,
-        )
-        if attempts >= limit:
-            task.trail.append(
-                {
-                    "model": model,
-                    "outcome": reason,
-                    "message": f"the worker was lost {attempts} times on this file",
-                }
-            )
-            self._send_down_chain(task, model, fault, None)
-        else:
-            self.tasks.pop(task.path, None)
-            self._enqueue(task, self.clock(), front=True)
-        if demote:
-            self._demote(reason)
-
-    def _send_down_chain(
-        self, task: FileTask, model: str, fault: Fault, sha256: str | None
-    ) -> None:
-        """One file moves to the next model after `model`; none left: error sidecar."""
-        following = self.chain.after(model)
-        while following is not None and following in self.unloadable:
-            following = self.chain.after(following)
-        self.journal.record_trail(task.path, task.trail)
-        if following is None:
-            self._fail(task, fault, sha256, model, "every model of the chain failed on this file")
-            return
-        self.metrics.fallbacks.labels(
-            from_model=model, to_model=following, reason=fault.kind, scope="file"
-        ).inc()
-        log.warning(
-            "file.fallback",
-            path=str(task.path),
-            from_model=model,
-            to_model=following,
-            reason=fault.kind,
-        )
-        self.tasks.pop(task.path, None)
-        task.model_override = following
-        self._enqueue(task, self.clock(), front=True)
-
-    # --- dispatch --------------------------------------------------------------
+    # --- dispatch and results --------------------------------------------------
 
     def _dispatch(self, now: float) -> None:
-        if self.stopping or self.chain.exhausted:
+        if self.stopping or self.recovery.exhausted or len(self.queue) == 0:
             return
-        idle = [
-            w
-            for w in self.workers
-            if w.state == WorkerState.IDLE and w.generation == self.generation
-        ]
-        if not idle or not self.queue:
-            return
-        active = self.chain.active
-        for task in list(self.queue):
+        idle = self.pool.idle(self.generation)
+        active = self.recovery.active
+        for task in self.queue:
             if not idle:
                 break
             model = task.model_override or active
-            worker = next(
-                (w for w in idle if w.model_name == model and self._wanted_model(w) == model), None
-            )
+            worker = next((w for w in idle if w.model_name == model and not self._stale(w)), None)
             if worker is None:
                 continue
-            self._dequeue(task)
+            self.queue.take(task)
             if not self._still_there(task):
                 continue
             self._job_ids += 1
             task.job_id = self._job_ids
             task.dispatched_at = now
-            if not worker.send(Job(self._job_ids, str(task.path), attempt=1)):
-                self._enqueue(task, now, front=True)
-                idle.remove(worker)
-                continue
             idle.remove(worker)
+            if not worker.send(Job(task.job_id, str(task.path))):
+                self.queue.push(task, now, front=True)  # the sentinel will say why
+                continue
             worker.state = WorkerState.BUSY
             worker.task = task
             worker.idle_since = None
@@ -872,221 +585,65 @@ class Supervisor:
         try:
             info = task.path.lstat()
         except FileNotFoundError:
-            self._vanished(task)
+            self.outcomes.vanished(task.path, "before its turn")
+            self._release(task)
             return False
         if not stat.S_ISREG(info.st_mode):
             log.warning("file.dropped", path=str(task.path), reason="no longer a regular file")
             self.journal.forget(task.path)
-            self.tasks.pop(task.path, None)
+            self._release(task)
             return False
         return True
 
-    def _vanished(self, task: FileTask) -> None:
-        log.info("file.vanished", path=str(task.path), when="before its turn")
-        self.journal.forget(task.path)
-        self.metrics.files.labels(outcome="vanished").inc()
-        self.outcomes[task.path] = "vanished"
-        self._forget(task)
-
-    def _release_delayed(self, now: float) -> None:
-        due = [task for task in self.delayed if task.not_before <= now]
-        for task in due:
-            self.delayed.remove(task)
-            if task.unwritten is not None:
-                self._write_result(
-                    task, task.unwritten, task.trail[-1]["model"] if task.trail else "", now
-                )
-            else:
-                self._enqueue(task, now)
-
-    # --- outcomes --------------------------------------------------------------
-
-    def _complete(self, task: FileTask, result: DocumentResult, model: str) -> None:
-        now = self.clock()
-        pages = len(result.pages)
-        self.metrics.pages.labels(model=model).inc(pages)
-        tokens = sum(page.text.tokens or 0 for page in result.pages)
-        if tokens:
-            self.metrics.generated_tokens.labels(model=model).inc(tokens)
-        for page in result.pages:
-            self.metrics.page_inference_seconds.labels(model=model).observe(page.seconds)
-        if any("out of memory" in note for page in result.pages for note in page.notes):
-            self.metrics.cuda_errors.labels(kind="oom").inc()
-        self.metrics.record_memory(result.memory)
-        self._write_result(task, result, model, now)
-
-    def _write_result(self, task: FileTask, result: DocumentResult, model: str, now: float) -> None:
-        queue_seconds = (task.dispatched_at or now) - task.queued_at
-        timings = {
-            "queue_seconds": queue_seconds,
-            "open_seconds": result.open_seconds,
-            "inference_seconds": result.inference_seconds,
-            "total_seconds": now - task.admitted_at,
-        }
-        if task.settle_seconds is not None:
-            timings["settle_seconds"] = task.settle_seconds
-        entry = self.journal.get(task.path)
-        known = [entry.md_sha256] if entry is not None and entry.md_sha256 else []
-        write_started = time.monotonic()
-        try:
-            outputs.write_success(
-                task.path,
-                payloads.markdown(result),
-                payloads.success(task, result, model, timings),
-                known_markdown_hashes=known,
-                before_commit=lambda digest: self.journal.note_markdown(task.path, digest),
-                indent=self.settings.outputs.json_indent,
-            )
-        except outputs.OutputError as error:
-            self._output_failed(task, result, error)
+    def _write(self, task: FileTask, result: DocumentResult, model: str) -> None:
+        error = self.outcomes.done(task, result, model)
+        if error is None:
+            self._release(task)
+            if result.sha256 != task.sha256:
+                log.info("file.changed_while_processing", path=str(task.path))
+                self._recheck(task.path, task.inbox)
             return
-        write_seconds = time.monotonic() - write_started
-        changed = result.sha256 != task.sha256
-        # A file that changed under us is recorded for what was read; an
-        # impossible size keeps the new content from looking finished.
-        size, mtime = (-1, -1) if changed else (task.size, task.mtime_ns)
-        self.journal.mark_done(task.path, result.sha256, size, mtime)
-        total = self.clock() - task.admitted_at
-        self.metrics.files.labels(outcome="done").inc()
-        self.metrics.file_seconds.labels(outcome="done").observe(total)
-        self.metrics.last_success.set(time.time())
-        self.outcomes[task.path] = "done"
-        log.info(
-            "file.done",
-            path=str(task.path),
-            outcome="done",
-            model=model,
-            engine=result.engine.engine,
-            pages=len(result.pages),
-            seconds=round(total, 3),
-            queue_seconds=round(queue_seconds, 3),
-            inference_seconds=round(result.inference_seconds, 3),
-            write_seconds=round(write_seconds, 4),
-            settle_seconds=round(task.settle_seconds, 3)
-            if task.settle_seconds is not None
-            else None,
-            fallbacks=len(task.trail),
-        )
-        self._forget(task)
-        if changed:
-            log.info("file.changed_while_processing", path=str(task.path))
-            self._recheck(task.path, task.inbox)
-
-    def _output_failed(
-        self, task: FileTask, result: DocumentResult | None, error: outputs.OutputError
-    ) -> None:
-        self._count_output_error(error)
         if error.reason == "not_ours":
-            log.error(
-                "file.failed", path=str(task.path), reason="output_in_the_way", error=str(error)
-            )
-            self.journal.mark_failed(task.path, task.sha256, task.size, task.mtime_ns, str(error))
-            self.metrics.files.labels(outcome="failed").inc()
-            self.outcomes[task.path] = "failed"
-            self._forget(task)
+            self.outcomes.blocked(task, error)
+            self._release(task)
             return
-        delay = NO_SPACE_RETRY_SECONDS if error.reason == "no_space" else PERMISSION_RETRY_SECONDS
-        log.error(
-            "file.output_failed",
-            path=str(task.path),
-            reason=error.reason,
-            error=str(error),
-            retry_in=delay,
-        )
         if not self._watch:
-            # `once` does not wait: the file failed this time.
-            self.outcomes[task.path] = "failed"
-            self._forget(task)
+            self.outcomes.final[task.path] = "failed"  # `once` does not wait for a disk to clear
+            self._release(task)
             return
+        # Disk full, or the folder not writable: keep the result, try writing later.
+        delay = NO_SPACE_RETRY_SECONDS if error.reason == "no_space" else PERMISSION_RETRY_SECONDS
+        log.warning("file.output_retry", path=str(task.path), reason=error.reason, in_seconds=delay)
         task.unwritten = result
-        task.not_before = self.clock() + delay
-        self.delayed.append(task)
+        task.last_model = model
+        self.queue.delay(task, self.clock() + delay)
 
-    def _count_output_error(self, error: outputs.OutputError) -> None:
-        self.metrics.output_errors.labels(reason=error.reason).inc()
-        log.error("output.error", path=str(error.path), reason=error.reason, error=str(error))
-
-    def _fail(
-        self, task: FileTask, fault: Fault, sha256: str | None, model: str | None, summary: str
-    ) -> None:
-        sha = sha256 or task.sha256
-        try:
-            outputs.write_failure(
-                task.path,
-                payloads.failure(task, fault, sha256=sha, model_name=model, summary=summary),
-                indent=self.settings.outputs.json_indent,
-            )
-        except outputs.OutputError as error:
-            self._count_output_error(error)
-        self.journal.mark_failed(task.path, sha, task.size, task.mtime_ns, fault.message[:1000])
-        total = self.clock() - task.admitted_at
-        self.metrics.files.labels(outcome="failed").inc()
-        self.metrics.file_seconds.labels(outcome="failed").observe(total)
-        self.outcomes[task.path] = "failed"
-        log.error(
-            "file.failed",
-            path=str(task.path),
-            outcome="failed",
-            reason=fault.kind,
-            code=fault.detail.get("code"),
-            error=fault.message[:500],
-            model=model,
-            seconds=round(total, 3),
-            tried=[step["model"] for step in task.trail],
-        )
-        self._forget(task)
+    def _retry(self, task: FileTask, now: float) -> None:
+        if task.unwritten is not None:
+            self._write(task, task.unwritten, task.last_model or "")
+        else:
+            self.queue.push(task, now)
 
     # --- reporting -------------------------------------------------------------
 
     def _report(self, now: float) -> None:
-        self.metrics.queue_depth.set(len(self.queue) + len(self.delayed))
+        self.metrics.queue_depth.set(len(self.queue))
         if self.watcher is not None:
             self.metrics.files_settling.set(self.watcher.tracking)  # type: ignore[attr-defined]
-        active = self.chain.active
-        serving = [
-            w
-            for w in self.workers
-            if w.serving and not w.slot.startswith("fallback:") and w.model_name == active
-        ]
-        if self.stopping:
-            self.readiness = (False, "stopping")
-        elif self.chain.exhausted:
-            self.readiness = (False, "no model of the chain can run")
-        elif serving:
-            self.readiness = (True, f"serving with {active}")
-        else:
-            loading = any(w.state == WorkerState.LOADING for w in self.workers)
-            self.readiness = (
-                False,
-                f"loading model {active}" if loading else f"worker for {active} is restarting",
-            )
-        if serving and not self.ready_sent and (self.watcher is not None or not self._watch):
-            self.ready_sent = True
-            self.notifier.ready(self._status_text(active))
-            log.info("daemon.ready", model=active)
-        if not self.ready_sent and now - self._last_extend >= EXTEND_TIMEOUT_EVERY_SECONDS:
-            # A large model may take minutes to load: keep systemd's start timeout ahead of us.
-            self._last_extend = now
-            self.notifier.extend_timeout(EXTEND_TIMEOUT_EVERY_SECONDS * 3)
-        interval = self.notifier.watchdog_interval
-        if interval is not None and now - self._last_ping >= interval:
-            # From the main loop only: if this loop is stuck, the pings stop and systemd acts.
-            self._last_ping = now
-            self.notifier.watchdog()
-        text = self._status_text(active)
-        if text != self._last_status[0] and now - self._last_status[1] >= STATUS_EVERY_SECONDS:
-            self._last_status = (text, now)
-            self.notifier.status(text)
-
-    def _status_text(self, active: str | None) -> str:
-        waiting = len(self.queue) + len(self.delayed)
-        if self.chain.exhausted:
-            return "no model of the chain can run"
-        ready, reason = self.readiness
-        text = reason if not ready else f"serving with {active}"
-        if self.chain.position:
-            text += f" (fallback: position {self.chain.position} of the chain)"
-        return f"{text}; {waiting} file(s) waiting"
+        active = self.recovery.active
+        self.health.update(
+            now,
+            stopping=self.stopping,
+            exhausted=self.recovery.exhausted,
+            active=active,
+            serving=any(
+                w.serving and not is_fallback_slot(w.slot) and w.model_name == active
+                for w in self.pool
+            ),
+            loading=any(w.state == WorkerState.LOADING for w in self.pool),
+            position=self.recovery.chain.position or 0,
+            waiting=len(self.queue),
+        )
 
     # --- reload ----------------------------------------------------------------
 
@@ -1094,34 +651,32 @@ class Supervisor:
         if self.reload_settings is None:
             log.warning("settings.reload_unsupported")
             return
-        self.notifier.reloading()
+        self.health.reloading()
         try:
             new = self.reload_settings()
         except SettingsError as error:
             log.error("settings.reload_failed", error=str(error), keeping="the running settings")
-            self.notifier.ready(self._status_text(self.chain.active))
+            self.health.reloaded()
             return
         old = self.settings
         self.settings = new
         if new.worker.chain != old.worker.chain or new.recovery != old.recovery:
-            self.chain = ModelChain(new.worker.chain, new.recovery, self.clock)
-            self.unloadable.clear()
-            self.metrics.set_active_model(None, 0)
-        if (
-            new.models != old.models
-            or new.limits != old.limits
-            or new.worker != old.worker
-            or new.recovery != old.recovery
-            or new.log != old.log
+            self.recovery.reset(new.worker.chain, new.recovery)
+        if any(
+            getattr(new, key) != getattr(old, key)
+            for key in ("models", "limits", "worker", "recovery", "log")
         ):
-            self.generation += 1
+            self.generation += 1  # workers are replaced, each after its current file
+        self.pool.backoff_cap = new.recovery.backoff_cap_seconds
+        self.pool.grace = new.recovery.stop_grace_seconds
+        self.outcomes.indent = new.outputs.json_indent
+        self.intake.max_bytes = new.limits.max_file_bytes
         if new.log != old.log:
             logs.configure(new.log.level, new.log.format)
         if self.watcher is not None and new.watch != old.watch:
             self.watcher.update(new.watch)  # type: ignore[attr-defined]
-        self.intake.max_bytes = new.limits.max_file_bytes
         for key in ("state", "metrics"):
             if getattr(new, key) != getattr(old, key):
                 log.warning("settings.needs_restart", section=key)
         log.info("settings.reloaded", generation=self.generation, chain=new.worker.chain)
-        self.notifier.ready(self._status_text(self.chain.active))
+        self.health.reloaded()

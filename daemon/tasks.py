@@ -29,6 +29,7 @@ class FileTask:
     # A result whose outputs could not be written yet (disk full): retried
     # without running the model again.
     unwritten: DocumentResult | None = None
+    last_model: str | None = None  # the model that produced `unwritten`
     not_before: float = 0.0  # monotonic; a delayed retry waits until then
     forced: bool = False  # `once`: process even when outputs exist for this content
 
