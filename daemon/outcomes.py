@@ -86,7 +86,7 @@ class Outcomes:
         self.final[task.path] = "done"
         log.info(
             "file.done",
-            path=str(task.path),
+            file=str(task.path),
             outcome="done",
             model=model,
             engine=result.engine.engine,
@@ -120,7 +120,7 @@ class Outcomes:
         self.final[task.path] = "failed"
         log.error(
             "file.failed",
-            path=str(task.path),
+            file=str(task.path),
             outcome="failed",
             reason=fault.kind,
             code=fault.detail.get("code"),
@@ -134,7 +134,7 @@ class Outcomes:
         """An output path is taken by a file we did not write: give up on this content."""
         log.error(
             "file.failed",
-            path=str(task.path),
+            file=str(task.path),
             outcome="failed",
             reason="output_in_the_way",
             error=str(error),
@@ -144,13 +144,13 @@ class Outcomes:
         self.final[task.path] = "failed"
 
     def vanished(self, path: Path, when: str) -> None:
-        log.info("file.vanished", path=str(path), when=when)
+        log.info("file.vanished", file=str(path), when=when)
         self.journal.forget(path)
         self.metrics.files.labels(outcome="vanished").inc()
         self.final[path] = "vanished"
 
     def skipped(self, path: Path, outcome: str) -> None:
-        log.info("file.skipped", path=str(path), reason="outputs exist for this content")
+        log.info("file.skipped", file=str(path), reason="outputs exist for this content")
         self.metrics.files.labels(outcome="skipped").inc()
         self.final[path] = outcome
 
@@ -160,7 +160,7 @@ class Outcomes:
         if existing is not None and existing.get("error", {}).get("code") == "unreadable":
             return
         log.error(
-            "file.failed", path=str(task.path), outcome="failed", reason="unreadable", error=message
+            "file.failed", file=str(task.path), outcome="failed", reason="unreadable", error=message
         )
         fault = Fault(
             kind="bad_input",

@@ -79,7 +79,7 @@ class Recovery:
         limit = self.settings.attempts_per_model
         log.error(
             "file.attempt_failed",
-            path=str(task.path),
+            file=str(task.path),
             model=model,
             reason=reason,
             attempt=attempts,
@@ -160,7 +160,7 @@ class Recovery:
         ).inc()
         log.warning(
             "file.fallback",
-            path=str(task.path),
+            file=str(task.path),
             from_model=model,
             to_model=following,
             reason=fault.kind,

@@ -123,7 +123,7 @@ class Supervisor:
                     path, info.st_size, info.st_mtime_ns, self.settings.limits.max_file_bytes
                 )
             except OSError as error:
-                log.error("file.unreadable", path=str(path), error=error.strerror or str(error))
+                log.error("file.unreadable", file=str(path), error=error.strerror or str(error))
                 self.outcomes.final[path] = "failed"
                 continue
             arrival = Arrival(path, path.parent, info.st_size, info.st_mtime_ns, sha)
@@ -192,7 +192,7 @@ class Supervisor:
         self._stop_watcher()
         for worker in self.pool:
             if worker.task is not None:
-                log.info("file.left_pending", path=str(worker.task.path), reason="shutdown")
+                log.info("file.left_pending", file=str(worker.task.path), reason="shutdown")
             self.metrics.worker_up.labels(worker=worker.slot).set(0)
         self.pool.shutdown(immediately=self.stop_now)
         self.metrics.set_active_model(None, self.recovery.chain.position or 0)
@@ -300,7 +300,7 @@ class Supervisor:
                 self.outcomes.skipped(path, recorded.outcome)
                 return
             if admission is Admission.UNCHANGED:
-                log.info("file.redo", path=str(path), reason="its outputs were removed")
+                log.info("file.redo", file=str(path), reason="its outputs were removed")
                 self.journal.reopen(path)
         entry = self.journal.get(path)
         task = FileTask(
@@ -316,7 +316,7 @@ class Supervisor:
             forced=forced,
         )
         self.queue.push(task, self.clock())
-        log.debug("file.queued", path=str(path), waiting=len(self.queue))
+        log.debug("file.queued", file=str(path), waiting=len(self.queue))
 
     def _record_from_outputs(self, arrival: Arrival, outcome: str) -> None:
         assert arrival.sha256 is not None
@@ -589,7 +589,7 @@ class Supervisor:
             self._release(task)
             return False
         if not stat.S_ISREG(info.st_mode):
-            log.warning("file.dropped", path=str(task.path), reason="no longer a regular file")
+            log.warning("file.dropped", file=str(task.path), reason="no longer a regular file")
             self.journal.forget(task.path)
             self._release(task)
             return False
@@ -600,7 +600,7 @@ class Supervisor:
         if error is None:
             self._release(task)
             if result.sha256 != task.sha256:
-                log.info("file.changed_while_processing", path=str(task.path))
+                log.info("file.changed_while_processing", file=str(task.path))
                 self._recheck(task.path, task.inbox)
             return
         if error.reason == "not_ours":
@@ -613,7 +613,7 @@ class Supervisor:
             return
         # Disk full, or the folder not writable: keep the result, try writing later.
         delay = NO_SPACE_RETRY_SECONDS if error.reason == "no_space" else PERMISSION_RETRY_SECONDS
-        log.warning("file.output_retry", path=str(task.path), reason=error.reason, in_seconds=delay)
+        log.warning("file.output_retry", file=str(task.path), reason=error.reason, in_seconds=delay)
         task.unwritten = result
         task.last_model = model
         self.queue.delay(task, self.clock() + delay)

@@ -73,9 +73,9 @@ def test_slow_writer_is_processed_only_when_complete(tmp_path: Path) -> None:
                 handle.flush()
                 time.sleep(0.5)
         finished_writing = time.time()
-        done = daemon.wait_for("file.done", path=str(target))
+        done = daemon.wait_for("file.done", file=str(target))
         time.sleep(3)  # any second hand-off would come within a settle window
-        assert len(daemon.find("file.done", path=str(target))) == 1
+        assert len(daemon.find("file.done", file=str(target))) == 1
         stable = daemon.find("watch.stable", path=str(target))
         assert len(stable) == 1
         assert stable[0]["size"] == len(data)
@@ -100,7 +100,7 @@ def test_burst_of_200_files_each_done_once(tmp_path: Path) -> None:
         sources = [drop_png(inbox / f"burst-{index:03d}.png", index) for index in range(200)]
         daemon.wait_for("file.done", count=200, timeout=300)
         time.sleep(1)
-        done = Counter(record["path"] for record in daemon.find("file.done"))
+        done = Counter(record["file"] for record in daemon.find("file.done"))
         assert done == Counter({str(source): 1 for source in sources})
         for source in sources:
             assert set(outputs_of(source)) == {"md", "json"}
@@ -140,7 +140,7 @@ def test_kill_9_mid_backlog_loses_nothing_and_repeats_nothing(tmp_path: Path) ->
         assert second.stop() == 0
     for source, before in written_before.items():
         assert outputs_of(source)["json"].read_bytes() == before, f"{source.name} was done twice"
-    redone = {record["path"] for record in second.find("file.done")}
+    redone = {record["file"] for record in second.find("file.done")}
     assert redone.isdisjoint(str(source) for source in written_before)
     assert len(redone) + len(written_before) == 60
     assert not list(inbox.glob(".*.ocr-inbox.tmp"))
@@ -159,17 +159,17 @@ def test_changed_file_is_done_again(tmp_path: Path) -> None:
     with running_daemon(tmp_path, fake_engine(inbox, tmp_path / "state")) as daemon:
         daemon.wait_ready()
         target = drop_png(inbox / "doc.png", seed=1)
-        daemon.wait_for("file.done", path=str(target))
+        daemon.wait_for("file.done", file=str(target))
         first_sha = sha256(target)
         drop_png(target, seed=2)
-        daemon.wait_for("file.done", path=str(target), count=2)
+        daemon.wait_for("file.done", file=str(target), count=2)
         document = read_json(outputs_of(target)["json"])
         assert document["input"]["sha256"] == sha256(target) != first_sha
         # Touching without changing the content does not redo it.
         os.utime(target, None)
         daemon.events()
         time.sleep(2)
-        assert len(daemon.find("file.done", path=str(target))) == 2
+        assert len(daemon.find("file.done", file=str(target))) == 2
 
 
 def test_file_vanishing_before_its_turn_is_dropped(tmp_path: Path) -> None:
@@ -183,11 +183,11 @@ def test_file_vanishing_before_its_turn_is_dropped(tmp_path: Path) -> None:
         doomed = drop_png(inbox / "b-doomed.png", seed=2)
         daemon.wait_for("watch.stable", path=str(doomed))
         doomed.unlink()
-        daemon.wait_for("file.vanished", path=str(doomed))
+        daemon.wait_for("file.vanished", file=str(doomed))
         after = drop_png(inbox / "c-after.png", seed=3)
-        daemon.wait_for("file.done", path=str(after))
+        daemon.wait_for("file.done", file=str(after))
         assert outputs_of(doomed) == {}
-        assert daemon.find("file.done", path=str(busy))
+        assert daemon.find("file.done", file=str(busy))
 
 
 def test_hidden_temp_and_output_files_are_left_alone(tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_hidden_temp_and_output_files_are_left_alone(tmp_path: Path) -> None:
         for name in (".hidden.png", "upload.png.part", "x.tmp", "~$lock.png", "notes.txt"):
             pages.save_png(TINY, inbox / name)
         marker = drop_png(inbox / "real.png")
-        daemon.wait_for("file.done", path=str(marker))
+        daemon.wait_for("file.done", file=str(marker))
         time.sleep(1)
         assert len(daemon.find("file.done")) == 1
         names = sorted(path.name for path in inbox.iterdir())
@@ -228,10 +228,10 @@ def test_sigterm_finishes_the_current_file_and_exits_0(tmp_path: Path) -> None:
         daemon.wait_for("watch.stable", path=str(second))
         daemon.process.send_signal(signal.SIGTERM)
         assert daemon.stop() == 0
-    done = {record["path"] for record in daemon.find("file.done")}
+    done = {record["file"] for record in daemon.find("file.done")}
     assert str(first) in done
     assert str(second) not in done
     assert outputs_of(second) == {}
     # The next start picks the pending file up.
     with running_daemon(tmp_path, settings, log_name="again.log") as again:
-        again.wait_for("file.done", path=str(second))
+        again.wait_for("file.done", file=str(second))
