@@ -8,6 +8,10 @@ classifier's votes in between (see daemon.worker.orientation): on an upright
 page that costs nothing beyond the normal pipeline; a page found sideways or
 upside down is turned upright and run again. Lines come back in reading order
 (daemon.worker.reading_order).
+
+The steps (preprocess_img, detect_and_crop, cls_and_rotate, recognize_txt,
+build_final_output) are public methods of RapidOCR 3.x but not documented API;
+pyproject.toml keeps rapidocr below 4, and the tests exercise every one.
 """
 
 from __future__ import annotations
