@@ -162,6 +162,8 @@ class FaultyModel(Section):
     seed: int | None = None
     load_fault: Literal["none", "error", "crash", "hang"] = "none"
     page_seconds: float = Field(default=0.0, ge=0)
+    # A slow model load (a big VLM reading its weights), for start-up and readiness tests.
+    load_seconds: float = Field(default=0.0, ge=0)
     leak_megabytes: int = Field(default=64, ge=1)
 
 

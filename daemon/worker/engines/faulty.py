@@ -57,6 +57,8 @@ class FaultyEngine(Engine):
         self._leaked: list[bytearray] = []
 
     def load(self) -> EngineInfo:
+        if self.model.load_seconds:
+            time.sleep(self.model.load_seconds)
         if self.model.load_fault == "error":
             raise EngineError("injected load failure")
         if self.model.load_fault == "crash":
