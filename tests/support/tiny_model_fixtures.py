@@ -29,14 +29,18 @@ def tiny_models_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 
 
 def _remove_imported_remote_code(root: Path) -> None:
-    """transformers copies a model's own code into its modules cache, named after the
-    model folder; the folders of this session are gone after it, so is their code."""
+    for folder in root.glob("*_remote-*"):
+        forget_imported_code(folder)
+
+
+def forget_imported_code(folder: Path) -> None:
+    """transformers copies a model's own code into its modules cache, in a package
+    named after the model folder; remove that copy once the folder is gone."""
     try:
         from transformers.dynamic_module_utils import HF_MODULES_CACHE
     except ImportError:
         return
     modules = Path(HF_MODULES_CACHE) / "transformers_modules"
-    for folder in root.glob("*_remote-*"):
-        sanitized = folder.name.replace("-", "_hyphen_").replace(".", "_dot_")
-        for copied in modules.glob(f"{sanitized}*"):
-            shutil.rmtree(copied, ignore_errors=True)
+    sanitized = folder.name.replace("-", "_hyphen_").replace(".", "_dot_")
+    for copied in modules.glob(f"{sanitized}*"):
+        shutil.rmtree(copied, ignore_errors=True)

@@ -15,7 +15,9 @@ Their answers are noise; what tests can rely on:
 - behaviour "empty": generation_config.json suppresses every token but the end
   token, so the first answer token ends the answer (an empty answer);
 - behaviour "degenerate": lm_head is all zeros, so every logit ties and greedy
-  decoding picks token 0 ("!") forever, as NaN logits do in fp16.
+  decoding picks token 0 ("!") forever, as NaN logits do in fp16;
+- behaviour "sdpa_fails" (dots_ocr_remote only): the model loads with sdpa but
+  its forward pass then fails the way a kernel without code for this GPU does.
 
 Use `tiny_model(kind, root, behaviour)`: it builds once per folder and returns
 the cached folder afterwards.
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 KINDS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "got_ocr2", "dots_ocr_remote", "deepseek_ocr_remote")
-Behaviour = Literal["normal", "empty", "degenerate"]
+Behaviour = Literal["normal", "empty", "degenerate", "sdpa_fails"]
 
 QWEN_SPECIALS = (
     "<|endoftext|>",
@@ -135,6 +137,16 @@ from .configuration_dots import DotsOCRConfig
 
 class DotsOCRForCausalLM(Qwen2_5_VLForConditionalGeneration):
     config_class = DotsOCRConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        # Test hook: behave like a kernel this GPU has no code for.
+        self.register_forward_pre_hook(_fail_with_attention)
+
+
+def _fail_with_attention(model, args):
+    if getattr(model.config, "fail_with_attention", None) == model.config._attn_implementation:
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
 '''
 
 # The shape of DeepSeek-OCR's checkpoint: model_type "deepseek_vl_v2" (unknown
@@ -611,5 +623,9 @@ def tiny_model(kind: str, root: Path, behaviour: Behaviour = "normal") -> Path:
         make_empty(directory)
     elif behaviour == "degenerate":
         make_degenerate(directory)
+    elif behaviour == "sdpa_fails":
+        _edit_json(
+            directory / "config.json", lambda config: config.update(fail_with_attention="sdpa")
+        )
     (directory / ".built").write_text("ok\n")
     return directory

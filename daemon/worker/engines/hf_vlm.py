@@ -106,6 +106,9 @@ class HfVlmEngine(Engine):
         )
 
     def load(self) -> EngineInfo:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # per-shard bars would flood the logs
         plan = self.plan()
         if plan.own_code and not self.settings.trust_remote_code:
             raise EngineError(
@@ -322,5 +325,9 @@ def model_classes(family: Family, config: dict[str, Any], trust_remote_code: boo
 
 
 def _first_line(error: BaseException) -> str:
+    """The gist of an error for logs and EngineInfo: its first line, first sentence if long."""
     text = str(error).strip()
-    return text.splitlines()[0][:300] if text else ""
+    line = text.splitlines()[0] if text else ""
+    if len(line) > 200 and ". " in line[40:]:
+        line = line[: line.index(". ", 40) + 1]
+    return line[:300]

@@ -15,6 +15,18 @@ from typing import Any
 
 from daemon.worker.engines.base import ModelNotFoundError
 
+# What a transformers model needs; repos often also carry .bin/.pth/.onnx/.gguf
+# copies of the weights that would multiply the download.
+FETCHED_FILES = [
+    "*.json",
+    "*.safetensors",
+    "*.py",
+    "*.jinja",
+    "*.txt",
+    "*.model",
+    "*.tiktoken",
+]
+
 # owner/name as the hub spells it; a string that names an existing folder wins.
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -74,7 +86,7 @@ def _locate_in_cache(
             "(or set worker.allow_download = true)"
         )
     try:
-        directory = snapshot_download(hub_id, revision=revision)
+        directory = snapshot_download(hub_id, revision=revision, allow_patterns=FETCHED_FILES)
     except Exception as error:  # network, auth, missing repo: all mean "not here"
         raise ModelNotFoundError(
             f"model {name!r}: downloading {hub_id} failed: {error}. "

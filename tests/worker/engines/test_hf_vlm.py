@@ -7,7 +7,9 @@ and the errors for empty and degenerate answers and for missing models.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,10 @@ from daemon.worker.engines.base import (
 )
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from tests.support.pages import render_page
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
+from tests.support.tiny_model_fixtures import (
+    forget_imported_code,
+    tiny_models_root,  # noqa: F401  (fixture)
+)
 from tests.support.tiny_models import tiny_model
 
 CPU = Runtime(device="cpu")
@@ -115,7 +120,8 @@ def test_recognize_returns_one_page_text_per_image_within_the_token_limit(
         assert isinstance(result, PageText)
         assert result.text.strip()
         assert result.tokens is not None and 1 <= result.tokens <= MAX_NEW_TOKENS
-        assert result.details["hit_token_limit"] == (result.tokens == MAX_NEW_TOKENS)
+        if result.details["hit_token_limit"]:
+            assert result.tokens == MAX_NEW_TOKENS
         width, height = result.details["model_image_size"]
         assert width % 28 == 0 and height % 28 == 0  # Qwen2-VL resizes to 28-pixel multiples
 
@@ -212,6 +218,42 @@ def test_explicit_cuda_device_without_a_gpu_is_a_load_error(qwen2_vl: Path) -> N
     engine = HfVlmEngine("gpu-only", HfVlmModel(path=str(qwen2_vl)), Runtime(device="cuda"))
     with pytest.raises(EngineError, match="no GPU"):
         engine.load()
+
+
+def test_attention_that_fails_its_forward_pass_falls_back_with_the_reason(
+    tiny_models_root: Path,  # noqa: F811
+) -> None:
+    """A model that loads with sdpa but cannot run it is reloaded with eager; why is kept."""
+    folder = tiny_model("dots_ocr_remote", tiny_models_root, "sdpa_fails")
+    settings = HfVlmModel(path=str(folder), trust_remote_code=True, max_new_tokens=2)
+    engine = HfVlmEngine("fragile", settings, CPU)
+    info = engine.load()
+    assert info.attention == "eager"
+    (reason,) = info.details["attention_fallbacks"]
+    assert reason.startswith("sdpa: RuntimeError: CUDA error: no kernel image is available")
+    assert engine.recognize(pages(1))[0].tokens
+    engine.close()
+
+
+def test_model_that_runs_with_no_attention_is_a_load_error(
+    tiny_models_root: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """When every candidate fails its forward pass, loading fails and gives each reason."""
+    folder = tmp_path / f"eager_fails_remote-{tmp_path.name}"
+    shutil.copytree(tiny_model("dots_ocr_remote", tiny_models_root, "sdpa_fails"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["fail_with_attention"] = "eager"
+    (folder / "config.json").write_text(json.dumps(config))
+    settings = HfVlmModel(path=str(folder), trust_remote_code=True, attention="eager")
+    engine = HfVlmEngine("fragile", settings, CPU)
+    with pytest.raises(EngineError, match=r"runs with none of \['eager'\] on cpu") as caught:
+        try:
+            engine.load()
+        finally:
+            forget_imported_code(folder)
+    assert "eager: RuntimeError: CUDA error: no kernel image" in str(caught.value)
+    assert engine.model is None
 
 
 def test_explicit_eager_attention_is_used(qwen2_vl: Path) -> None:
