@@ -235,3 +235,18 @@ def test_sigterm_finishes_the_current_file_and_exits_0(tmp_path: Path) -> None:
     # The next start picks the pending file up.
     with running_daemon(tmp_path, settings, log_name="again.log") as again:
         again.wait_for("file.done", file=str(second))
+
+
+def test_removing_outputs_and_touching_redoes_the_file(tmp_path: Path) -> None:
+    """Deleting a file's outputs and touching it makes the daemon do it again (the README's retry recipe)."""
+    inbox = tmp_path / "inbox"
+    with running_daemon(tmp_path, fake_engine(inbox, tmp_path / "state")) as daemon:
+        daemon.wait_ready()
+        target = drop_png(inbox / "redo.png", seed=5)
+        daemon.wait_for("file.done", file=str(target))
+        for output in outputs_of(target).values():
+            output.unlink()
+        os.utime(target, None)
+        daemon.wait_for("file.done", file=str(target), count=2)
+        assert daemon.find("file.redo", file=str(target))
+        assert set(outputs_of(target)) == {"md", "json"}
