@@ -12,6 +12,9 @@ real vocabulary).
 
 Their answers are noise; what tests can rely on:
 - behaviour "normal": answers end only at the token limit or an end token;
+- behaviour "brief": generation_config.json boosts the end token's score
+  exponentially after 3 answer tokens, so answers end after about 4 tokens
+  whatever max_new_tokens is (fast end-to-end runs with default settings);
 - behaviour "empty": generation_config.json suppresses every token but the end
   token, so the first answer token ends the answer (an empty answer);
 - behaviour "degenerate": lm_head is all zeros, so every logit ties and greedy
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 KINDS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "got_ocr2", "dots_ocr_remote", "deepseek_ocr_remote")
-Behaviour = Literal["normal", "empty", "degenerate", "sdpa_fails"]
+Behaviour = Literal["normal", "brief", "empty", "degenerate", "sdpa_fails"]
 
 QWEN_SPECIALS = (
     "<|endoftext|>",
@@ -567,6 +570,13 @@ def _edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
+def make_brief(directory: Path, after: int = 3) -> None:
+    """The end token's score grows a millionfold per token after `after` answer tokens."""
+    generation = json.loads((directory / "generation_config.json").read_text())
+    generation["exponential_decay_length_penalty"] = [after, 1e6]
+    (directory / "generation_config.json").write_text(json.dumps(generation, indent=2))
+
+
 def make_empty(directory: Path) -> None:
     """Only the end token(s) may be generated: every answer is empty."""
     generation = json.loads((directory / "generation_config.json").read_text())
@@ -619,7 +629,9 @@ def tiny_model(kind: str, root: Path, behaviour: Behaviour = "normal") -> Path:
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     BUILDERS[kind](directory)
-    if behaviour == "empty":
+    if behaviour == "brief":
+        make_brief(directory)
+    elif behaviour == "empty":
         make_empty(directory)
     elif behaviour == "degenerate":
         make_degenerate(directory)

@@ -150,6 +150,21 @@ def test_batched_prompts_are_padded_on_the_left(engine: HfVlmEngine) -> None:
     assert bool(mask[:, -1].all())
 
 
+def test_answer_ending_on_its_end_token_counts_it_and_did_not_hit_the_limit(
+    tiny_models_root: Path,  # noqa: F811
+) -> None:
+    """An answer that stops on the end token: tokens include it, hit_token_limit is False."""
+    folder = tiny_model("qwen2_vl", tiny_models_root, "brief")
+    engine = HfVlmEngine("brief", HfVlmModel(path=str(folder), batch_size=2), CPU)
+    engine.load()  # max_new_tokens stays at its default, 2048
+    results = engine.recognize(pages(2))
+    engine.close()
+    for result in results:
+        assert result.details["hit_token_limit"] is False
+        assert result.tokens is not None and 2 <= result.tokens <= 8
+        assert result.text.strip()
+
+
 def test_empty_answer_raises_empty_output_error(tiny_models_root: Path) -> None:  # noqa: F811
     """A model that can only say its end token yields EmptyOutputError, not an empty page."""
     folder = tiny_model("qwen2_vl", tiny_models_root, "empty")
