@@ -89,8 +89,7 @@ def test_uncached_hub_model_is_reported_not_found(chain_report: tuple[int, dict[
 
 
 def test_missing_first_model_exits_non_zero_with_text_report(tmp_path: Path) -> None:
-    """When the first model of the chain cannot run, the exit status is non-zero and the
-    text report says which model and why."""
+    """A first model that cannot run makes the exit status non-zero; the text says why."""
     missing = tmp_path / "nowhere"
     settings = settings_with(
         ["gone", "rapid"], {"gone": {"engine": "hf_vlm", "path": str(missing)}}
