@@ -19,14 +19,23 @@ from daemon.protocol import Fault, FaultKind
 # cudaErrorLaunchFailure, cudaErrorMisalignedAddress, cudaErrorIllegalInstruction,
 # cudaErrorECCUncorrectable, cudaErrorHardwareStackError, ...) as PyTorch
 # surfaces them, and cuBLAS/cuDNN execution failures that follow them.
+# Recent PyTorch also names the enum ("Search for `cudaErrorAssert' in ..."),
+# which is matched too, in case a driver words the description differently.
 STICKY_CUDA_PATTERNS: dict[str, re.Pattern[str]] = {
-    "device_assert": re.compile(r"device-side assert triggered", re.I),
-    "illegal_address": re.compile(r"illegal memory access", re.I),
-    "launch_failure": re.compile(r"unspecified launch failure|launch failed", re.I),
-    "misaligned_address": re.compile(r"misaligned address", re.I),
-    "illegal_instruction": re.compile(r"illegal instruction", re.I),
-    "ecc": re.compile(r"uncorrectable ECC error|ECC error", re.I),
-    "hardware_stack": re.compile(r"hardware stack error", re.I),
+    "device_assert": re.compile(r"device-side assert triggered|cudaErrorAssert\b", re.I),
+    "illegal_address": re.compile(r"illegal memory access|cudaErrorIllegalAddress", re.I),
+    "launch_failure": re.compile(
+        r"unspecified launch failure|launch failed|cudaErrorLaunchFailure", re.I
+    ),
+    "misaligned_address": re.compile(r"misaligned address|cudaErrorMisalignedAddress", re.I),
+    "illegal_instruction": re.compile(r"illegal instruction|cudaErrorIllegalInstruction", re.I),
+    "invalid_pc": re.compile(r"invalid program counter|cudaErrorInvalidPc", re.I),
+    "address_space": re.compile(
+        r"not supported on global/shared address space|cudaErrorInvalidAddressSpace", re.I
+    ),
+    "ecc": re.compile(r"uncorrectable ECC error|ECC error|cudaErrorECCUncorrectable", re.I),
+    "nvlink": re.compile(r"uncorrectable NVLink error|cudaErrorNvlinkUncorrectable", re.I),
+    "hardware_stack": re.compile(r"hardware stack error|cudaErrorHardwareStackError", re.I),
     "cublas": re.compile(r"CUBLAS_STATUS_EXECUTION_FAILED|CUBLAS_STATUS_INTERNAL_ERROR", re.I),
     "cudnn": re.compile(r"CUDNN_STATUS_EXECUTION_FAILED|CUDNN_STATUS_INTERNAL_ERROR", re.I),
     "launch_timeout": re.compile(r"the launch timed out and was terminated", re.I),
@@ -89,7 +98,18 @@ def classify(exc: BaseException) -> FaultKind:
         return "cuda_fatal"
     if is_oom(exc):
         return "oom"
+    if _is_accelerator_error(exc):
+        # A CUDA runtime error we have no pattern for. Most such errors are
+        # sticky, and treating a harmless one as sticky costs one reload,
+        # while the opposite would leave a poisoned context failing every
+        # file that follows: restart.
+        return "cuda_fatal"
     return "engine_error"
+
+
+def _is_accelerator_error(exc: BaseException) -> bool:
+    """torch.AcceleratorError (PyTorch >= 2.8 raises it for CUDA runtime errors)."""
+    return "torch.AcceleratorError" in _qualified_names(exc)
 
 
 def describe(exc: BaseException, *, page: int | None = None) -> Fault:
