@@ -143,6 +143,19 @@ class Outcomes:
         self.metrics.files.labels(outcome="failed").inc()
         self.final[task.path] = "failed"
 
+    def refused_name(self, path: Path, code: str, message: str) -> None:
+        """No output can be named after this file (too long, not UTF-8): say so, write nothing.
+
+        Not journaled (a name that is not UTF-8 cannot be stored): the watcher
+        hands the file on once per daemon start, so this is logged once per start.
+        """
+        log.error(
+            "file.failed", file=str(path), outcome="failed", reason=code, code=code, error=message
+        )
+        self.metrics.output_errors.labels(reason=code).inc()
+        self.metrics.files.labels(outcome="failed").inc()
+        self.final[path] = "failed"
+
     def vanished(self, path: Path, when: str) -> None:
         log.info("file.vanished", file=str(path), when=when)
         self.journal.forget(path)

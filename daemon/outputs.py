@@ -147,7 +147,48 @@ def recorded(source: Path) -> Recorded | None:
 
 
 def _temp_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    token = f".{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    # The target's name makes a leftover temp file recognisable, but only as
+    # much of it as fits: an output name that fits must not fail for its temp.
+    room = max(0, _name_max(target.parent) - 1 - len(token))
+    name = os.fsencode(target.name)[:room].decode("utf-8", "ignore")  # no half characters
+    return target.with_name(f".{name}{token}")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the folder's filesystem allows."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255  # NAME_MAX of Linux filesystems
+
+
+def name_problem(source: Path) -> tuple[str, str] | None:
+    """(code, message) when outputs cannot be named after `source`; None when they can.
+
+    Our outputs add up to len(ERROR_SUFFIX) bytes to the input's name, so a name
+    within that many bytes of the filesystem's limit cannot have them beside it.
+    A name that is not valid UTF-8 cannot be recorded in the journal or the JSON.
+    """
+    name = source.name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            "name_not_utf8",
+            f"the file name '{os.fsencode(name).decode('utf-8', 'backslashreplace')}' is not valid"
+            " UTF-8; rename the file",
+        )
+    limit = _name_max(source.parent)
+    longest = len(os.fsencode(name + ERROR_SUFFIX))
+    if longest > limit:
+        return (
+            "name_too_long",
+            f"the file name is {longest - len(ERROR_SUFFIX)} bytes; outputs add"
+            f" {len(ERROR_SUFFIX)} and this filesystem allows {limit}: rename the file to at"
+            f" most {limit - len(ERROR_SUFFIX)} bytes",
+        )
+    return None
 
 
 def _classify_os_error(error: OSError) -> OutputFailure:

@@ -273,6 +273,10 @@ class Supervisor:
 
     def _admit(self, arrival: Arrival, *, forced: bool = False) -> None:
         path = arrival.path
+        refused = outputs.name_problem(path)
+        if refused is not None:
+            self.outcomes.refused_name(path, *refused)
+            return
         if arrival.sha256 is None:
             task = FileTask(
                 path, arrival.inbox, "", arrival.size, arrival.mtime_ns, self.clock(), time.time()
