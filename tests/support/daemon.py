@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,9 @@ def start_daemon(
     env: dict[str, str] | None = None,
     inbox: Path | None = None,
     log_name: str = "daemon.log",
+    argv_prefix: Sequence[str] = (),
 ) -> Daemon:
+    """Start `ocr-inbox run`; `argv_prefix` runs it under a wrapper (e.g. setpriv, prlimit)."""
     inbox = inbox or root / "inbox"
     state_dir = root / "state"
     inbox.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,16 @@ def start_daemon(
     log_path = root / log_name
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--config", str(config), *(args or [])],
+            [
+                *argv_prefix,
+                sys.executable,
+                "-m",
+                "daemon",
+                "run",
+                "--config",
+                str(config),
+                *(args or []),
+            ],
             cwd=root,
             stdout=log_file,
             stderr=subprocess.STDOUT,
