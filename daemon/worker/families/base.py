@@ -191,13 +191,20 @@ class Family:
                 eos_token_id=stop_ids or None,
                 pad_token_id=pad_id,
             )
-        prompt_length = int(inputs["input_ids"].shape[1])
+        # Decoder-only models return prompt + answer; encoder-decoders return the
+        # decoder's start token + answer.
+        encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        prompt_length = 1 if encoder_decoder else int(inputs["input_ids"].shape[1])
         attention = inputs.get("attention_mask")
         results = []
         for row, size in zip(range(len(images)), sizes, strict=True):
             answer = output[row, prompt_length:].tolist()
             content, stopped = cut_at_stop(answer, stop_ids)
-            prompt_tokens = int(attention[row].sum()) if attention is not None else prompt_length
+            prompt_tokens = (
+                int(attention[row].sum())
+                if attention is not None
+                else int(inputs["input_ids"].shape[1])
+            )
             results.append(
                 Generated(
                     token_ids=content,
