@@ -300,6 +300,18 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def context_usable(device: torch.device) -> bool:
+    """Does the device still compute after an error? (False: the CUDA context is poisoned.)"""
+    if device.type != "cuda":
+        return True
+    try:
+        value = torch.ones(4, device=device).sum().item()
+        torch.cuda.synchronize(device)
+    except Exception:
+        return False
+    return value == 4.0
+
+
 def release_cached_memory(device: torch.device) -> None:
     """Give cached allocator blocks back (after an OOM, or when a model is closed)."""
     import gc

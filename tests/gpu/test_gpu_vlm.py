@@ -90,3 +90,4 @@ def test_gpu_facts_for_doctor() -> None:
     assert probes["math"].ok
     if torch.cuda.get_device_capability(0)[0] >= 8:
         assert probes["flash"].ok or probes["mem_efficient"].ok
+    assert hardware.context_usable(torch.device("cuda", 0))

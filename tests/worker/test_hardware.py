@@ -86,6 +86,11 @@ def test_sdpa_math_backend_runs_on_cpu() -> None:
         assert probe.ok or probe.reason
 
 
+def test_cpu_context_is_always_usable() -> None:
+    """There is no CUDA context to poison on the CPU."""
+    assert hardware.context_usable(CPU) is True
+
+
 def test_memory_readings_on_cpu_are_empty() -> None:
     """No accelerator, no readings; resets and cache releases are harmless no-ops."""
     hardware.reset_peak(CPU)

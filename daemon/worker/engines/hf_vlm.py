@@ -169,6 +169,11 @@ class HfVlmEngine(Engine):
             if isinstance(error, NoModelClassError):
                 raise
             self._drop_model()
+            # A kernel without code for this GPU ("no kernel image is available")
+            # leaves the CUDA context usable; anything that poisoned it must not
+            # be retried in this process.
+            if not hardware.context_usable(plan.device):
+                raise
             return f"{type(error).__name__}: {_first_line(error)}"
         return None
 
