@@ -2,16 +2,20 @@
 
 JSON lines when stdout is not a terminal (systemd, pipes), readable console
 lines on a TTY. Each line carries the process role so the interleaved output
-of supervisor and workers can be told apart.
+of supervisor and workers can be told apart. When systemd connected stdout to
+the journal, records go to it natively instead (daemon.journald).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 import structlog
+
+from daemon import journald
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -48,10 +52,16 @@ def configure(level: str = "info", fmt: str = "auto", *, role: str = "supervisor
         if wants_json(fmt)
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
+    factory: Any = structlog.WriteLoggerFactory(file=sys.stdout)
+    if wants_json(fmt) and journald.stream_is_journal(os.environ, sys.stdout):
+        # systemd connected stdout to the journal: send each record natively
+        # so its fields (FILE, MODEL, OUTCOME, SECONDS, ...) are journal fields.
+        renderer = journald.renderer(renderer)
+        factory = journald.logger_factory(os.environ, sys.stdout)
     structlog.configure(
         processors=[*shared, structlog.processors.UnicodeDecoder(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
     # Third-party libraries log through the standard library: keep their

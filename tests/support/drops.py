@@ -1,0 +1,43 @@
+"""Small distinct input files, dropped into an inbox the way careful tools write them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.support import pages
+from tests.support.daemon import base_settings
+
+TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
+
+
+def faulty_settings(
+    inbox: Path, state: Path, chain: dict[str, dict[str, Any]] | None = None, **model: Any
+) -> dict[str, Any]:
+    """Test settings whose chain is the fault-injection engine: one model "fake", or `chain`."""
+    models = chain or {"fake": {"engine": "faulty", **model}}
+    settings = base_settings(inbox, state, worker={"chain": list(models)})
+    settings["models"] = {name: {"engine": "faulty", **values} for name, values in models.items()}
+    return settings
+
+
+def _distinct(seed: int) -> Any:
+    image = TINY.copy()
+    image.putpixel((0, 0), (seed % 256, (seed // 256) % 256, 7))
+    return image
+
+
+def drop_png(path: Path, seed: int = 0) -> Path:
+    """A one-page PNG written under a hidden temp name and renamed into place."""
+    temp = path.with_name(f".{path.name}.part")
+    pages.save_png(_distinct(seed), temp)
+    temp.rename(path)
+    return path
+
+
+def drop_pdf(path: Path, page_count: int, seed: int = 0) -> Path:
+    """A PDF of `page_count` small pages, written the same way."""
+    temp = path.with_name(f".{path.name}.part")
+    pages.save_pdf([_distinct(seed + index) for index in range(page_count)], temp)
+    temp.rename(path)
+    return path
