@@ -277,12 +277,6 @@ class Supervisor:
         if refused is not None:
             self.outcomes.refused_name(path, *refused)
             return
-        if arrival.sha256 is None:
-            task = FileTask(
-                path, arrival.inbox, "", arrival.size, arrival.mtime_ns, self.clock(), time.time()
-            )
-            self.outcomes.unreadable(task, arrival.error or "unreadable")
-            return
         held = self.queue.get(path)
         if held is not None:
             if held.sha256 == arrival.sha256 and held.unwritten is None:
@@ -291,6 +285,16 @@ class Supervisor:
                 self.queue.follow_up(arrival)  # in flight: finish what was read, then look again
                 return
             self.queue.drop(held)
+        if arrival.sha256 is None:
+            task = FileTask(
+                path, arrival.inbox, "", arrival.size, arrival.mtime_ns, self.clock(), time.time()
+            )
+            self.outcomes.unreadable(task, arrival.error or "unreadable")
+            if self._watch:
+                # Read again on the rescan schedule: the watcher hands a file on
+                # once per content, and a chmod that fixes it is no new content.
+                self.queue.delay(task, self.clock() + self.settings.watch.rescan_interval_seconds)
+            return
         admission = self.journal.admit(
             path, arrival.inbox, arrival.size, arrival.mtime_ns, arrival.sha256
         )
@@ -625,6 +629,9 @@ class Supervisor:
     def _retry(self, task: FileTask, now: float) -> None:
         if task.unwritten is not None:
             self._write(task, task.unwritten, task.last_model or "")
+        elif task.sha256 == "":  # it could not be read: hash it again (_admit decides)
+            self.queue.drop(task)
+            self._recheck(task.path, task.inbox)
         else:
             self.queue.push(task, now)
 
