@@ -1,0 +1,199 @@
+"""sd_notify from the running daemon, received on a real AF_UNIX datagram socket held by the test.
+
+The test plays systemd's part: it binds the socket, passes $NOTIFY_SOCKET and
+$WATCHDOG_USEC to the daemon, and records every datagram with the time it
+arrived. The model load is made slow (the fault-injection engine's
+load_seconds) so that what happens before READY=1 can be seen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import Daemon, running_daemon
+from tests.support.drops import drop_png, faulty_settings
+
+pytestmark = pytest.mark.slow
+
+WATCHDOG_USEC = 1_000_000  # systemd's timeout; the daemon pings at half of it
+PING_INTERVAL = WATCHDOG_USEC / 1_000_000 / 2
+LOAD_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Message:
+    received: float  # time.time() when the datagram arrived
+    fields: dict[str, str]
+
+
+class NotifySocket:
+    """What systemd holds: a datagram socket collecting notifications on a thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(path))
+        self._socket.settimeout(0.2)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self._socket.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
+            with self._lock:
+                self.messages.append(Message(time.time(), fields))
+
+    def snapshot(self) -> list[Message]:
+        with self._lock:
+            return list(self.messages)
+
+    def with_field(self, name: str) -> list[Message]:
+        return [message for message in self.snapshot() if name in message.fields]
+
+    def wait_for(self, name: str, value: str | None = None, timeout: float = 90) -> Message:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.with_field(name):
+                if value is None or message.fields[name] == value:
+                    return message
+            time.sleep(0.05)
+        raise AssertionError(f"no {name}={value} notification; got {self.snapshot()}")
+
+    def pings_between(self, start: float, end: float) -> list[float]:
+        return [m.received for m in self.with_field("WATCHDOG") if start <= m.received <= end]
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5)
+        self._socket.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    path = tmp_path / "notify.sock"
+    if len(os.fsencode(path)) > 100:  # AF_UNIX paths are limited to 107 bytes
+        pytest.skip("temporary directory path too long for an AF_UNIX socket")
+    receiver = NotifySocket(path)
+    yield receiver
+    receiver.close()
+
+
+def systemd_env(notify: NotifySocket, watchdog_pid: str = "") -> dict[str, str]:
+    # WATCHDOG_PID empty: as if unset (the daemon's own pid is unknown before it starts).
+    return {
+        "NOTIFY_SOCKET": str(notify.path),
+        "WATCHDOG_USEC": str(WATCHDOG_USEC),
+        "WATCHDOG_PID": watchdog_pid,
+    }
+
+
+def epoch(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def intervals(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def test_ready_comes_after_the_model_is_loaded(tmp_path: Path, notify: NotifySocket) -> None:
+    """EXTEND_TIMEOUT and STATUS "loading" while the model loads; READY=1 only after model.loaded."""
+    settings = faulty_settings(tmp_path / "inbox", tmp_path / "state", load_seconds=LOAD_SECONDS)
+    with running_daemon(tmp_path, settings, env=systemd_env(notify)) as daemon:
+        ready = notify.wait_for("READY", "1")
+        [loaded] = daemon.wait_for("model.loaded")
+        assert daemon.stop() == 0
+
+    messages = notify.snapshot()
+    before = [m for m in messages if m.received < ready.received]
+    assert ready.received >= epoch(loaded["timestamp"])
+    assert [m.fields["READY"] for m in messages if "READY" in m.fields] == ["1"]
+    # While loading: asked for more start time (30 s in microseconds), said what it does.
+    extends = [m.fields["EXTEND_TIMEOUT_USEC"] for m in before if "EXTEND_TIMEOUT_USEC" in m.fields]
+    assert extends and all(int(value) == 30_000_000 for value in extends)
+    assert any(m.fields.get("STATUS") == "loading fake" for m in before)
+    # READY carries the status it starts serving with.
+    assert ready.fields["STATUS"].startswith("serving with fake")
+    # The load took LOAD_SECONDS: READY cannot have come earlier than that after the first word.
+    assert ready.received - messages[0].received >= LOAD_SECONDS * 0.9
+    stopping = notify.with_field("STOPPING")
+    assert [m.fields["STOPPING"] for m in stopping] == ["1"]
+    assert stopping[0].received > ready.received
+
+
+def test_watchdog_pings_at_half_the_timeout_and_stop_while_the_loop_is_stuck(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    """WATCHDOG=1 every ~0.5 s for WATCHDOG_USEC=1 s; none while the journal blocks the loop."""
+    settings = faulty_settings(tmp_path / "inbox", tmp_path / "state")
+    daemon: Daemon
+    with running_daemon(tmp_path, settings, env=systemd_env(notify)) as daemon:
+        ready = notify.wait_for("READY", "1")
+        time.sleep(4.0)
+        steady = notify.pings_between(ready.received, time.time())
+        gaps = intervals(steady)
+
+        # An operator's sqlite3 shell (or a backup) holds the journal: the main
+        # loop blocks in its next write, which a new file brings on.
+        journal = sqlite3.connect(daemon.state_dir / "journal.sqlite3", isolation_level=None)
+        journal.execute("BEGIN EXCLUSIVE")
+        try:
+            stuck = drop_png(daemon.inbox / "stuck.png")
+            daemon.wait_for("watch.stable", path=str(stuck))
+            blocked_from = time.time() + 1.0  # the loop reaches the journal within a turn
+            time.sleep(4.0)
+            released_at = time.time()
+            pings_while_blocked = notify.pings_between(blocked_from, released_at)
+            assert daemon.process.poll() is None
+        finally:
+            journal.execute("ROLLBACK")
+            journal.close()
+        [done] = daemon.wait_for("file.done", file=str(stuck))
+        time.sleep(2.0)
+        resumed = notify.pings_between(released_at, time.time())
+        assert daemon.stop() == 0
+
+    # ~8 pings in 4 s; generous bounds for a loaded machine.
+    assert 5 <= len(steady) <= 12, gaps
+    assert min(gaps) >= PING_INTERVAL * 0.9, gaps
+    # Every gap is under the timeout itself, or systemd would have killed a healthy daemon.
+    assert max(gaps) < WATCHDOG_USEC / 1_000_000, gaps
+    assert pings_while_blocked == []
+    # The loop really was held by the journal: the file was admitted only after the release.
+    assert epoch(done["timestamp"]) >= released_at
+    assert len(resumed) >= 2
+    assert not daemon.find("file.failed")
+
+
+def test_watchdog_pid_of_another_process_means_no_pings(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    """WATCHDOG_PID naming another process (a parent's watchdog) keeps the daemon from pinging."""
+    settings = faulty_settings(tmp_path / "inbox", tmp_path / "state")
+    with running_daemon(tmp_path, settings, env=systemd_env(notify, str(os.getpid()))) as daemon:
+        ready = notify.wait_for("READY", "1")
+        time.sleep(2.0)
+        assert daemon.stop() == 0
+
+    assert ready.fields["READY"] == "1"
+    assert notify.with_field("WATCHDOG") == []
+    assert notify.with_field("STOPPING")
