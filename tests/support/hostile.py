@@ -234,3 +234,22 @@ def tiff_document(pages: Sequence[TiffPage], *, loop_back: bool = False) -> byte
 def truncated(data: bytes, keep: float) -> bytes:
     """The first `keep` fraction of the bytes, as an interrupted copy leaves them."""
     return data[: int(len(data) * keep)]
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A real decompression bomb: a 1-bit PNG of width x height white pixels.
+
+    Every byte of it is valid (decoding would succeed and need width x height
+    bytes of memory); deflate squeezes the uniform rows to about 1/1000 of their
+    size, so a 400-megapixel page is a file of tens of kilobytes.
+    """
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    row = b"\x00" + b"\xff" * ((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", body)
+        + _png_chunk(b"IEND", b"")
+    )

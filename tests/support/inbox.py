@@ -1,0 +1,66 @@
+"""Dropping files into a running daemon's inbox and waiting for what became of each."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from tests.support.daemon import DEFAULT_TIMEOUT, Daemon, wait_until
+
+OUTCOME_EVENTS = ("file.done", "file.failed", "file.vanished")
+
+
+def drop(path: Path, data: bytes) -> Path:
+    """Write `data` via a hidden temp name and rename it into place, as careful tools do."""
+    temp = path.with_name(f".{path.name}.part")
+    temp.write_bytes(data)
+    temp.rename(path)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def outcomes_of(daemon: Daemon, path: Path) -> list[dict[str, Any]]:
+    """The per-file outcome records (done, failed, vanished) logged for `path`, oldest first."""
+    return [
+        record
+        for record in daemon.events()
+        if record.get("event") in OUTCOME_EVENTS and record.get("file") == str(path)
+    ]
+
+
+def wait_outcome(
+    daemon: Daemon, path: Path, *, count: int = 1, timeout: float = DEFAULT_TIMEOUT
+) -> dict[str, Any]:
+    """Wait for the `count`-th outcome record of `path` and return it."""
+
+    def arrived() -> bool:
+        if daemon.process.poll() is not None:
+            raise AssertionError(
+                f"daemon exited ({daemon.process.returncode}) before {path.name} had an outcome:\n"
+                + daemon.log_text()[-4000:]
+            )
+        return len(outcomes_of(daemon, path)) >= count
+
+    try:
+        wait_until(arrived, timeout=timeout)
+    except AssertionError as error:
+        if "condition not met" not in str(error):
+            raise
+        raise AssertionError(
+            f"no outcome for {path.name} in {timeout} s:\n" + daemon.log_text()[-4000:]
+        ) from None
+    return outcomes_of(daemon, path)[count - 1]
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """A live process's peak resident memory (VmHWM), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    if found is None:
+        raise AssertionError(f"no VmHWM for pid {pid}:\n{status}")
+    return int(found.group(1)) * 1024
