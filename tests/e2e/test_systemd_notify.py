@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -23,69 +20,13 @@ import pytest
 
 from tests.support.daemon import Daemon, running_daemon
 from tests.support.drops import drop_png, faulty_settings
+from tests.support.notify_socket import NotifySocket
 
 pytestmark = pytest.mark.slow
 
 WATCHDOG_USEC = 1_000_000  # systemd's timeout; the daemon pings at half of it
 PING_INTERVAL = WATCHDOG_USEC / 1_000_000 / 2
 LOAD_SECONDS = 3.0
-
-
-@dataclass(frozen=True)
-class Message:
-    received: float  # time.time() when the datagram arrived
-    fields: dict[str, str]
-
-
-class NotifySocket:
-    """What systemd holds: a datagram socket collecting notifications on a thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.messages: list[Message] = []
-        self._lock = threading.Lock()
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(path))
-        self._socket.settimeout(0.2)
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while not self._closed.is_set():
-            try:
-                data = self._socket.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
-            with self._lock:
-                self.messages.append(Message(time.time(), fields))
-
-    def snapshot(self) -> list[Message]:
-        with self._lock:
-            return list(self.messages)
-
-    def with_field(self, name: str) -> list[Message]:
-        return [message for message in self.snapshot() if name in message.fields]
-
-    def wait_for(self, name: str, value: str | None = None, timeout: float = 90) -> Message:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in self.with_field(name):
-                if value is None or message.fields[name] == value:
-                    return message
-            time.sleep(0.05)
-        raise AssertionError(f"no {name}={value} notification; got {self.snapshot()}")
-
-    def pings_between(self, start: float, end: float) -> list[float]:
-        return [m.received for m in self.with_field("WATCHDOG") if start <= m.received <= end]
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=5)
-        self._socket.close()
 
 
 @pytest.fixture
