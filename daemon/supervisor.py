@@ -139,9 +139,11 @@ class Supervisor:
         finally:
             self._shutdown()
             self._restore_signal_handlers(previous)
-        failed = any(outcome != "done" for outcome in self.outcomes.final.values())
-        if not self._watch and self.exit_code == EXIT_OK and failed:
-            return EXIT_FAILED
+        if not self._watch:
+            # `once` answers one question: did every file get its outputs? (A
+            # chain that could not load counts as failure; the log says why.)
+            failed = any(outcome != "done" for outcome in self.outcomes.final.values())
+            return EXIT_FAILED if failed or self.exit_code != EXIT_OK else EXIT_OK
         return self.exit_code
 
     def ready_state(self) -> tuple[bool, str]:
@@ -249,7 +251,9 @@ class Supervisor:
             self._admit(arrival)
         for worker, message in self.pool.messages():
             self._on_message(worker, message)
-        for worker, code in self.pool.exited():
+        for worker, code, last_words in self.pool.exited():
+            for message in last_words:
+                self._on_message(worker, message)
             self._on_exit(worker, code)
         now = self.clock()
         for worker in self.pool.enforce_deadlines(now):
@@ -298,12 +302,13 @@ class Supervisor:
         admission = self.journal.admit(
             path, arrival.inbox, arrival.size, arrival.mtime_ns, arrival.sha256
         )
-        if admission is not Admission.PENDING and not forced:
+        if not forced:
             recorded = outputs.recorded(path)
             if recorded is not None and recorded.sha256 == arrival.sha256:
                 # Our outputs already describe this content (a crash came between
-                # writing them and the journal, or the journal is new): not twice.
-                if admission is Admission.NEW:
+                # writing them and the journal, which left the row pending, or
+                # the journal is new): not twice.
+                if admission is not Admission.UNCHANGED:
                     self._record_from_outputs(arrival, recorded.outcome)
                 self.outcomes.skipped(path, recorded.outcome)
                 return
@@ -311,6 +316,7 @@ class Supervisor:
                 log.info("file.redo", file=str(path), reason="its outputs were removed")
                 self.journal.reopen(path)
         entry = self.journal.get(path)
+        trail = list(entry.trail) if entry is not None else []
         task = FileTask(
             path=path,
             inbox=arrival.inbox,
@@ -320,7 +326,8 @@ class Supervisor:
             admitted_at=self.clock(),
             admitted_wall=time.time(),
             settle_seconds=arrival.settle_seconds,
-            trail=list(entry.trail) if entry is not None else [],
+            trail=trail,
+            model_override=self.recovery.resume_model(trail),
             forced=forced,
         )
         self.queue.push(task, self.clock())
@@ -485,6 +492,32 @@ class Supervisor:
             worker.idle_since = now
         if self._stale(worker):
             self.pool.retire(worker, "model or settings changed")
+        elif self._grown_too_big(worker):
+            self.pool.retire(worker, "memory")
+
+    def _grown_too_big(self, worker: WorkerHandle) -> bool:
+        """After a job: is the worker's RSS over recovery.max_worker_rss_megabytes?
+
+        A model that leaks host memory would otherwise grow until the kernel's
+        OOM killer picks a victim, maybe not the worker. A fresh worker costs
+        one model load.
+        """
+        limit = self.settings.recovery.max_worker_rss_megabytes
+        if not limit or worker.state != WorkerState.IDLE:
+            return False
+        rss = worker.rss_bytes()
+        if rss is None or rss <= limit * 1024 * 1024:
+            return False
+        log.warning(
+            "worker.memory_exceeded",
+            slot=worker.slot,
+            pid=worker.pid,
+            model=worker.model_name,
+            rss_megabytes=round(rss / (1024 * 1024)),
+            limit_megabytes=limit,
+        )
+        self.metrics.worker_restarts.labels(reason="memory").inc()
+        return True
 
     def _on_job_failed(self, worker: WorkerHandle, message: JobFailed, now: float) -> None:
         task = self._take_task(worker, message.job_id)
