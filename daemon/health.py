@@ -113,10 +113,15 @@ class Health:
         self.notifier.status(f"loading {model}")
 
     def reloading(self) -> None:
-        self.notifier.reloading()
+        # Before the first READY=1 the daemon is still starting: a reload then
+        # must not send READY (systemd would count start-up as done before the
+        # model is loaded); update() sends it once a worker serves.
+        if self.ready_sent:
+            self.notifier.reloading()
 
     def reloaded(self) -> None:
-        self.notifier.ready(self._last_status[0] or self.readiness[1])
+        if self.ready_sent:
+            self.notifier.ready(self._last_status[0] or self.readiness[1])
 
     def stopping(self) -> None:
         self.readiness = (False, "stopping")
