@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -138,3 +139,19 @@ def test_watchdog_pid_of_another_process_means_no_pings(
     assert ready.fields["READY"] == "1"
     assert notify.with_field("WATCHDOG") == []
     assert notify.with_field("STOPPING")
+
+
+def test_sighup_while_loading_does_not_announce_ready_early(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    """A reload during the first model load sends no READY=1 before the model is loaded."""
+    settings = faulty_settings(tmp_path / "inbox", tmp_path / "state", load_seconds=LOAD_SECONDS)
+    with running_daemon(tmp_path, settings, env=systemd_env(notify)) as daemon:
+        daemon.wait_for("worker.started")
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for("settings.reloaded")
+        first_ready = notify.wait_for("READY", "1")
+        [loaded] = daemon.wait_for("model.loaded")
+        assert daemon.stop() == 0
+
+    assert first_ready.received >= epoch(loaded["timestamp"])
