@@ -706,6 +706,14 @@ class Supervisor:
         self.settings = new
         if new.worker.chain != old.worker.chain or new.recovery != old.recovery:
             self.recovery.reset(new.worker.chain, new.recovery)
+        for task in self.queue:
+            if task.model_override is not None and task.model_override not in new.worker.chain:
+                # Its fallback model left the chain (perhaps the settings too):
+                # the file starts again at the new chain's head instead of
+                # waiting for a worker that can no longer be configured.
+                self.queue.take(task)
+                task.model_override = None
+                self.queue.push(task, self.clock(), front=True)
         if any(
             getattr(new, key) != getattr(old, key)
             for key in ("models", "limits", "worker", "recovery", "log")
