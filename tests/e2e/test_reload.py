@@ -146,3 +146,30 @@ def test_broken_settings_keep_the_old_ones_and_the_daemon_serving(tmp_path: Path
     assert outputs_of(ignored) == {}
     second = daemon.find("settings.reload_failed")[1]
     assert "not valid TOML" in second["error"]
+
+
+def test_reload_dropping_a_files_fallback_model_restarts_it_at_the_new_chain(
+    tmp_path: Path,
+) -> None:
+    """A queued file waiting for a fallback model that the reload removes is done by the new chain."""
+    settings = faulty_settings(
+        tmp_path / "inbox",
+        tmp_path / "state",
+        chain={
+            "first": {"rules": [{"match": "empty-*", "fault": "empty"}]},
+            # Slow to load, so the file is still queued for it when the signal comes.
+            "second": {"load_seconds": 5.0},
+        },
+    )
+    with running_daemon(tmp_path, settings) as daemon:
+        daemon.wait_ready()
+        handed_down = drop_png(daemon.inbox / "empty-1.png", seed=1)
+        daemon.wait_for("file.fallback", file=str(handed_down))
+        reload(daemon, faulty_settings(tmp_path / "inbox", tmp_path / "state", chain={"third": {}}))
+        daemon.wait_for("settings.reloaded")
+        [done] = daemon.wait_for("file.done", file=str(handed_down))
+        assert daemon.process.poll() is None
+        assert daemon.stop() == 0
+
+    assert done["model"] == "third"
+    assert not daemon.find("model.loaded", model="second")
