@@ -27,10 +27,14 @@ def markdown(result: DocumentResult) -> str:
 
 def _page(page: PageResult) -> dict[str, Any]:
     text = page.text
+    # Boxes are in the frame of the page as the engine turned it upright; for
+    # a page scanned sideways that frame is the given image's size swapped.
+    upright = text.details.get("upright_size")
+    width, height = (upright[0], upright[1]) if upright else (page.width, page.height)
     return {
         "index": page.index,
-        "width": page.width,
-        "height": page.height,
+        "width": width,
+        "height": height,
         "rotation": text.rotation,
         "scale": round(page.scale, 4),
         "seconds": round(page.seconds, 4),

@@ -48,6 +48,7 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         files["multitiff"] = pages.save_multipage_tiff([one, two], inbox / "two-pages.tiff")
         files["exif"] = pages.save_jpeg_with_orientation(one, inbox / "camera.jpg", orientation=6)
         files["pdf"] = pages.save_pdf([one, two, three], inbox / "three-pages.pdf")
+        files["sideways"] = pages.save_png(one.rotate(90, expand=True), inbox / "sideways.png")
         daemon.wait_for("file.done", count=len(files), timeout=600)
         assert not daemon.find("file.failed")
     return files
@@ -109,3 +110,15 @@ def test_inputs_are_never_modified(processed: dict[str, Path]) -> None:
         document = read_json(outputs_of(source)["json"])
         assert document["input"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
         assert document["input"]["size"] == source.stat().st_size
+
+
+def test_sideways_scan_is_turned_upright(processed: dict[str, Path]) -> None:
+    """A page scanned sideways is read upright; the JSON's size is the frame its boxes are in."""
+    document = read_json(outputs_of(processed["sideways"])["json"])
+    page = document["pages"][0]
+    assert page["rotation"] in (90, 270)
+    assert (page["width"], page["height"]) == (1240, 900)
+    assert recall(PAGE_ONE, page["text"]) >= 0.9
+    for line in page["lines"]:
+        for x, y in line["box"]:
+            assert -2 <= x <= page["width"] + 2 and -2 <= y <= page["height"] + 2
