@@ -564,8 +564,9 @@ class Supervisor:
             model=worker.model_name,
         )
         if expected:
-            if is_fallback_slot(worker.slot):
-                # A retired per-file fallback slot is gone, not down.
+            if is_fallback_slot(worker.slot) or int(worker.slot) >= self.settings.worker.count:
+                # A retired per-file fallback slot, or one a reload took away
+                # (fewer workers), is gone, not down: no WorkerDown alert for it.
                 with contextlib.suppress(KeyError):
                     self.metrics.worker_up.remove(worker.slot)
             else:
