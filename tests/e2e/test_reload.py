@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.daemon import Daemon, outputs_of, read_json, running_daemon, write_settings
 from tests.support.drops import drop_png, faulty_settings
@@ -173,3 +175,39 @@ def test_reload_dropping_a_files_fallback_model_restarts_it_at_the_new_chain(
 
     assert done["model"] == "third"
     assert not daemon.find("model.loaded", model="second")
+
+
+def worker_up_series(daemon: Daemon) -> dict[str, float]:
+    with urllib.request.urlopen(daemon.url("/metrics"), timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        sample.labels["worker"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ocr_inbox_worker_up"
+    }
+
+
+def test_reload_to_fewer_workers_retires_the_extra_slot_without_a_down_series(
+    tmp_path: Path,
+) -> None:
+    """worker.count 2 -> 1: the second worker is retired and its worker_up series removed, not left at 0."""
+    settings = faulty_settings(tmp_path / "inbox", tmp_path / "state")
+    settings["worker"]["count"] = 2
+    with running_daemon(tmp_path, settings) as daemon:
+        daemon.wait_for("model.loaded", count=2)
+        assert worker_up_series(daemon) == {"0": 1.0, "1": 1.0}
+        settings["worker"]["count"] = 1
+        reload(daemon, settings)
+        daemon.wait_for("settings.reloaded")
+        # Both are replaced (the worker settings changed); only slot 0 comes back.
+        daemon.wait_for("model.loaded", count=3)
+        daemon.wait_for("worker.exited", count=2)
+        kept = drop_png(daemon.inbox / "after.png", seed=1)
+        daemon.wait_for("file.done", file=str(kept))
+        series = worker_up_series(daemon)
+        assert daemon.stop() == 0
+
+    # A series stuck at 0 would fire OcrInboxWorkerDown for a worker nobody wants.
+    assert series == {"0": 1.0}
+    assert [r["reason"] for r in daemon.find("worker.exited")] == ["retired", "retired"]
