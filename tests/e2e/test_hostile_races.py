@@ -1,0 +1,141 @@
+"""Files that change under the daemon: deleted before their turn, replaced mid-flight, grown late.
+
+A slow fake engine (page_seconds) holds the single worker, so each change can
+be made at a known point: while the file waits in the queue, or after the
+worker has read it (watched from outside with inotify). See docs/hostile-inputs.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import hostile, pages
+from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, running_daemon
+from tests.support.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_outcome
+
+pytestmark = pytest.mark.slow
+
+PAGE_SECONDS = 2.0
+TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
+
+
+def png(seed: int) -> bytes:
+    image = TINY.copy()
+    image.putpixel((0, 0), (seed % 256, seed // 256 % 256, 11))
+    return pages.png_bytes(image)
+
+
+def slow_daemon(root: Path) -> dict[str, Any]:
+    settings = base_settings(root / "inbox", root / "state", worker={"chain": ["slow"]})
+    settings["models"] = {"slow": {"engine": "faulty", "page_seconds": PAGE_SECONDS}}
+    return settings
+
+
+def occupy(daemon: Daemon, inbox: Path, name: str) -> Path:
+    """Give the single worker a file to chew on for PAGE_SECONDS, so later files wait in the queue."""
+    busy = inbox / name
+    with ReadWatch(busy) as reads:
+        drop(busy, png(99))
+        reads.wait(2)  # hashed by the supervisor, then read by the worker
+    return busy
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def done_records(daemon: Daemon, path: Path) -> list[dict[str, Any]]:
+    return [record for record in outcomes_of(daemon, path) if record["event"] == "file.done"]
+
+
+def test_file_deleted_while_queued_is_dropped_and_the_next_file_flows(tmp_path: Path) -> None:
+    """Deleted between detection and its turn: file.vanished, no outputs, the next file is done."""
+    inbox = tmp_path / "inbox"
+    with running_daemon(tmp_path, slow_daemon(tmp_path)) as daemon:
+        daemon.wait_ready()
+        occupy(daemon, inbox, "a-busy.png")
+        doomed = drop(inbox / "b-doomed.png", png(1))
+        daemon.wait_for("file.queued", file=str(doomed))
+        doomed.unlink()
+        record = wait_outcome(daemon, doomed)
+        assert (record["event"], record["when"]) == ("file.vanished", "before its turn")
+        normal = drop(inbox / "c-normal.png", png(2))
+        assert wait_outcome(daemon, normal)["event"] == "file.done"
+        assert not [path for path in inbox.iterdir() if path.name.startswith("b-doomed")]
+
+
+def test_file_replaced_while_processed_is_recorded_as_read_then_done_again(tmp_path: Path) -> None:
+    """Replaced after the worker read it: the first JSON is for the old bytes, then the new are done."""
+    inbox = tmp_path / "inbox"
+    old, new = png(1), hostile.pdf_document([hostile.PdfPage(200, 100, lines=["new"])])
+    with running_daemon(tmp_path, slow_daemon(tmp_path)) as daemon:
+        daemon.wait_ready()
+        target = inbox / "scan.png"
+        with ReadWatch(target) as reads:
+            drop(target, old)
+            reads.wait(2)  # the worker holds the old bytes now
+            drop(target, new)  # renamed over it, as a re-scan from the scanner would be
+        first = wait_outcome(daemon, target)
+        assert first["event"] == "file.done"
+        # The new content takes PAGE_SECONDS more, so the first outputs can be read meanwhile.
+        document = read_json(outputs_of(target)["json"])
+        assert document["input"]["sha256"] == _sha(old)
+        assert document["input"]["format"] == "png"
+        second = wait_outcome(daemon, target, count=2)
+        assert second["event"] == "file.done"
+        document = read_json(outputs_of(target)["json"])
+        assert document["input"]["sha256"] == _sha(new) == sha256_of(target)
+        assert document["input"]["format"] == "pdf"
+        assert len(done_records(daemon, target)) == 2
+        normal = drop(inbox / "normal.png", png(2))
+        assert wait_outcome(daemon, normal)["event"] == "file.done"
+
+
+def test_file_that_grows_while_queued_is_done_once_with_its_final_content(tmp_path: Path) -> None:
+    """Judged stable, then appended to before its turn: done once, for the bytes it ended with."""
+    inbox = tmp_path / "inbox"
+    whole = pages.png_bytes(pages.render_page(("grows",), width=300, height=200, font_px=20))
+    half = hostile.truncated(whole, 0.5)
+    with running_daemon(tmp_path, slow_daemon(tmp_path)) as daemon:
+        daemon.wait_ready()
+        occupy(daemon, inbox, "a-busy.png")
+        target = drop(inbox / "b-grows.png", half)
+        daemon.wait_for("file.queued", file=str(target))
+        with target.open("ab") as handle:
+            handle.write(whole[len(half) :])
+        record = wait_outcome(daemon, target)
+        assert record["event"] == "file.done"
+        assert read_json(outputs_of(target)["json"])["input"]["sha256"] == _sha(whole)
+        normal = drop(inbox / "c-normal.png", png(3))
+        wait_outcome(daemon, normal)
+        assert len(outcomes_of(daemon, target)) == 1
+        assert set(outputs_of(target)) == {"md", "json"}
+
+
+def test_file_that_grows_after_its_outcome_is_done_again_when_it_settles(tmp_path: Path) -> None:
+    """A scanner pausing longer than the settle window: half a PNG fails, the whole one is done."""
+    inbox = tmp_path / "inbox"
+    whole = pages.png_bytes(pages.render_page(("grows",), width=300, height=200, font_px=20))
+    half = hostile.truncated(whole, 0.5)
+    settings = slow_daemon(tmp_path)
+    settings["models"]["slow"]["page_seconds"] = 0.0
+    with running_daemon(tmp_path, settings) as daemon:
+        daemon.wait_ready()
+        target = drop(inbox / "paused-scanner.png", half)
+        first = wait_outcome(daemon, target)
+        assert (first["event"], first["code"]) == ("file.failed", "corrupt")
+        assert set(outputs_of(target)) == {"error"}
+        with target.open("ab") as handle:
+            handle.write(whole[len(half) :])
+        second = wait_outcome(daemon, target, count=2)
+        assert second["event"] == "file.done"
+        # The pair replaces our error sidecar: one outcome on disk, for the final bytes.
+        assert set(outputs_of(target)) == {"md", "json"}
+        assert read_json(outputs_of(target)["json"])["input"]["sha256"] == _sha(whole)
+        assert sha256_of(target) == _sha(whole)
+        normal = drop(inbox / "normal.png", png(4))
+        assert wait_outcome(daemon, normal)["event"] == "file.done"
