@@ -76,7 +76,7 @@ class Metrics:
         )
         self.worker_restarts = Counter(
             PREFIX + "worker_restarts",
-            "Worker processes restarted, by reason (crash, hang, cuda_fatal, load_error).",
+            "Worker processes restarted, by reason (crash, hang, cuda_fatal, load_error, memory).",
             ["reason"],
             registry=r,
         )
@@ -166,7 +166,7 @@ class Metrics:
         # Pre-create the outcome series so rates and alerts see zeros, not absence.
         for outcome in ("done", "failed", "skipped", "vanished"):
             self.files.labels(outcome=outcome)
-        for reason in ("crash", "hang", "cuda_fatal", "load_error"):
+        for reason in ("crash", "hang", "cuda_fatal", "load_error", "memory"):
             self.worker_restarts.labels(reason=reason)
         for kind in ("oom", "cuda_fatal"):
             self.cuda_errors.labels(kind=kind)

@@ -143,14 +143,21 @@ class WorkerPool:
     def messages(self) -> list[tuple[WorkerHandle, FromWorker]]:
         return [(worker, message) for worker in self for message in worker.receive_all()]
 
-    def exited(self) -> list[tuple[WorkerHandle, int | None]]:
-        """Workers whose process has ended, reaped and removed from the pool."""
+    def exited(self) -> list[tuple[WorkerHandle, int | None, list[FromWorker]]]:
+        """Workers whose process has ended, reaped and removed from the pool.
+
+        Each comes with its last words: messages it sent after messages() last
+        looked (a JobDone just before a SIGKILL, the LoadFailed or fatal
+        JobFailed before its exit). Acting on the exit without them would
+        redo a finished file or miss why the worker ended.
+        """
         gone = []
         for worker in self:
             if worker.has_exited():
+                last_words = worker.receive_all()
                 code = worker.reap()
                 self.workers.remove(worker)
-                gone.append((worker, code))
+                gone.append((worker, code, last_words))
         return gone
 
     def wait(self, timeout: float, wake_fd: int) -> None:

@@ -4,6 +4,10 @@
   the model. A file that killed the worker `attempts_per_model` times moves to
   the next model; a model that failed `max_fatal_failures` times within the
   window is demoted for the whole daemon; a cool-down brings the first back.
+  When a fault demotes the model, the demotion is the whole answer: the file
+  in hand simply waits for the next active model (no per-file fallback).
+- A file that comes back pending after a restart resumes after the last model
+  of its trail; its per-model attempt counts live in the journal.
 - Empty or degenerate output (and OOM or an engine error that survived the
   worker's own retries) moves only that file to the next model.
 - A file with no model left gets an error sidecar: quarantined, never a loop.
@@ -14,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -70,6 +75,22 @@ class Recovery:
     def usable(self, model: str) -> bool:
         return model not in self.unloadable
 
+    def resume_model(self, trail: list[dict[str, Any]]) -> str | None:
+        """The model for a file that comes back pending with a trail (after a restart).
+
+        The trail lists the models the file already left; it goes on after the
+        last of them instead of starting again at the top of the chain.
+        """
+        if not trail:
+            return None
+        following = self.chain.after(str(trail[-1].get("model")))
+        while following is not None and following in self.unloadable:
+            following = self.chain.after(following)
+        position = self.chain.position
+        if following is None or position is None or self.chain.names.index(following) <= position:
+            return None  # the active model is that one, or already further down
+        return following
+
     # --- faults --------------------------------------------------------------
 
     def worker_lost(self, model: str, task: FileTask, reason: str, fault: Fault) -> None:
@@ -85,14 +106,22 @@ class Recovery:
             attempt=attempts,
             of=limit,
         )
-        if attempts >= limit:
+        if demote:
+            # The model goes out of service for the whole daemon: that, not this
+            # file, is what gave way. The file waits for the next active model
+            # like every queued file, with no per-file fallback or trail entry
+            # (and with no model left it stays pending for the next start,
+            # rather than being quarantined for a broken GPU).
+            if task.model_override == model:
+                task.model_override = None
+            self.queue.push(task, self.clock(), front=True)
+            self._demote(reason)
+        elif attempts >= limit:
             message = f"the worker was lost {attempts} times on this file"
             task.trail.append({"model": model, "outcome": reason, "message": message})
             self._next_model_for(task, model, fault, None)
         else:
             self.queue.push(task, self.clock(), front=True)
-        if demote:
-            self._demote(reason)
 
     def model_failed_file(
         self, model: str, task: FileTask, fault: Fault, sha256: str | None
@@ -132,6 +161,13 @@ class Recovery:
         new = self.chain.demote()
         while new is not None and new in self.unloadable:
             new = self.chain.demote()
+        for task in self.queue:
+            if old is not None and task.model_override == old:
+                # Sent to the model that just went out of service: the active
+                # model (which follows it) takes the file instead.
+                self.queue.drop(task)
+                task.model_override = None
+                self.queue.push(task, self.clock(), front=True)
         self.metrics.fallbacks.labels(
             from_model=old or "", to_model=new or "none", reason=reason, scope="daemon"
         ).inc()

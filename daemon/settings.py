@@ -77,6 +77,7 @@ class RecoverySettings(Section):
     backoff_cap_seconds: float = Field(default=30.0, ge=0)
     stop_grace_seconds: float = Field(default=10.0, gt=0)
     idle_fallback_seconds: float = Field(default=120.0, gt=0)
+    max_worker_rss_megabytes: int = Field(default=0, ge=0)
 
 
 class OutputSettings(Section):
@@ -142,10 +143,12 @@ class FaultRule(Section):
         "crash",
         "segfault",
         "hang",
+        "stuck",
         "leak",
         "oom",
         "oom_transient",
         "cuda_fatal",
+        "cuda_assert_real",
         "empty",
         "degenerate",
         "error",

@@ -17,6 +17,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
+import psutil
+
 from daemon.protocol import EngineInfo, FromWorker, ToWorker, WorkerConfig
 from daemon.worker import run_worker
 
@@ -131,9 +133,19 @@ class WorkerHandle:
         self._signal(signal.SIGKILL)
 
     def _signal(self, signum: int) -> None:
-        if self.process.pid is not None:
+        # Never after reap(): the pid may belong to another process by then.
+        if self.process.pid is not None and self.process.exitcode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signum)
+
+    def rss_bytes(self) -> int | None:
+        """The worker's resident memory now; None when it is gone."""
+        if self.pid is None or self.has_exited():
+            return None
+        try:
+            return int(psutil.Process(self.pid).memory_info().rss)
+        except psutil.Error:
+            return None
 
     def has_exited(self) -> bool:
         return self.process.exitcode is not None or not self.process.is_alive()

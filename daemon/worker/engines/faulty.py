@@ -3,10 +3,12 @@
 Selected in the settings (`engine = "faulty"`) with rules that match file
 names (fnmatch) and fire with a probability. Each fault is the real thing, not
 a flag: `crash` exits the process, `segfault` raises SIGSEGV, `hang` stops
-answering, `leak` grows the process, and the CUDA-style faults raise the very
-messages PyTorch raises, so the same classification and recovery run as in
-production. Without a matching rule it "recognises" a page as a line naming
-the file and the page size, which tests can check.
+answering (`stuck` also ignores SIGTERM), `leak` grows the process, and the
+CUDA-style faults raise the very messages PyTorch raises, so the same
+classification and recovery run as in production; `cuda_assert_real`
+triggers a real device-side assert on a GPU. Without a matching rule it
+"recognises" a page as a line naming the file and the page size, which tests
+can check.
 """
 
 from __future__ import annotations
@@ -110,6 +112,11 @@ class FaultyEngine(Engine):
             _hang()  # not reached: the default SIGSEGV action ends the process
         if fault == "hang":
             _hang()
+        if fault == "stuck":
+            # Hung where SIGTERM does not help (as in a driver call that never
+            # returns): only the SIGKILL after stop_grace_seconds ends it.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _hang()
         if fault == "leak":
             block = bytearray(self.model.leak_megabytes * 1024 * 1024)
             block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
@@ -127,6 +134,8 @@ class FaultyEngine(Engine):
             return
         if fault == "cuda_fatal":
             raise RuntimeError(CUDA_ASSERT_MESSAGE)
+        if fault == "cuda_assert_real":
+            _device_side_assert()
         if fault == "empty":
             raise EmptyOutputError("the model produced no text (injected)")
         if fault == "degenerate":
@@ -138,6 +147,24 @@ class FaultyEngine(Engine):
         if fault == "bad_input":
             raise BadInputError("corrupt", "injected: the document is corrupt")
         raise EngineError(f"unknown injected fault {fault!r}")
+
+
+def _device_side_assert() -> None:
+    """Index past the end of a table on the GPU, as a VLM does with a token id beyond its vocabulary.
+
+    The bounds check is a device-side assert in the index kernel: it poisons
+    this process's CUDA context, and torch raises at the next synchronisation.
+    torch is imported only here, so the rest of the engine stays light.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EngineError("the cuda_assert_real fault needs a CUDA device")
+    table = torch.zeros(4, 8, device="cuda")
+    index = torch.tensor([4], device="cuda")  # one past the end
+    torch.nn.functional.embedding(index, table)
+    torch.cuda.synchronize()  # kernels run asynchronously: the assert surfaces here
+    raise EngineError("the out-of-range index did not trigger a device-side assert")
 
 
 def _hang() -> None:
