@@ -73,6 +73,8 @@ def test_ready_comes_after_the_model_is_loaded(tmp_path: Path, notify: NotifySoc
     extends = [m.fields["EXTEND_TIMEOUT_USEC"] for m in before if "EXTEND_TIMEOUT_USEC" in m.fields]
     assert extends and all(int(value) == 30_000_000 for value in extends)
     assert any(m.fields.get("STATUS") == "loading fake" for m in before)
+    # The main loop turns (and pings) while the worker loads: a long load is not a stuck daemon.
+    assert len([m for m in before if m.fields.get("WATCHDOG") == "1"]) >= 2
     # READY carries the status it starts serving with.
     assert ready.fields["STATUS"].startswith("serving with fake")
     # The load took LOAD_SECONDS: READY cannot have come earlier than that after the first word.
