@@ -146,6 +146,31 @@ class Recovery:
                 )
                 self._next_model_for(task, model, fault, None)
 
+    def died_loading(self, model: str, reason: str, fault: Fault) -> None:
+        """A worker ended while loading `model` without reporting why.
+
+        A load that hung past load_deadline_seconds cannot load. A crash
+        counts as one fatal failure of the model: the kernel's OOM killer
+        strikes hardest while a model loads, and one such kill should not take
+        a good model out of service (or exit the daemon when it is the last);
+        max_fatal_failures crashes in the window do.
+        """
+        if reason == "hang":
+            self.load_failed(model, fault)
+            return
+        demote = self.chain.record_fatal(model)
+        failures = self.chain.recent_failures(model)
+        if demote or (model != self.chain.active and failures >= self.settings.max_fatal_failures):
+            self.load_failed(model, fault)
+            return
+        log.warning(
+            "model.load_interrupted",
+            model=model,
+            reason=reason,
+            failures=failures,
+            of=self.settings.max_fatal_failures,
+        )
+
     def maintain(self, stopping: bool) -> None:
         """After the cool-down on a fallback, try the first model again."""
         if self.chain.cooldown_due() and not stopping:

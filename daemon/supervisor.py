@@ -574,9 +574,11 @@ class Supervisor:
             return
         self.metrics.worker_up.labels(worker=worker.slot).set(0)
         if worker.info is None and reason != "load_error":
-            # Died (or hung) while loading, without a word: the model cannot load.
-            self.recovery.load_failed(
+            # Ended while loading, without a word: a load that hung past its
+            # deadline, or a crash (which may be the OOM killer's doing, once).
+            self.recovery.died_loading(
                 worker.model_name,
+                reason,
                 Fault(
                     kind="load_error",
                     message=f"the worker ended ({reason}) while loading, exit code {code}",

@@ -396,6 +396,25 @@ def test_a_model_that_cannot_load_hands_over_to_the_next(tmp_path: Path) -> None
         assert daemon.process.poll() is None
 
 
+def test_a_model_whose_worker_crashes_while_loading_is_demoted_after_k_crashes(
+    tmp_path: Path,
+) -> None:
+    """A crash while loading is one fatal failure (the OOM killer strikes then); K of them demote."""
+    settings = drill(tmp_path, flaky={"load_fault": "crash"}, recovery={"max_fatal_failures": 3})
+    inbox = tmp_path / "inbox"
+    with running_daemon(tmp_path, settings) as daemon:
+        target = drop_png(inbox / "scan.png", seed=1)
+        assert daemon.wait_for("file.done", file=str(target))[0]["model"] == "steady"
+        interrupted = daemon.find("model.load_interrupted", model="flaky")
+        assert [(i["failures"], i["of"]) for i in interrupted] == [(1, 3), (2, 3)]
+        assert len(daemon.find("model.load_failed", model="flaky")) == 1
+        [fallback] = daemon.find("chain.fallback")
+        assert (fallback["from_model"], fallback["reason"]) == ("flaky", "load_error")
+        exits = daemon.find("worker.exited", model="flaky")
+        assert [(e["exit_code"], e["reason"]) for e in exits] == [(70, "crash")] * 3
+        assert [s["in_seconds"] for s in daemon.find("worker.restart_scheduled")] == [0, 1, 1]
+
+
 def test_no_model_can_load_exits_3_and_leaves_files_pending(tmp_path: Path) -> None:
     """Every model hangs while loading: exit code 3, every file still pending; a good chain does them."""
     settings = drill(
