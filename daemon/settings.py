@@ -82,6 +82,7 @@ class RecoverySettings(Section):
 
 class OutputSettings(Section):
     json_indent: int | None = 2
+    retry_seconds: float = Field(default=30.0, gt=0)
 
 
 class MetricsSettings(Section):

@@ -59,9 +59,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # `once`: a file failed
 EXIT_NO_MODEL = 3  # no model of the chain can run: systemd should restart us
 
-# Delays before retrying outputs that could not be written beside the input.
-NO_SPACE_RETRY_SECONDS = 30.0
-PERMISSION_RETRY_SECONDS = 60.0
 LOOP_TICK_SECONDS = 0.5
 
 
@@ -656,7 +653,7 @@ class Supervisor:
             self._release(task)
             return
         # Disk full, or the folder not writable: keep the result, try writing later.
-        delay = NO_SPACE_RETRY_SECONDS if error.reason == "no_space" else PERMISSION_RETRY_SECONDS
+        delay = self.settings.outputs.retry_seconds
         log.warning("file.output_retry", file=str(task.path), reason=error.reason, in_seconds=delay)
         task.unwritten = result
         task.last_model = model
