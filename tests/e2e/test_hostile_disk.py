@@ -1,0 +1,121 @@
+"""A disk that fills up while outputs are written, on a real (small tmpfs) filesystem.
+
+No partial output may remain, the file stays pending (across a restart too),
+the write is retried every outputs.retry_seconds, and it lands once space
+returns; other inboxes keep flowing meanwhile. See docs/hostile-inputs.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import pages
+from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, start_daemon
+from tests.support.filesystems import fill, free_blocks, small_tmpfs
+from tests.support.inbox import drop, outcomes_of, sha256_of, wait_outcome
+
+pytestmark = pytest.mark.slow
+
+RETRY_SECONDS = 1.0
+TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
+
+
+def png(seed: int) -> bytes:
+    image = TINY.copy()
+    image.putpixel((0, 0), (seed % 256, seed // 256 % 256, 17))
+    return pages.png_bytes(image)
+
+
+def journal_state(daemon: Daemon, path: Path) -> str | None:
+    with sqlite3.connect(daemon.state_dir / "journal.sqlite3", timeout=30) as db:
+        row = db.execute("SELECT state FROM files WHERE path = ?", (str(path),)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def metric(daemon: Daemon, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(daemon.url("/metrics"), timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def assert_nothing_written(folder: Path, *inputs: Path) -> None:
+    """Only the inputs and the filler: no output, no temp file, not even a partial one."""
+    assert sorted(os.listdir(folder)) == sorted([".filler", *(path.name for path in inputs)])
+
+
+def test_disk_full_while_writing_leaves_nothing_partial_and_retries_until_space_returns(
+    tmp_path: Path,
+) -> None:
+    """ENOSPC between the .md and the .json: no output remains, the file stays pending, then lands."""
+    disk_inbox, small = tmp_path / "inbox", tmp_path / "small"
+    settings: dict[str, Any] = base_settings(disk_inbox, tmp_path / "state")
+    settings["watch"]["inboxes"] = [str(disk_inbox), str(small)]
+    settings["worker"] = {"chain": ["fake"]}
+    settings["outputs"] = {"retry_seconds": RETRY_SECONDS}
+    settings["models"] = {"fake": {"engine": "faulty"}}
+    with small_tmpfs(small, 256 * 1024):
+        # Room for the input and the Markdown temp file, not for the JSON one:
+        # the write fails halfway through the pair.
+        filler = fill(small, leave_blocks=2)
+        target = drop(small / "scan.png", png(1))
+        digest = sha256_of(target)
+        assert free_blocks(small) == 1
+
+        first = start_daemon(tmp_path, settings, log_name="first.log")
+        try:
+            first.wait_for("file.output_retry", file=str(target), count=2)
+            errors = first.find("output.error", reason="no_space")
+            assert errors and all("No space left" in record["error"] for record in errors)
+            assert metric(first, "ocr_inbox_output_errors_total", reason="no_space") >= 2
+            assert journal_state(first, target) == "pending"
+            assert outcomes_of(first, target) == []
+            assert_nothing_written(small, target)
+            # Another inbox keeps flowing while this disk is full.
+            normal = drop(disk_inbox / "normal.png", png(2))
+            assert wait_outcome(first, normal)["event"] == "file.done"
+            # Stopped while the result waits in memory: the file stays pending in the journal.
+            assert first.stop() == 0
+        finally:
+            first.kill()
+        assert journal_state(first, target) == "pending"
+        assert_nothing_written(small, target)
+
+        filler.unlink()  # space returns while the daemon is down
+        second = start_daemon(tmp_path, settings, log_name="second.log")
+        try:
+            assert wait_outcome(second, target)["event"] == "file.done"
+            assert set(outputs_of(target)) == {"md", "json"}
+            assert read_json(outputs_of(target)["json"])["input"]["sha256"] == digest
+            assert journal_state(second, target) == "done"
+
+            # Full again, now while running: retried in place once space returns.
+            filler = fill(small, leave_blocks=2)
+            later = drop(small / "later.png", png(3))
+            second.wait_for("file.output_retry", file=str(later), count=2)
+            assert sorted(os.listdir(small)) == sorted(
+                [".filler", "scan.png", "scan.png.ocr.md", "scan.png.ocr.json", "later.png"]
+            )
+            filler.unlink()
+            assert wait_outcome(second, later)["event"] == "file.done"
+            assert set(outputs_of(later)) == {"md", "json"}
+            # Written from the result kept in memory: the model ran once for it.
+            assert metric(second, "ocr_inbox_pages_total", model="fake") == 2
+            normal = drop(small / "normal-after.png", png(4))
+            assert wait_outcome(second, normal)["event"] == "file.done"
+            assert sha256_of(target) == digest
+            assert not [name for name in os.listdir(small) if name.endswith(".ocr-inbox.tmp")]
+            assert second.stop() == 0
+        finally:
+            second.kill()

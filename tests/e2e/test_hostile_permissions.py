@@ -1,0 +1,126 @@
+"""Permissions through the running daemon: an input it may not read, a folder it may not write.
+
+The daemon runs subject to file modes (as root, without CAP_DAC_OVERRIDE and
+CAP_DAC_READ_SEARCH: tests/support/privileges.py), so chmod means to it what
+it means to an unprivileged service user. See docs/hostile-inputs.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import pages
+from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, running_daemon
+from tests.support.inbox import drop, outcomes_of, sha256_of, wait_outcome
+from tests.support.privileges import obeying_permissions
+
+pytestmark = pytest.mark.slow
+
+RESCAN_SECONDS = 1.0
+RETRY_SECONDS = 1.0
+TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
+
+
+def png(seed: int) -> bytes:
+    image = TINY.copy()
+    image.putpixel((0, 0), (seed % 256, seed // 256 % 256, 13))
+    return pages.png_bytes(image)
+
+
+def settings_for(root: Path) -> dict[str, Any]:
+    settings = base_settings(root / "inbox", root / "state", worker={"chain": ["fake"]})
+    settings["watch"].update(recursive=True, rescan_interval_seconds=RESCAN_SECONDS)
+    settings["outputs"] = {"retry_seconds": RETRY_SECONDS}
+    settings["models"] = {"fake": {"engine": "faulty"}}
+    return settings
+
+
+def journal_state(daemon: Daemon, path: Path) -> str | None:
+    """The journal's state for `path` (pending, done, failed), read beside the running daemon."""
+    with sqlite3.connect(daemon.state_dir / "journal.sqlite3", timeout=30) as db:
+        row = db.execute("SELECT state FROM files WHERE path = ?", (str(path),)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def metric(daemon: Daemon, name: str, **labels: str) -> float:
+    """One sample of the daemon's /metrics (0 when the series does not exist yet)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(daemon.url("/metrics"), timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def test_unreadable_input_gets_an_unreadable_sidecar_and_is_read_once_permitted(
+    tmp_path: Path,
+) -> None:
+    """chmod 000: one 'unreadable' sidecar and log line; after chmod 644 the next rescan does it."""
+    inbox = tmp_path / "inbox"
+    with running_daemon(
+        tmp_path, settings_for(tmp_path), argv_prefix=obeying_permissions([])
+    ) as daemon:
+        daemon.wait_ready()
+        locked = inbox / "locked.png"
+        temp = tmp_path / "locked.tmp"
+        temp.write_bytes(png(1))
+        temp.chmod(0)
+        temp.rename(locked)  # unreadable from the moment it appears
+        first = wait_outcome(daemon, locked)
+        assert (first["event"], first["reason"]) == ("file.failed", "unreadable")
+        assert "Permission denied" in first["error"]
+        error = read_json(outputs_of(locked)["error"])
+        assert error["error"]["code"] == "unreadable"
+        assert "tried again" in error["error"]["summary"]
+        # Rescans try again, quietly: one line and one sidecar however many retries.
+        normal = drop(inbox / "normal.png", png(2))
+        wait_outcome(daemon, normal)
+        time.sleep(3 * RESCAN_SECONDS)  # three retries, none of them heard
+        assert len(outcomes_of(daemon, locked)) == 1
+        locked.chmod(0o644)
+        second = wait_outcome(daemon, locked, count=2)
+        assert second["event"] == "file.done"
+        assert set(outputs_of(locked)) == {"md", "json"}  # the sidecar was ours: replaced
+        assert read_json(outputs_of(locked)["json"])["input"]["sha256"] == sha256_of(locked)
+
+
+def test_unwritable_folder_keeps_the_result_and_writes_it_once_permitted(tmp_path: Path) -> None:
+    """A 0o555 folder: output.error counted, input pending, others flow; after chmod it is written."""
+    inbox = tmp_path / "inbox"
+    with running_daemon(
+        tmp_path, settings_for(tmp_path), argv_prefix=obeying_permissions([])
+    ) as daemon:
+        daemon.wait_ready()
+        staging = tmp_path / "readonly"
+        staging.mkdir()
+        drop(staging / "scan.png", png(3))
+        staging.chmod(0o555)
+        staging.rename(inbox / "readonly")
+        target = inbox / "readonly" / "scan.png"
+        daemon.wait_for("file.output_retry", file=str(target), count=2)
+        errors = daemon.find("output.error", reason="permission")
+        assert errors and all("Permission denied" in record["error"] for record in errors)
+        assert metric(daemon, "ocr_inbox_output_errors_total", reason="permission") >= 2
+        assert journal_state(daemon, target) == "pending"
+        assert outcomes_of(daemon, target) == []
+        assert os.listdir(inbox / "readonly") == ["scan.png"]  # no partial output, no temp file
+        # Other folders keep flowing meanwhile.
+        normal = drop(inbox / "normal.png", png(4))
+        assert wait_outcome(daemon, normal)["event"] == "file.done"
+        (inbox / "readonly").chmod(0o755)
+        assert wait_outcome(daemon, target)["event"] == "file.done"
+        assert set(outputs_of(target)) == {"md", "json"}
+        assert journal_state(daemon, target) == "done"
+        # Written from the result kept in memory: the model ran once for it.
+        assert metric(daemon, "ocr_inbox_pages_total", model="fake") == 2
+        assert sha256_of(target) == read_json(outputs_of(target)["json"])["input"]["sha256"]
