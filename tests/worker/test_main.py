@@ -220,6 +220,8 @@ def test_sticky_cuda_error_is_reported_fatal_and_the_worker_exits_3(
     assert failed.memory == ()  # no memory readings from a poisoned context
     assert failed.sha256 is not None
     assert worker.exit_code() == EXIT_CUDA_FATAL
+    [injected] = worker.events("fault.injected")
+    assert (injected["fault"], injected["document"]) == ("cuda_fatal", "poison-1.png")
 
 
 @pytest.mark.parametrize(

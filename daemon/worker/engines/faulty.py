@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Sequence
 
+import structlog
 from PIL import Image
 
 from daemon.documents import BadInputError
@@ -44,6 +45,8 @@ CUDA_OOM_MESSAGE = (
     "15.59 GiB of which 1.02 GiB is free."
 )
 CRASH_EXIT_CODE = 70
+
+log = structlog.get_logger("daemon.worker.faulty")
 
 
 class FaultyEngine(Engine):
@@ -83,6 +86,8 @@ class FaultyEngine(Engine):
         for rule in self.model.rules:
             if fnmatch.fnmatch(name, rule.match) and self._random.random() < rule.probability:
                 self._fault = rule.fault
+                # Drills (and bench/chaos.py) measure recovery from this line.
+                log.warning("fault.injected", fault=rule.fault, document=name)
                 break
 
     def recognize(self, pages: Sequence[Image.Image]) -> list[PageText]:
