@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from daemon import outputs, payloads
-from daemon.journal import Journal
+from daemon.journal import Journal, State
 from daemon.metrics import Metrics
 from daemon.protocol import DocumentResult, Fault
 from daemon.tasks import FileTask
@@ -23,13 +24,22 @@ log = structlog.get_logger("daemon.outcomes")
 
 class Outcomes:
     def __init__(
-        self, journal: Journal, metrics: Metrics, clock: Callable[[], float], indent: int | None
+        self,
+        journal: Journal,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        indent: int | None,
+        retry_seconds: float = 30.0,
     ) -> None:
         self.journal = journal
         self.metrics = metrics
         self.clock = clock
         self.indent = indent
+        self.retry_seconds = retry_seconds
         self.final: dict[Path, str] = {}  # path -> done | failed | vanished | skipped (for `once`)
+        # Error sidecars that could not be written yet (disk full, folder not
+        # writable): path -> (when to try again, the content's sha256, payload).
+        self._unwritten: dict[Path, tuple[float, str, dict[str, Any]]] = {}
 
     def recognised(self, result: DocumentResult, model: str) -> None:
         """Count the work a worker did, whether or not its outputs can be written yet."""
@@ -105,14 +115,13 @@ class Outcomes:
     ) -> None:
         """Write the error sidecar and quarantine this content (not retried until it changes)."""
         sha = sha256 or task.sha256
+        payload = payloads.failure(task, fault, sha256=sha, model_name=model, summary=summary)
         try:
-            outputs.write_failure(
-                task.path,
-                payloads.failure(task, fault, sha256=sha, model_name=model, summary=summary),
-                indent=self.indent,
-            )
+            outputs.write_failure(task.path, payload, indent=self.indent)
         except outputs.OutputError as error:
             self.output_error(error)
+            if error.reason != "not_ours":
+                self._unwritten[task.path] = (self.clock() + self.retry_seconds, sha, payload)
         self.journal.mark_failed(task.path, sha, task.size, task.mtime_ns, fault.message[:1000])
         total = self.clock() - task.admitted_at
         self.metrics.files.labels(outcome="failed").inc()
@@ -129,6 +138,28 @@ class Outcomes:
             seconds=round(total, 3),
             tried=[step["model"] for step in task.trail],
         )
+
+    def retry_sidecars(self, now: float) -> None:
+        """Write the error sidecars that failed for want of space or permission, if still due.
+
+        The journal already says failed (the file is not processed again); only
+        the sidecar is missing. One whose file has changed or gone since is dropped.
+        """
+        for path, (due, sha, payload) in list(self._unwritten.items()):
+            if due > now:
+                continue
+            del self._unwritten[path]
+            entry = self.journal.get(path)
+            if entry is None or entry.state != State.FAILED or entry.sha256 != sha:
+                continue
+            try:
+                outputs.write_failure(path, payload, indent=self.indent)
+            except outputs.OutputError as error:
+                self.output_error(error)
+                if error.reason != "not_ours":
+                    self._unwritten[path] = (now + self.retry_seconds, sha, payload)
+                continue
+            log.info("file.error_written", file=str(path), code=payload["error"]["code"])
 
     def blocked(self, task: FileTask, error: outputs.OutputError) -> None:
         """An output path is taken by a file we did not write: give up on this content."""

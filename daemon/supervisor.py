@@ -87,7 +87,13 @@ class Supervisor:
             grace=settings.recovery.stop_grace_seconds,
             clock=clock,
         )
-        self.outcomes = Outcomes(journal, metrics, clock, settings.outputs.json_indent)
+        self.outcomes = Outcomes(
+            journal,
+            metrics,
+            clock,
+            settings.outputs.json_indent,
+            retry_seconds=settings.outputs.retry_seconds,
+        )
         self.recovery = Recovery(
             settings.worker.chain,
             settings.recovery,
@@ -264,6 +270,7 @@ class Supervisor:
             )
         for task in self.queue.due(now):
             self._retry(task, now)
+        self.outcomes.retry_sidecars(now)
         self.recovery.maintain(self.stopping)
         self._ensure_workers(now)
         self._dispatch(now)
@@ -722,6 +729,7 @@ class Supervisor:
         self.pool.backoff_cap = new.recovery.backoff_cap_seconds
         self.pool.grace = new.recovery.stop_grace_seconds
         self.outcomes.indent = new.outputs.json_indent
+        self.outcomes.retry_seconds = new.outputs.retry_seconds
         self.intake.max_bytes = new.limits.max_file_bytes
         if new.log != old.log:
             logs.configure(new.log.level, new.log.format)
