@@ -95,7 +95,7 @@ def test_unreadable_input_gets_an_unreadable_sidecar_and_is_read_once_permitted(
 
 
 def test_unwritable_folder_keeps_the_result_and_writes_it_once_permitted(tmp_path: Path) -> None:
-    """A 0o555 folder: output.error counted, input pending, others flow; after chmod it is written."""
+    """A 0o555 folder: output.error counted, input pending, others flow; after chmod all is written."""
     inbox = tmp_path / "inbox"
     with running_daemon(
         tmp_path, settings_for(tmp_path), argv_prefix=obeying_permissions([])
@@ -104,16 +104,22 @@ def test_unwritable_folder_keeps_the_result_and_writes_it_once_permitted(tmp_pat
         staging = tmp_path / "readonly"
         staging.mkdir()
         drop(staging / "scan.png", png(3))
+        drop(staging / "broken.png", b"not a PNG at all")
         staging.chmod(0o555)
         staging.rename(inbox / "readonly")
-        target = inbox / "readonly" / "scan.png"
+        target, broken = inbox / "readonly" / "scan.png", inbox / "readonly" / "broken.png"
         daemon.wait_for("file.output_retry", file=str(target), count=2)
+        # A failure is final at once (journal and log); only its sidecar waits for the folder.
+        failed = wait_outcome(daemon, broken)
+        assert (failed["event"], failed["code"]) == ("file.failed", "unsupported_format")
+        assert journal_state(daemon, broken) == "failed"
         errors = daemon.find("output.error", reason="permission")
         assert errors and all("Permission denied" in record["error"] for record in errors)
         assert metric(daemon, "ocr_inbox_output_errors_total", reason="permission") >= 2
         assert journal_state(daemon, target) == "pending"
         assert outcomes_of(daemon, target) == []
-        assert os.listdir(inbox / "readonly") == ["scan.png"]  # no partial output, no temp file
+        # No partial output, no temp file.
+        assert sorted(os.listdir(inbox / "readonly")) == ["broken.png", "scan.png"]
         # Other folders keep flowing meanwhile.
         normal = drop(inbox / "normal.png", png(4))
         assert wait_outcome(daemon, normal)["event"] == "file.done"
@@ -121,6 +127,10 @@ def test_unwritable_folder_keeps_the_result_and_writes_it_once_permitted(tmp_pat
         assert wait_outcome(daemon, target)["event"] == "file.done"
         assert set(outputs_of(target)) == {"md", "json"}
         assert journal_state(daemon, target) == "done"
+        daemon.wait_for("file.error_written", file=str(broken))
+        error = read_json(outputs_of(broken)["error"])
+        assert error["error"]["code"] == "unsupported_format"
+        assert len(outcomes_of(daemon, broken)) == 1  # written late, not processed again
         # Written from the result kept in memory: the model ran once for it.
         assert metric(daemon, "ocr_inbox_pages_total", model="fake") == 2
         assert sha256_of(target) == read_json(outputs_of(target)["json"])["input"]["sha256"]
