@@ -33,6 +33,7 @@ from tests.support.inbox import drop, peak_rss_bytes, sha256_of, wait_outcome
 pytestmark = pytest.mark.slow
 
 MAX_PAGES = 3  # the page limit of the fake-engine daemon, so a five-page PDF crosses it
+MAX_FILE_BYTES = 200_000  # its size limit: every case but one is smaller
 GIB = 1024**3
 SMALL = pages.render_page(("Hostile 42",), width=240, height=100, font_px=24, margin=10)
 FIVE_METRES_PT = 5 * hostile.POINTS_PER_METRE  # 39,371 px square at 200 DPI
@@ -82,6 +83,9 @@ def refused_cases() -> dict[str, Refused]:
     secret = hostile.pdf_document([hostile.PdfPage(lines=["secret"])])
     return {
         "zero.png": Refused(b"", "empty_file", ("empty",)),
+        "too-large.png": Refused(
+            encoded(SMALL, "PNG") + bytes(MAX_FILE_BYTES), "too_large", ("limits.max_file_bytes",)
+        ),
         "truncated.png": Refused(
             hostile.truncated(encoded(SMALL, "PNG"), 0.6), "corrupt", ("PNG", "truncated")
         ),
@@ -211,7 +215,10 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """Every case except the blank page, through a daemon with the fast fake engine."""
     root = tmp_path_factory.mktemp("hostile-fake")
     settings = base_settings(
-        root / "inbox", root / "state", worker={"chain": ["fake"]}, limits={"max_pages": MAX_PAGES}
+        root / "inbox",
+        root / "state",
+        worker={"chain": ["fake"]},
+        limits={"max_pages": MAX_PAGES, "max_file_bytes": MAX_FILE_BYTES},
     )
     settings["models"] = {"fake": {"engine": "faulty"}}
     cases = {name: case.data for name, case in REFUSED.items()}
@@ -233,7 +240,12 @@ def test_bad_input_gets_an_error_sidecar_with_its_code_and_a_log_line(fake: Run,
     assert error["error"]["kind"] == "bad_input"
     for phrase in case.says:
         assert phrase in error["error"]["message"], error["error"]["message"]
-    assert error["input"]["sha256"] == fake.hashes[name]
+    if case.code == "too_large":
+        # Not read at all, so not hashed: size and mtime identify the content.
+        size = fake.files[name].stat().st_size
+        assert error["input"]["sha256"].startswith(f"oversize:{size}:")
+    else:
+        assert error["input"]["sha256"] == fake.hashes[name]
     record = fake.outcomes[name]
     assert (record["event"], record["code"], record["reason"]) == (
         "file.failed",
