@@ -59,6 +59,7 @@ ODD_NAMES = [
     "café.png",  # precomposed é (NFC) ...
     "cafe\u0301.png",  # ... and e + combining accent (NFD): two files, two sets of outputs
     "new\nline.png",
+    "tab\there.png",
     "-rf.png",
     "--help.png",
     "a" * (LONGEST_OK - 4) + ".png",  # 240 bytes: the longest name whose outputs fit
