@@ -235,8 +235,12 @@ def test_real_journald_filters_by_outcome(tmp_path: Path, real_journald: tuple[P
     errors = journalctl(journal_dir, "-t", "ocr-inbox", "-p", "err")
     assert str(bad) in {entry.get("FILE") for entry in errors}
     assert str(good) not in {entry.get("FILE") for entry in errors}
-    # One field filter on the file name finds its whole story.
-    story = [entry["EVENT"] for entry in journalctl(journal_dir, f"FILE={good}")]
+    # The file's whole story, as docs/systemd.md asks for it: FILE or PATH names it.
+    story = [
+        entry["EVENT"]
+        for entry in journalctl(journal_dir, "-t", "ocr-inbox", f"FILE={good}", "+", f"PATH={good}")
+    ]
+    assert story[0] == "watch.stable"
     assert story[-1] == "file.done"
     # Two values of one field are alternatives (as docs/systemd.md uses them).
     finished = journalctl(journal_dir, "-t", "ocr-inbox", "EVENT=file.done", "EVENT=file.failed")
