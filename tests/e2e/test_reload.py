@@ -7,6 +7,7 @@ the signal comes; the test then checks that each is done exactly once.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -112,8 +113,11 @@ def test_good_settings_apply_and_no_queued_file_is_lost(tmp_path: Path) -> None:
     assert {r["model"] for r in done if r["file"].startswith(str(second_inbox))} == {"fast"}
     for path in arrivals:
         assert read_json(outputs_of(path)["json"])["model"]["name"] == "fast"
-    # systemd was told: RELOADING=1, then READY=1 again.
+    # systemd was told: RELOADING=1, then READY=1 again; STATUS counted the queue.
     fields = [message.fields for message in notify.snapshot()]
+    assert any(
+        re.search(r"; [1-9][0-9]* file\(s\) waiting$", f.get("STATUS", "")) for f in fields
+    ), fields
     reloading = next(i for i, f in enumerate(fields) if f.get("RELOADING") == "1")
     assert any(f.get("READY") == "1" for f in fields[reloading:])
 

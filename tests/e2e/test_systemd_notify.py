@@ -157,3 +157,23 @@ def test_sighup_while_loading_does_not_announce_ready_early(
         assert daemon.stop() == 0
 
     assert first_ready.received >= epoch(loaded["timestamp"])
+
+
+def test_status_says_when_it_runs_on_a_fallback_model(tmp_path: Path, notify: NotifySocket) -> None:
+    """A first model that cannot load: READY comes with the second, and STATUS names the fallback."""
+    settings = faulty_settings(
+        tmp_path / "inbox",
+        tmp_path / "state",
+        chain={"broken": {"load_fault": "error"}, "spare": {}},
+    )
+    with running_daemon(tmp_path, settings, env=systemd_env(notify)) as daemon:
+        ready = notify.wait_for("READY", "1")
+        daemon.wait_for("chain.fallback")
+        assert daemon.stop() == 0
+
+    assert ready.fields["STATUS"] == (
+        "serving with spare (fallback: model 2 of the chain); 0 file(s) waiting"
+    )
+    [loaded] = daemon.find("model.loaded")
+    assert loaded["model"] == "spare"
+    assert ready.received >= epoch(loaded["timestamp"])
