@@ -415,6 +415,24 @@ def test_a_model_whose_worker_crashes_while_loading_is_demoted_after_k_crashes(
         assert [s["in_seconds"] for s in daemon.find("worker.restart_scheduled")] == [0, 1, 1]
 
 
+def test_one_sigkill_while_loading_does_not_demote_the_model(tmp_path: Path) -> None:
+    """The OOM killer striking once during a load: the model loads again and serves, not demoted."""
+    settings = drill(tmp_path, flaky={"load_seconds": 3.0}, recovery={"max_fatal_failures": 3})
+    inbox = tmp_path / "inbox"
+    with running_daemon(tmp_path, settings) as daemon:
+        pid = worker_pid(daemon)
+        daemon.wait_for("worker.loading", pid=pid)
+        os.kill(pid, signal.SIGKILL)
+        [interrupted] = daemon.wait_for("model.load_interrupted")
+        assert (interrupted["model"], interrupted["failures"], interrupted["of"]) == ("flaky", 1, 3)
+        daemon.wait_ready()
+        target = drop_png(inbox / "scan.png", seed=1)
+        assert daemon.wait_for("file.done", file=str(target))[0]["model"] == "flaky"
+        assert not daemon.find("chain.fallback")
+        assert not daemon.find("model.load_failed")
+        assert metric(daemon, "ocr_inbox_worker_restarts_total", reason="crash") == 1
+
+
 def test_no_model_can_load_exits_3_and_leaves_files_pending(tmp_path: Path) -> None:
     """Every model hangs while loading: exit code 3, every file still pending; a good chain does them."""
     settings = drill(
