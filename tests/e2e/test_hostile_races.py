@@ -19,7 +19,7 @@ from tests.support.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_ou
 
 pytestmark = pytest.mark.slow
 
-PAGE_SECONDS = 2.0
+PAGE_SECONDS = 1.0
 TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
 
 
@@ -35,11 +35,16 @@ def slow_daemon(root: Path) -> dict[str, Any]:
     return settings
 
 
+def slow_pdf(pages_: int, text: str) -> bytes:
+    """A PDF that keeps the slow worker busy for pages_ x PAGE_SECONDS."""
+    return hostile.pdf_document([hostile.PdfPage(200, 100, lines=[text])] * pages_)
+
+
 def occupy(daemon: Daemon, inbox: Path, name: str) -> Path:
-    """Give the single worker a file to chew on for PAGE_SECONDS, so later files wait in the queue."""
+    """Give the single worker a file to chew on for 4 x PAGE_SECONDS, so later files wait in the queue."""
     busy = inbox / name
     with ReadWatch(busy) as reads:
-        drop(busy, png(99))
+        drop(busy, slow_pdf(4, "busy"))
         reads.wait(2)  # hashed by the supervisor, then read by the worker
     return busy
 
@@ -57,7 +62,7 @@ def test_file_deleted_while_queued_is_dropped_and_the_next_file_flows(tmp_path: 
     inbox = tmp_path / "inbox"
     with running_daemon(tmp_path, slow_daemon(tmp_path)) as daemon:
         daemon.wait_ready()
-        occupy(daemon, inbox, "a-busy.png")
+        occupy(daemon, inbox, "a-busy.pdf")
         doomed = drop(inbox / "b-doomed.png", png(1))
         daemon.wait_for("file.queued", file=str(doomed))
         doomed.unlink()
@@ -71,7 +76,7 @@ def test_file_deleted_while_queued_is_dropped_and_the_next_file_flows(tmp_path: 
 def test_file_replaced_while_processed_is_recorded_as_read_then_done_again(tmp_path: Path) -> None:
     """Replaced after the worker read it: the first JSON is for the old bytes, then the new are done."""
     inbox = tmp_path / "inbox"
-    old, new = png(1), hostile.pdf_document([hostile.PdfPage(200, 100, lines=["new"])])
+    old, new = png(1), slow_pdf(4, "new")  # the new content takes 4 pages: time to look
     with running_daemon(tmp_path, slow_daemon(tmp_path)) as daemon:
         daemon.wait_ready()
         target = inbox / "scan.png"
@@ -81,7 +86,7 @@ def test_file_replaced_while_processed_is_recorded_as_read_then_done_again(tmp_p
             drop(target, new)  # renamed over it, as a re-scan from the scanner would be
         first = wait_outcome(daemon, target)
         assert first["event"] == "file.done"
-        # The new content takes PAGE_SECONDS more, so the first outputs can be read meanwhile.
+        # The new content takes 4 x PAGE_SECONDS more: the first outputs can be read meanwhile.
         document = read_json(outputs_of(target)["json"])
         assert document["input"]["sha256"] == _sha(old)
         assert document["input"]["format"] == "png"
@@ -102,7 +107,7 @@ def test_file_that_grows_while_queued_is_done_once_with_its_final_content(tmp_pa
     half = hostile.truncated(whole, 0.5)
     with running_daemon(tmp_path, slow_daemon(tmp_path)) as daemon:
         daemon.wait_ready()
-        occupy(daemon, inbox, "a-busy.png")
+        occupy(daemon, inbox, "a-busy.pdf")
         target = drop(inbox / "b-grows.png", half)
         daemon.wait_for("file.queued", file=str(target))
         with target.open("ab") as handle:
