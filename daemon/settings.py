@@ -164,7 +164,7 @@ class FaultyModel(Section):
     engine: Literal["faulty"] = "faulty"
     rules: list[FaultRule] = Field(default_factory=list)
     seed: int | None = None
-    load_fault: Literal["none", "error", "crash", "hang"] = "none"
+    load_fault: Literal["none", "error", "crash", "hang", "cuda_fatal"] = "none"
     page_seconds: float = Field(default=0.0, ge=0)
     # A slow model load (a big VLM reading its weights), for start-up and readiness tests.
     load_seconds: float = Field(default=0.0, ge=0)

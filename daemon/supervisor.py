@@ -445,6 +445,9 @@ class Supervisor:
         elif isinstance(message, LoadFailed):
             worker.exit_reason = "load_error"
             worker.deadline = None
+            if message.fault.kind == "cuda_fatal":
+                # e.g. a device-side assert in the warm-up pass at load
+                self.metrics.cuda_errors.labels(kind="cuda_fatal").inc()
             self.recovery.load_failed(worker.model_name, message.fault)
         elif isinstance(message, JobDone):
             task = self._take_task(worker, message.job_id)

@@ -70,6 +70,8 @@ class FaultyEngine(Engine):
             os._exit(CRASH_EXIT_CODE)
         if self.model.load_fault == "hang":
             _hang()
+        if self.model.load_fault == "cuda_fatal":
+            raise RuntimeError(CUDA_ASSERT_MESSAGE)  # as from a warm-up pass at load
         return EngineInfo(
             engine="faulty",
             model=self.name,
