@@ -396,6 +396,19 @@ def test_a_model_that_cannot_load_hands_over_to_the_next(tmp_path: Path) -> None
         assert daemon.process.poll() is None
 
 
+def test_a_sticky_cuda_error_while_loading_hands_over_and_is_counted(tmp_path: Path) -> None:
+    """A device-side assert at load: the next model takes over; cuda_errors counts it once."""
+    settings = drill(tmp_path, flaky={"load_fault": "cuda_fatal"})
+    inbox = tmp_path / "inbox"
+    with running_daemon(tmp_path, settings) as daemon:
+        target = drop_png(inbox / "scan.png", seed=1)
+        assert daemon.wait_for("file.done", file=str(target))[0]["model"] == "steady"
+        [fallback] = daemon.find("chain.fallback")
+        assert (fallback["from_model"], fallback["reason"]) == ("flaky", "load_error")
+        assert metric(daemon, "ocr_inbox_cuda_errors_total", kind="cuda_fatal") == 1
+        assert metric(daemon, "ocr_inbox_worker_restarts_total", reason="load_error") == 1
+
+
 def test_a_model_whose_worker_crashes_while_loading_is_demoted_after_k_crashes(
     tmp_path: Path,
 ) -> None:

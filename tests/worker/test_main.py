@@ -269,6 +269,16 @@ def test_load_failure_is_reported_and_the_worker_exits_4(start_worker: Any) -> N
     assert worker.exit_code() == EXIT_LOAD_FAILED
 
 
+def test_sticky_cuda_error_while_loading_keeps_its_kind(start_worker: Any) -> None:
+    """A device-side assert at load is reported as cuda_fatal (not load_error), then exit code 4."""
+    worker = start_worker(FaultyModel(load_fault="cuda_fatal"))
+    message = worker.receive()
+    assert isinstance(message, LoadFailed), message
+    assert message.fault.kind == "cuda_fatal"
+    assert message.fault.detail == {"cuda_kind": "device_assert"}
+    assert worker.exit_code() == EXIT_LOAD_FAILED
+
+
 def test_worker_ends_when_the_supervisor_end_of_the_pipe_closes(start_worker: Any) -> None:
     """An idle worker whose supervisor is gone (pipe closed) exits instead of lingering."""
     worker = start_worker(FaultyModel())
