@@ -203,9 +203,6 @@ class Outcomes:
         existing = outputs.read_owned_json(outputs.OutputPaths.beside(task.path).error)
         if existing is not None and existing.get("error", {}).get("code") == "unreadable":
             return
-        log.error(
-            "file.failed", file=str(task.path), outcome="failed", reason="unreadable", error=message
-        )
         fault = Fault(
             kind="bad_input",
             message=f"cannot read the file: {message}",
@@ -220,6 +217,15 @@ class Outcomes:
             )
         except outputs.OutputError as error:
             self.output_error(error)
+        # After the sidecar, as for every outcome: whoever reads the line finds the file.
+        log.error(
+            "file.failed",
+            file=str(task.path),
+            outcome="failed",
+            reason="unreadable",
+            code="unreadable",
+            error=message,
+        )
         self.metrics.files.labels(outcome="failed").inc()
         self.final[task.path] = "failed"
 
