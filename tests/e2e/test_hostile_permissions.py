@@ -77,7 +77,11 @@ def test_unreadable_input_gets_an_unreadable_sidecar_and_is_read_once_permitted(
         temp.chmod(0)
         temp.rename(locked)  # unreadable from the moment it appears
         first = wait_outcome(daemon, locked)
-        assert (first["event"], first["reason"]) == ("file.failed", "unreadable")
+        assert (first["event"], first["reason"], first["code"]) == (
+            "file.failed",
+            "unreadable",
+            "unreadable",
+        )
         assert "Permission denied" in first["error"]
         error = read_json(outputs_of(locked)["error"])
         assert error["error"]["code"] == "unreadable"
