@@ -15,9 +15,12 @@ recursive mode symlinked folders are not descended into.
 Safety nets: a full scan at start (the backlog), every rescan_interval_seconds,
 and on rescan(); a scan of every folder that appears (inotify misses files
 created before the watch on a new folder is set). Scans ask `already_final`
-first, so finished files cost one stat each. Every second the inboxes are
-checked: one deleted (or replaced, or whose observer died) is re-attached, and
-created again when create_missing.
+first, so finished files cost one stat each, and skip a file already handed
+on with the same device, inode, size and mtime that is not final yet (the
+supervisor has it). Every second the inboxes are checked: one deleted (or
+replaced, or whose observer died) is re-attached, and created again when
+create_missing. Where inotify cannot start (its per-user limits), an inbox
+falls back to polling with a warning rather than going unwatched.
 """
 
 from __future__ import annotations
@@ -266,6 +269,8 @@ class Watcher:
 
     def rescan(self) -> None:
         """Check the inboxes and scan them all now; returns when the scan is done."""
+        if self._stopping.is_set():
+            return
         if not self._through_thread():
             self._check_inboxes()
             for _ in self._full_scan():
@@ -297,6 +302,8 @@ class Watcher:
         )
 
     def _call(self, run: Callable[[], None]) -> None:
+        if self._stopping.is_set():
+            return  # a stopped watcher has nothing left to change
         if not self._through_thread():
             run()
             return
@@ -443,8 +450,7 @@ class Watcher:
             if self._handed.get(path) == state.content_key:
                 log.debug("watch.unchanged", path=str(path))
                 continue
-            if self._already_final(path, state.size, state.mtime_ns):
-                self._handed.pop(path, None)
+            if self._is_final(path, state):
                 log.debug("watch.already_final", path=str(path))
                 continue
             log.info("watch.stable", path=str(path), size=state.size, inbox=str(settled.inbox))
@@ -454,6 +460,18 @@ class Watcher:
                 log.exception("watch.handoff_failed", path=str(path))
                 continue
             self._handed[path] = state.content_key
+
+    def _is_final(self, path: Path, state: FileState) -> bool:
+        try:
+            final = self._already_final(path, state.size, state.mtime_ns)
+        except Exception:
+            # The journal's problem must not stop the watcher; the file gets
+            # handed on and the supervisor decides.
+            log.exception("watch.already_final_failed", path=str(path))
+            return False
+        if final:
+            self._handed.pop(path, None)
+        return final
 
     # --- scanning -------------------------------------------------------------
 
@@ -477,7 +495,7 @@ class Watcher:
     def _walk(self, inbox: _Inbox, top: str, *, full: bool) -> Iterator[None]:
         """Offer every candidate under top; yields after each entry so events keep flowing."""
         folders = [top]
-        seen: set[Path] = set()
+        seen: set[Path] = set()  # files still handed on and not final, to prune the rest
         while folders:
             if self._inboxes.get(inbox.path) is not inbox or inbox.observer is None:
                 return  # detached or removed meanwhile; its next attach scans again
@@ -521,12 +539,12 @@ class Watcher:
         if not stat.S_ISREG(result.st_mode):
             return
         path = Path(entry.path)
-        seen.add(path)
+        if path in self._handed:
+            seen.add(path)
         if path in self._tracker:
             return
         state = FileState.of(result)
-        if self._already_final(path, state.size, state.mtime_ns):
-            self._handed.pop(path, None)
+        if self._is_final(path, state):
             return
         if self._handed.get(path) == state.content_key:
             return  # handed on and not final yet: the supervisor has it

@@ -28,6 +28,11 @@ from daemon.watcher import (
     is_ignored,
 )
 
+# watchdog's recursive inotify emitter may add the watch for a new folder twice
+# (once for its IN_CREATE, once while walking its parent) and warns about it
+# from its own thread; the duplicate is harmless and not the watcher's doing.
+pytestmark = pytest.mark.filterwarnings("ignore:Callback with id .* already exists:RuntimeWarning")
+
 WAIT_SECONDS = 30.0
 FAST_SETTLE = 0.3
 
