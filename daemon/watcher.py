@@ -495,7 +495,9 @@ class Watcher:
     def _walk(self, inbox: _Inbox, top: str, *, full: bool) -> Iterator[None]:
         """Offer every candidate under top; yields after each entry so events keep flowing."""
         folders = [top]
-        seen: set[Path] = set()  # files still handed on and not final, to prune the rest
+        # Handed-on files this scan does not find are gone: forget them. Only
+        # those handed on before it started: later ones may be behind it.
+        unseen = {path for path in self._handed if path.is_relative_to(top)} if full else set()
         while folders:
             if self._inboxes.get(inbox.path) is not inbox or inbox.observer is None:
                 return  # detached or removed meanwhile; its next attach scans again
@@ -503,7 +505,7 @@ class Watcher:
             try:
                 with os.scandir(folder) as entries:
                     for entry in entries:
-                        self._scan_entry(inbox, entry, folders, seen)
+                        self._scan_entry(inbox, entry, folders, unseen)
                         yield
             except (FileNotFoundError, NotADirectoryError):
                 continue
@@ -511,13 +513,11 @@ class Watcher:
                 log.warning("watch.scan_failed", path=folder, error=error.strerror or str(error))
                 if folder == top:
                     return  # an unreadable inbox: keep what we know of it
-        if full:
-            stale = [path for path in self._handed if path not in seen and path.is_relative_to(top)]
-            for path in stale:
-                del self._handed[path]
+        for path in unseen:
+            self._handed.pop(path, None)
 
     def _scan_entry(
-        self, inbox: _Inbox, entry: os.DirEntry[str], folders: list[str], seen: set[Path]
+        self, inbox: _Inbox, entry: os.DirEntry[str], folders: list[str], unseen: set[Path]
     ) -> None:
         name = entry.name
         if name.startswith("."):
@@ -539,8 +539,7 @@ class Watcher:
         if not stat.S_ISREG(result.st_mode):
             return
         path = Path(entry.path)
-        if path in self._handed:
-            seen.add(path)
+        unseen.discard(path)
         if path in self._tracker:
             return
         state = FileState.of(result)

@@ -651,3 +651,36 @@ def test_watcher_does_not_import_torch() -> None:
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code], cwd=repo, check=False)
     assert result.returncode == 0
+
+
+def test_backlog_handed_on_during_the_scan_is_not_handed_on_again(
+    inbox: Path, start_watcher: StartWatcher
+) -> None:
+    """Files handed on while the start-up scan is still running are not handed on again by a rescan."""
+    pages = [inbox / f"page{index:04}.png" for index in range(5000)]
+    for page in pages:
+        page.write_bytes(b"p")
+    watcher, handoffs = start_watcher(settings_for([inbox], settle_seconds=0.0))
+    wait_until(lambda: len(handoffs.items) >= len(pages), "the backlog handed on", timeout=120)
+    watcher.rescan()
+    sentinel = inbox / "sentinel.png"
+    sentinel.write_bytes(b"s")
+    handoffs.wait_for(sentinel)
+    assert len(handoffs.items) == len(pages) + 1
+
+
+def test_failing_already_final_does_not_stop_the_watcher(
+    inbox: Path, start_watcher: StartWatcher
+) -> None:
+    """An exception from already_final is logged and the file is handed on (the supervisor decides)."""
+
+    def already_final(path: Path, size: int, mtime_ns: int) -> bool:
+        raise OSError("journal unavailable")
+
+    page = inbox / "backlog.png"
+    page.write_bytes(b"b")
+    with capture_logs() as logs:
+        watcher, handoffs = start_watcher(settings_for([inbox]), already_final=already_final)
+        handoffs.wait_for(page)
+    assert watcher.alive
+    assert any(entry["event"] == "watch.already_final_failed" for entry in logs)
