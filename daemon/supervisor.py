@@ -543,6 +543,14 @@ class Supervisor:
         if fault.kind == "bad_input":
             if fault.detail.get("code") == "vanished":
                 self.outcomes.vanished(task.path, "before it was read")
+            elif fault.detail.get("code") == "permission_denied":
+                # Made unreadable after it was hashed: handled like any file that
+                # cannot be read (a sidecar, then read again on the rescan schedule).
+                self._release(task)
+                error = fault.message.removeprefix("cannot read the file: ")
+                arrival = Arrival(task.path, task.inbox, task.size, task.mtime_ns, None, error)
+                self._admit(arrival)
+                return
             else:
                 self.outcomes.failed(
                     task,
