@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.support import pages
+from tests.support import hostile, pages
 from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, running_daemon
-from tests.support.inbox import drop, outcomes_of, sha256_of, wait_outcome
+from tests.support.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_outcome
 from tests.support.privileges import obeying_permissions
 
 pytestmark = pytest.mark.slow
@@ -96,6 +96,28 @@ def test_unreadable_input_gets_an_unreadable_sidecar_and_is_read_once_permitted(
         assert second["event"] == "file.done"
         assert set(outputs_of(locked)) == {"md", "json"}  # the sidecar was ours: replaced
         assert read_json(outputs_of(locked)["json"])["input"]["sha256"] == sha256_of(locked)
+
+
+def test_input_made_unreadable_while_queued_is_read_again_once_permitted(tmp_path: Path) -> None:
+    """Hashed, then chmod 000 before the worker opens it: 'unreadable' sidecar, then done later."""
+    inbox = tmp_path / "inbox"
+    settings = settings_for(tmp_path)
+    settings["models"]["fake"]["page_seconds"] = 1.0
+    with running_daemon(tmp_path, settings, argv_prefix=obeying_permissions([])) as daemon:
+        daemon.wait_ready()
+        busy = inbox / "busy.pdf"
+        with ReadWatch(busy) as reads:
+            drop(busy, hostile.pdf_document([hostile.PdfPage(200, 100)] * 3))
+            reads.wait(2)  # the worker has it: the next file waits in the queue
+        target = drop(inbox / "queued.png", png(5))
+        daemon.wait_for("file.queued", file=str(target))
+        target.chmod(0)
+        first = wait_outcome(daemon, target)
+        assert (first["event"], first["code"]) == ("file.failed", "unreadable")
+        assert read_json(outputs_of(target)["error"])["error"]["code"] == "unreadable"
+        target.chmod(0o644)
+        assert wait_outcome(daemon, target, count=2)["event"] == "file.done"
+        assert set(outputs_of(target)) == {"md", "json"}
 
 
 def test_unwritable_folder_keeps_the_result_and_writes_it_once_permitted(tmp_path: Path) -> None:
