@@ -1,13 +1,16 @@
-"""A disk that fills up while outputs are written, on a real (small tmpfs) filesystem.
+"""A disk that fills up while outputs are written: a real small tmpfs, and a file size limit.
 
 No partial output may remain, the file stays pending (across a restart too),
 the write is retried every outputs.retry_seconds, and it lands once space
-returns; other inboxes keep flowing meanwhile. See docs/hostile-inputs.md.
+returns; other files keep flowing meanwhile. The tmpfs needs root to mount;
+the file size limit (RLIMIT_FSIZE, EFBIG) works for any user and exercises the
+same path. See docs/hostile-inputs.md.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import sqlite3
 import urllib.request
 from pathlib import Path
@@ -15,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from tests.support import pages
+from tests.support import hostile, pages
 from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, start_daemon
 from tests.support.filesystems import fill, free_blocks, small_tmpfs
 from tests.support.inbox import drop, outcomes_of, sha256_of, wait_outcome
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -119,3 +123,45 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_retries_until_space_
             assert second.stop() == 0
         finally:
             second.kill()
+
+
+FILE_SIZE_LIMIT = 512 * 1024  # above the log and the journal's files, below the big JSON
+
+
+def test_file_size_limit_while_writing_leaves_nothing_partial_and_retries_once_lifted(
+    tmp_path: Path,
+) -> None:
+    """RLIMIT_FSIZE below one JSON output: EFBIG counts as no_space, nothing remains, then it lands."""
+    prlimit = require_tool("prlimit")
+    inbox = tmp_path / "inbox"
+    settings = base_settings(
+        inbox, tmp_path / "state", worker={"chain": ["fake"]}, limits={"max_pages": 2000}
+    )
+    settings["outputs"] = {"retry_seconds": RETRY_SECONDS}
+    settings["log"]["level"] = "info"  # keeps the log itself far below the limit
+    settings["models"] = {"fake": {"engine": "faulty"}}
+    # 1,200 small pages: about 26 KB of Markdown (fits) and 800 KB of JSON (does not).
+    big_pdf = hostile.pdf_document([hostile.PdfPage(72, 36)] * 1200)
+    limited = [prlimit, f"--fsize={FILE_SIZE_LIMIT}:unlimited"]  # soft limit; ours to lift
+    daemon = start_daemon(tmp_path, settings, argv_prefix=limited)
+    try:
+        daemon.wait_ready()
+        big = drop(inbox / "big.pdf", big_pdf)
+        daemon.wait_for("file.output_retry", file=str(big), count=2)
+        errors = daemon.find("output.error", reason="no_space")
+        assert errors and all("File too large" in record["error"] for record in errors)
+        assert journal_state(daemon, big) == "pending"
+        assert sorted(os.listdir(inbox)) == ["big.pdf"]  # the .md temp was removed too
+        normal = drop(inbox / "normal.png", png(5))
+        assert wait_outcome(daemon, normal)["event"] == "file.done"
+        unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        resource.prlimit(daemon.process.pid, resource.RLIMIT_FSIZE, unlimited)
+        assert wait_outcome(daemon, big)["event"] == "file.done"
+        assert outputs_of(big)["json"].stat().st_size > FILE_SIZE_LIMIT
+        document = read_json(outputs_of(big)["json"])
+        assert document["input"]["pages_processed"] == 1200
+        assert document["input"]["sha256"] == sha256_of(big)
+        assert len(outcomes_of(daemon, big)) == 1
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
