@@ -37,7 +37,7 @@ def wants_json(fmt: str) -> bool:
 
 
 def configure(level: str = "info", fmt: str = "auto", *, role: str = "supervisor") -> None:
-    """Route structlog (and the standard library's warnings) to stdout."""
+    """Route structlog, and the standard library's warnings, to stdout (or the journal)."""
     numeric = LEVELS.get(level, logging.INFO)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -64,11 +64,29 @@ def configure(level: str = "info", fmt: str = "auto", *, role: str = "supervisor
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
-    # Third-party libraries log through the standard library: keep their
-    # warnings (to stderr) and silence their INFO chatter.
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    # Third-party libraries log through the standard library: their warnings
+    # (watchdog's inotify overflow, transformers' deprecations) become records
+    # of ours, so every line on stdout (or in the journal) is one JSON object.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+    root.setLevel(max(numeric, logging.WARNING))
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _ToStructlog(logging.Handler):
+    """Forward a standard-library record to structlog, keeping its logger name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
+        except Exception:
+            self.handleError(record)
 
 
 def _add_role(role: str) -> Any:
