@@ -157,21 +157,32 @@ _NOISE_EVENTS = frozenset({"opened", "closed_no_write"})
 
 
 class _ChangeForwarder(FileSystemEventHandler):
-    """Runs on an observer's thread: turns an event into _Change records and queues them, no I/O."""
+    """Runs on an observer's thread: turns an event into _Change records and queues them, no I/O.
 
-    def __init__(self, inbox: Path, post: Callable[[_Change], None]) -> None:
+    The observer watches the inbox's real path (inotify would watch a symlinked
+    inbox's link, not its folder); paths are put back under the inbox's name.
+    """
+
+    def __init__(self, inbox: Path, watched: str, post: Callable[[_Change], None]) -> None:
         self._inbox = inbox
-        self._root = str(inbox)
+        self._name = str(inbox)
+        self._watched = watched
         self._post = post
+
+    def _named(self, path: bytes | str) -> str:
+        text = os.fsdecode(path)
+        if self._watched == self._name or not text.startswith(self._watched):
+            return text
+        return self._name + text[len(self._watched) :]
 
     def dispatch(self, event: FileSystemEvent) -> None:
         kind = event.event_type
         if kind in _NOISE_EVENTS:
             return
-        source = os.fsdecode(event.src_path)
-        target = os.fsdecode(event.dest_path) if event.dest_path else ""
+        source = self._named(event.src_path)
+        target = self._named(event.dest_path) if event.dest_path else ""
         if event.is_directory:
-            if kind == "deleted" and source == self._root:
+            if kind == "deleted" and source == self._name:
                 self._post(_Change(self._inbox, "inbox_gone", source))
             elif kind == "created":
                 self._post(_Change(self._inbox, "folder", source))
@@ -645,9 +656,12 @@ class Watcher:
             )
         else:
             observer = Observer()
+        watched = os.path.realpath(root)
         try:
             observer.schedule(
-                _ChangeForwarder(root, self._changes.put), str(root), recursive=settings.recursive
+                _ChangeForwarder(root, watched, self._changes.put),
+                watched,
+                recursive=settings.recursive,
             )
             observer.start()
         except BaseException:

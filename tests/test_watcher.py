@@ -684,3 +684,23 @@ def test_failing_already_final_does_not_stop_the_watcher(
         handoffs.wait_for(page)
     assert watcher.alive
     assert any(entry["event"] == "watch.already_final_failed" for entry in logs)
+
+
+def test_inbox_that_is_a_symlink_is_watched_under_its_own_name(
+    mode: str, tmp_path: Path, start_watcher: StartWatcher
+) -> None:
+    """An inbox configured as a symlink to a folder (a mounted share) gets events; paths keep its name."""
+    real = tmp_path / "share"
+    real.mkdir()
+    inbox = tmp_path / "inbox"
+    inbox.symlink_to(real, target_is_directory=True)
+    watcher, handoffs = start_watcher(settings_for([inbox], mode, recursive=True))
+    top = inbox / "top.png"
+    top.write_bytes(b"t")
+    (inbox / "sub").mkdir()
+    deep = inbox / "sub" / "deep.png"
+    deep.write_bytes(b"d")
+    # Well before the 300 s rescan: events arrive for the folder behind the link.
+    for page in (top, deep):
+        assert handoffs.wait_for(page, timeout=20).inbox == inbox_root(inbox)
+    assert all(item.path.is_relative_to(inbox) for item in handoffs.items)
