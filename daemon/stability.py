@@ -59,12 +59,14 @@ class Settled:
     path: Path
     inbox: Path
     state: FileState
+    first_seen: float  # when tracking began, on the caller's clock
 
 
 @dataclass(slots=True)
 class _Entry:
     inbox: Path
     state: FileState
+    first_seen: float
     stat_at: float  # when `state` was read
     event_at: float  # the last event that named this path
     sequence: int  # identifies the entry's live heap item; older items are stale
@@ -93,7 +95,7 @@ class SettleTracker:
 
     def track(self, path: Path, inbox: Path, state: FileState, now: float) -> None:
         """Start (or restart) the settle window for a file whose state was just read."""
-        entry = _Entry(inbox, state, stat_at=now, event_at=now, sequence=next(self._sequence))
+        entry = _Entry(inbox, state, now, stat_at=now, event_at=now, sequence=next(self._sequence))
         self._entries[path] = entry
         heapq.heappush(self._heap, (entry.due(self.settle_seconds), entry.sequence, path))
 
@@ -169,7 +171,7 @@ class SettleTracker:
         state = FileState.of(result)
         if state == entry.state:
             del self._entries[path]
-            return Settled(path, entry.inbox, state)
+            return Settled(path, entry.inbox, state, entry.first_seen)
         entry.state = state
         entry.stat_at = now
         self._push(path, entry, entry.due(self.settle_seconds))

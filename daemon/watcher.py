@@ -119,6 +119,9 @@ class Candidate:
     inbox: Path  # the inbox root it was found under: os.path.abspath of the configured path
     size: int
     mtime_ns: int
+    # The watcher's clock (time.monotonic unless injected) when this file was
+    # first seen in this round of settling: the settle time is now - first_seen.
+    first_seen: float | None = None
 
 
 class _Change(NamedTuple):
@@ -466,7 +469,9 @@ class Watcher:
                 continue
             log.info("watch.stable", path=str(path), size=state.size, inbox=str(settled.inbox))
             try:
-                self._on_stable(Candidate(path, settled.inbox, state.size, state.mtime_ns))
+                self._on_stable(
+                    Candidate(path, settled.inbox, state.size, state.mtime_ns, settled.first_seen)
+                )
             except Exception:
                 log.exception("watch.handoff_failed", path=str(path))
                 continue

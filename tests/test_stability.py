@@ -41,6 +41,7 @@ def test_settles_after_two_equal_stats(page: Path) -> None:
     assert settled.path == page
     assert settled.inbox == page.parent
     assert settled.state == FileState.of(os.lstat(page))
+    assert settled.first_seen == 100.0
     assert page not in tracker
     assert len(tracker) == 0
 

@@ -51,10 +51,17 @@ class Handoffs:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: list[Candidate] = []
+        self._times: dict[Path, float] = {}
 
     def __call__(self, candidate: Candidate) -> None:
         with self._lock:
             self._items.append(candidate)
+            self._times[candidate.path] = time.monotonic()
+
+    def handed_at(self, path: Path) -> float:
+        """When (time.monotonic) path was last handed on."""
+        with self._lock:
+            return self._times[path]
 
     @property
     def items(self) -> list[Candidate]:
@@ -180,14 +187,18 @@ def test_suffix_constants() -> None:
 def test_file_is_handed_on_once_after_settling(
     mode: str, inbox: Path, start_watcher: StartWatcher
 ) -> None:
-    """A new file is handed on once, with its absolute path, inbox, size and mtime."""
+    """A new file is handed on once, with its absolute path, inbox, size, mtime and first sight."""
     watcher, handoffs = start_watcher(settings_for([inbox], mode))
     page = inbox / "scan.png"
     page.write_bytes(b"0123456789")
     candidate = handoffs.wait_for(page)
     info = os.stat(page)
-    assert candidate == Candidate(page, inbox_root(inbox), 10, info.st_mtime_ns)
+    assert (candidate.path, candidate.inbox) == (page, inbox_root(inbox))
+    assert (candidate.size, candidate.mtime_ns) == (10, info.st_mtime_ns)
     assert candidate.path.is_absolute()
+    assert candidate.first_seen is not None
+    # Load can only lengthen the wait, never shorten it below the window.
+    assert handoffs.handed_at(page) - candidate.first_seen >= FAST_SETTLE
     sentinel = inbox / "sentinel.png"
     sentinel.write_bytes(b"s")
     handoffs.wait_for(sentinel)
@@ -694,7 +705,7 @@ def test_inbox_that_is_a_symlink_is_watched_under_its_own_name(
     real.mkdir()
     inbox = tmp_path / "inbox"
     inbox.symlink_to(real, target_is_directory=True)
-    watcher, handoffs = start_watcher(settings_for([inbox], mode, recursive=True))
+    _watcher, handoffs = start_watcher(settings_for([inbox], mode, recursive=True))
     top = inbox / "top.png"
     top.write_bytes(b"t")
     (inbox / "sub").mkdir()
