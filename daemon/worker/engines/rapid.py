@@ -153,7 +153,7 @@ class RapidEngine(Engine):
         if detection is None:
             return blank_page(image, details)
         if self.model.detect_orientation:
-            classified, cls_res = self._ocr.cls_and_rotate(detection.crops)
+            _, cls_res = self._ocr.cls_and_rotate(detection.crops)
             orientation = self._orientation(detection, cls_res.cls_res)
             rotation = orientation.rotation
             details["orientation"] = {
@@ -166,11 +166,14 @@ class RapidEngine(Engine):
                 detection = self._detect(image)
                 if detection is None:
                     return blank_page(image, details, rotation)
-                classified, cls_res = self._ocr.cls_and_rotate(detection.crops)
-        else:
-            classified, cls_res = detection.crops, TextClsOutput()
+        # The classifier only votes on the page's orientation; lines are read
+        # as detected on the (now upright) page. It squeezes each crop into
+        # 192 x 48 px, so on long lines its verdicts are near coin tosses, even
+        # at 0.99: letting it turn single lines over garbled about one line in
+        # ten of upright A4 pages (bench/versus_tesseract.py, docs/benchmarks.md).
+        cls_res = TextClsOutput()
         try:
-            recognised = self._ocr.recognize_txt(classified)
+            recognised = self._ocr.recognize_txt(detection.crops)
         except RapidOCRError:
             return blank_page(image, details, rotation)
         result = self._ocr.build_final_output(
