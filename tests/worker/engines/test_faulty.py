@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from typing import Any
+from typing import IO, Any
 
 import psutil
 import pytest
@@ -272,6 +272,14 @@ def test_segfault_kills_the_process_with_sigsegv() -> None:
     assert result.returncode == -signal.SIGSEGV
 
 
+def read_until(stream: IO[str], marker: str) -> None:
+    """Read the child's lines (its log lines among them) up to the marker line."""
+    for line in stream:
+        if line.strip() == marker:
+            return
+    raise AssertionError(f"the child ended before printing {marker!r}")
+
+
 def assert_hangs_after(marker: str, body: str) -> None:
     """The child prints `marker`, then must still be running 2 s later (then it is killed)."""
     child = subprocess.Popen(
@@ -282,7 +290,7 @@ def assert_hangs_after(marker: str, body: str) -> None:
     )
     try:
         assert child.stdout is not None
-        assert child.stdout.readline().strip() == marker
+        read_until(child.stdout, marker)
         with pytest.raises(subprocess.TimeoutExpired):
             child.wait(timeout=2)
     finally:
@@ -339,7 +347,7 @@ def test_stuck_ignores_sigterm_and_only_sigkill_ends_it() -> None:
     )
     try:
         assert child.stdout is not None
-        assert child.stdout.readline().strip() == "recognising"
+        read_until(child.stdout, "recognising")
         wait_until(lambda: ignores_sigterm(child.pid), timeout=30)
         child.send_signal(signal.SIGTERM)
         with pytest.raises(subprocess.TimeoutExpired):
