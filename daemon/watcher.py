@@ -34,81 +34,30 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserverVFS
 
+from daemon.names import OUTPUT_SUFFIXES, SUPPORTED_SUFFIXES, is_ignored, name_reason, parts_reason
+from daemon.observers import Change, observer_alive, start_observer, stop_observer
 from daemon.settings import WatchSettings
+
+__all__ = [
+    "OUTPUT_SUFFIXES",
+    "SUPPORTED_SUFFIXES",
+    "Candidate",
+    "Watcher",
+    "inbox_root",
+    "is_ignored",
+]
 from daemon.stability import FileState, SettleTracker
 
 log = structlog.get_logger(__name__)
 
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".pdf"}
-)
-OUTPUT_SUFFIXES = (".ocr.md", ".ocr.json", ".ocr.error.json")
-# daemon.outputs writes ".<name>.<random>.ocr-inbox.tmp" and renames it into place.
-OWN_TEMP_SUFFIX = ".ocr-inbox.tmp"
-_PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".filepart")
-_TEMPORARY_SUFFIXES = (".tmp", ".temp", "~")
 _INBOX_CHECK_SECONDS = 1.0
 _MAX_WAIT_SECONDS = 0.25
 _SCAN_STEPS_PER_TURN = 2000
 _HANDOFFS_PER_TURN = 256
-
-
-def _name_reason(name: str) -> str | None:
-    lowered = name.lower()
-    if name.startswith(".") and lowered.endswith(OWN_TEMP_SUFFIX):
-        return "own_temp"
-    if lowered.endswith(OUTPUT_SUFFIXES):
-        return "own_output"
-    if name.startswith(("~$", ".~lock")):
-        return "lock_file"
-    if lowered.startswith((".syncthing.", "~syncthing~")):
-        return "sync_temp"
-    if name.startswith("."):
-        return "hidden"
-    if lowered.endswith(_PARTIAL_SUFFIXES):
-        return "partial"
-    if lowered.endswith(_TEMPORARY_SUFFIXES):
-        return "temporary"
-    if os.path.splitext(lowered)[1] not in SUPPORTED_SUFFIXES:
-        return "unsupported_type"
-    return None
-
-
-def _parts_reason(parts: tuple[str, ...] | list[str]) -> str | None:
-    if not parts:
-        return "not_a_file"
-    if any(folder.startswith(".") for folder in parts[:-1]):
-        return "hidden"
-    return _name_reason(parts[-1])
-
-
-def is_ignored(path: Path, inbox: Path | None = None) -> str | None:
-    """Why a path is not ours (a short reason string), or None when it is a candidate by name.
-
-    Hidden means any component under the inbox starts with '.': with `inbox`
-    those are the components of path relative to it; without, every component
-    of a relative path, and only the name of an absolute one (the folders above
-    an inbox may well be hidden, e.g. ~/.local/inbox). Judged by name only:
-    symlinks and non-files are the watcher's business.
-    """
-    if inbox is not None:
-        try:
-            parts = path.relative_to(inbox).parts
-        except ValueError:
-            return "outside_inbox"
-    elif path.is_absolute():
-        parts = (path.name,)
-    else:
-        parts = path.parts
-    return _parts_reason(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +71,6 @@ class Candidate:
     # The watcher's clock (time.monotonic unless injected) when this file was
     # first seen in this round of settling: the settle time is now - first_seen.
     first_seen: float | None = None
-
-
-class _Change(NamedTuple):
-    """What an observer saw, as queued for the watcher's thread."""
-
-    inbox: Path
-    kind: Literal["file", "gone", "folder", "inbox_gone"]
-    path: str
 
 
 @dataclass(slots=True)
@@ -153,53 +94,6 @@ class _Inbox:
     observer: BaseObserver | None = None
     identity: tuple[int, int] | None = None  # (st_dev, st_ino) when attached
     problem: str | None = None  # the last problem logged, so each is logged once
-
-
-# Reading a file (the supervisor hashing it) is no change.
-_NOISE_EVENTS = frozenset({"opened", "closed_no_write"})
-
-
-class _ChangeForwarder(FileSystemEventHandler):
-    """Runs on an observer's thread: turns an event into _Change records and queues them, no I/O.
-
-    The observer watches the inbox's real path (inotify would watch a symlinked
-    inbox's link, not its folder); paths are put back under the inbox's name.
-    """
-
-    def __init__(self, inbox: Path, watched: str, post: Callable[[_Change], None]) -> None:
-        self._inbox = inbox
-        self._name = str(inbox)
-        self._watched = watched
-        self._post = post
-
-    def _named(self, path: bytes | str) -> str:
-        text = os.fsdecode(path)
-        if self._watched == self._name or not text.startswith(self._watched):
-            return text
-        return self._name + text[len(self._watched) :]
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        kind = event.event_type
-        if kind in _NOISE_EVENTS:
-            return
-        source = self._named(event.src_path)
-        target = self._named(event.dest_path) if event.dest_path else ""
-        if event.is_directory:
-            if kind == "deleted" and source == self._name:
-                self._post(_Change(self._inbox, "inbox_gone", source))
-            elif kind == "created":
-                self._post(_Change(self._inbox, "folder", source))
-            elif kind == "moved" and target:
-                self._post(_Change(self._inbox, "folder", target))
-            return
-        if kind == "deleted":
-            self._post(_Change(self._inbox, "gone", source))
-        elif kind == "moved":
-            self._post(_Change(self._inbox, "gone", source))
-            if target:
-                self._post(_Change(self._inbox, "file", target))
-        else:
-            self._post(_Change(self._inbox, "file", source))
 
 
 def inbox_root(path: Path) -> Path:
@@ -226,7 +120,7 @@ class Watcher:
         self._inboxes: dict[Path, _Inbox] = {
             root: _Inbox(root) for root in map(inbox_root, settings.inboxes)
         }
-        self._changes: queue.SimpleQueue[_Change | _Command | None] = queue.SimpleQueue()
+        self._changes: queue.SimpleQueue[Change | _Command | None] = queue.SimpleQueue()
         self._scans: deque[_ScanJob] = deque()
         # What was handed on and is not known final yet: a rescan must not hand
         # a queued file on again. Pruned by every full scan.
@@ -373,7 +267,7 @@ class Watcher:
                 return
         self._handle(item)
 
-    def _handle(self, item: _Change | _Command | None) -> None:
+    def _handle(self, item: Change | _Command | None) -> None:
         if item is None:
             return
         if isinstance(item, _Command):
@@ -412,7 +306,7 @@ class Watcher:
         parts = self._relative_parts(inbox, path)
         if parts is None:
             return
-        reason = _parts_reason(parts)
+        reason = parts_reason(parts)
         if reason is not None:
             log.debug("watch.ignored", path=path, reason=reason)
             return
@@ -540,14 +434,14 @@ class Watcher:
             return
         try:
             if entry.is_symlink():
-                if _name_reason(name) is None:
+                if name_reason(name) is None:
                     self._note_symlink(inbox, Path(entry.path))
                 return
             if entry.is_dir(follow_symlinks=False):
                 if self._settings.recursive:
                     folders.append(entry.path)
                 return
-            if _name_reason(name) is not None:
+            if name_reason(name) is not None:
                 return
             result = entry.stat(follow_symlinks=False)
         except OSError:
@@ -576,11 +470,7 @@ class Watcher:
 
     @staticmethod
     def _still_attached(inbox: _Inbox) -> bool:
-        observer = inbox.observer
-        if observer is None or not observer.is_alive():
-            return False
-        # An emitter stops itself when its folder is deleted.
-        if not all(emitter.is_alive() for emitter in observer.emitters):
+        if not observer_alive(inbox.observer):
             return False
         try:
             result = os.stat(inbox.path)
@@ -618,7 +508,7 @@ class Watcher:
             if not stat.S_ISDIR(result.st_mode):
                 self._report(inbox, "not_a_directory")
                 return False
-            inbox.observer = self._start_observer(inbox.path, settings)
+            inbox.observer = start_observer(inbox.path, settings, self._changes.put)
         except OSError as error:
             self._report(inbox, error.strerror or str(error))
             return False
@@ -635,52 +525,11 @@ class Watcher:
         self._scans.append(_ScanJob(self._walk(inbox, str(inbox.path), full=True), full=True))
         return True
 
-    def _start_observer(self, root: Path, settings: WatchSettings) -> BaseObserver:
-        if settings.mode == "native":
-            try:
-                return self._observe(root, settings, polling=False)
-            except (FileNotFoundError, NotADirectoryError):
-                raise
-            except OSError as error:
-                # Out of inotify instances or watches (fs.inotify.max_user_*):
-                # polling is slower but keeps the inbox working.
-                log.warning(
-                    "watch.native_unavailable",
-                    inbox=str(root),
-                    error=error.strerror or str(error),
-                    fallback="polling",
-                )
-        return self._observe(root, settings, polling=True)
-
-    def _observe(self, root: Path, settings: WatchSettings, *, polling: bool) -> BaseObserver:
-        observer: BaseObserver
-        if polling:
-            # lstat, so the snapshot never descends into symlinked folders.
-            observer = PollingObserverVFS(
-                os.lstat, os.scandir, polling_interval=settings.poll_interval_seconds
-            )
-        else:
-            observer = Observer()
-        watched = os.path.realpath(root)
-        try:
-            observer.schedule(
-                _ChangeForwarder(root, watched, self._changes.put),
-                watched,
-                recursive=settings.recursive,
-            )
-            observer.start()
-        except BaseException:
-            observer.stop()  # releases the inotify descriptor opened by Observer()
-            raise
-        return observer
-
     @staticmethod
     def _detach(inbox: _Inbox) -> None:
         observer, inbox.observer, inbox.identity = inbox.observer, None, None
         if observer is not None:
-            observer.stop()
-            if observer.is_alive():
-                observer.join(timeout=10)
+            stop_observer(observer)
 
     def _in_scope(self, path: Path, inbox: Path) -> bool:
         watched = self._inboxes.get(inbox)
