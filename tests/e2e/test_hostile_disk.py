@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import os
 import resource
-import sqlite3
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support import hostile, pages
-from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, start_daemon
+from tests.support.daemon import base_settings, outputs_of, read_json, start_daemon
 from tests.support.filesystems import fill, free_blocks, small_tmpfs
 from tests.support.inbox import drop, outcomes_of, sha256_of, wait_outcome
 from tests.support.tools import require_tool
@@ -34,24 +32,6 @@ def png(seed: int) -> bytes:
     image = TINY.copy()
     image.putpixel((0, 0), (seed % 256, seed // 256 % 256, 17))
     return pages.png_bytes(image)
-
-
-def journal_state(daemon: Daemon, path: Path) -> str | None:
-    with sqlite3.connect(daemon.state_dir / "journal.sqlite3", timeout=30) as db:
-        row = db.execute("SELECT state FROM files WHERE path = ?", (str(path),)).fetchone()
-    return None if row is None else str(row[0])
-
-
-def metric(daemon: Daemon, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(daemon.url("/metrics"), timeout=10) as response:
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 def assert_nothing_written(folder: Path, *inputs: Path) -> None:
@@ -82,8 +62,8 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_retries_until_space_
             first.wait_for("file.output_retry", file=str(target), count=2)
             errors = first.find("output.error", reason="no_space")
             assert errors and all("No space left" in record["error"] for record in errors)
-            assert metric(first, "ocr_inbox_output_errors_total", reason="no_space") >= 2
-            assert journal_state(first, target) == "pending"
+            assert first.metric("ocr_inbox_output_errors_total", reason="no_space") >= 2
+            assert first.journal_state(target) == "pending"
             assert outcomes_of(first, target) == []
             assert_nothing_written(small, target)
             # Another inbox keeps flowing while this disk is full.
@@ -93,7 +73,7 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_retries_until_space_
             assert first.stop() == 0
         finally:
             first.kill()
-        assert journal_state(first, target) == "pending"
+        assert first.journal_state(target) == "pending"
         assert_nothing_written(small, target)
 
         filler.unlink()  # space returns while the daemon is down
@@ -102,7 +82,7 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_retries_until_space_
             assert wait_outcome(second, target)["event"] == "file.done"
             assert set(outputs_of(target)) == {"md", "json"}
             assert read_json(outputs_of(target)["json"])["input"]["sha256"] == digest
-            assert journal_state(second, target) == "done"
+            assert second.journal_state(target) == "done"
 
             # Full again, now while running: retried in place once space returns.
             filler = fill(small, leave_blocks=2)
@@ -115,7 +95,7 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_retries_until_space_
             assert wait_outcome(second, later)["event"] == "file.done"
             assert set(outputs_of(later)) == {"md", "json"}
             # Written from the result kept in memory: the model ran once for it.
-            assert metric(second, "ocr_inbox_pages_total", model="fake") == 2
+            assert second.metric("ocr_inbox_pages_total", model="fake") == 2
             normal = drop(small / "normal-after.png", png(4))
             assert wait_outcome(second, normal)["event"] == "file.done"
             assert sha256_of(target) == digest
@@ -150,7 +130,7 @@ def test_file_size_limit_while_writing_leaves_nothing_partial_and_retries_once_l
         daemon.wait_for("file.output_retry", file=str(big), count=2)
         errors = daemon.find("output.error", reason="no_space")
         assert errors and all("File too large" in record["error"] for record in errors)
-        assert journal_state(daemon, big) == "pending"
+        assert daemon.journal_state(big) == "pending"
         assert sorted(os.listdir(inbox)) == ["big.pdf"]  # the .md temp was removed too
         normal = drop(inbox / "normal.png", png(5))
         assert wait_outcome(daemon, normal)["event"] == "file.done"

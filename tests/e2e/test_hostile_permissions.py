@@ -8,16 +8,14 @@ it means to an unprivileged service user. See docs/hostile-inputs.md.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support import hostile, pages
-from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, running_daemon
+from tests.support.daemon import base_settings, outputs_of, read_json, running_daemon
 from tests.support.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_outcome
 from tests.support.privileges import obeying_permissions
 
@@ -40,26 +38,6 @@ def settings_for(root: Path) -> dict[str, Any]:
     settings["outputs"] = {"retry_seconds": RETRY_SECONDS}
     settings["models"] = {"fake": {"engine": "faulty"}}
     return settings
-
-
-def journal_state(daemon: Daemon, path: Path) -> str | None:
-    """The journal's state for `path` (pending, done, failed), read beside the running daemon."""
-    with sqlite3.connect(daemon.state_dir / "journal.sqlite3", timeout=30) as db:
-        row = db.execute("SELECT state FROM files WHERE path = ?", (str(path),)).fetchone()
-    return None if row is None else str(row[0])
-
-
-def metric(daemon: Daemon, name: str, **labels: str) -> float:
-    """One sample of the daemon's /metrics (0 when the series does not exist yet)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(daemon.url("/metrics"), timeout=10) as response:
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 def test_unreadable_input_gets_an_unreadable_sidecar_and_is_read_once_permitted(
@@ -138,11 +116,11 @@ def test_unwritable_folder_keeps_the_result_and_writes_it_once_permitted(tmp_pat
         # A failure is final at once (journal and log); only its sidecar waits for the folder.
         failed = wait_outcome(daemon, broken)
         assert (failed["event"], failed["code"]) == ("file.failed", "unsupported_format")
-        assert journal_state(daemon, broken) == "failed"
+        assert daemon.journal_state(broken) == "failed"
         errors = daemon.find("output.error", reason="permission")
         assert errors and all("Permission denied" in record["error"] for record in errors)
-        assert metric(daemon, "ocr_inbox_output_errors_total", reason="permission") >= 2
-        assert journal_state(daemon, target) == "pending"
+        assert daemon.metric("ocr_inbox_output_errors_total", reason="permission") >= 2
+        assert daemon.journal_state(target) == "pending"
         assert outcomes_of(daemon, target) == []
         # No partial output, no temp file.
         assert sorted(os.listdir(inbox / "readonly")) == ["broken.png", "scan.png"]
@@ -152,11 +130,11 @@ def test_unwritable_folder_keeps_the_result_and_writes_it_once_permitted(tmp_pat
         (inbox / "readonly").chmod(0o755)
         assert wait_outcome(daemon, target)["event"] == "file.done"
         assert set(outputs_of(target)) == {"md", "json"}
-        assert journal_state(daemon, target) == "done"
+        assert daemon.journal_state(target) == "done"
         daemon.wait_for("file.error_written", file=str(broken))
         error = read_json(outputs_of(broken)["error"])
         assert error["error"]["code"] == "unsupported_format"
         assert len(outcomes_of(daemon, broken)) == 1  # written late, not processed again
         # Written from the result kept in memory: the model ran once for it.
-        assert metric(daemon, "ocr_inbox_pages_total", model="fake") == 2
+        assert daemon.metric("ocr_inbox_pages_total", model="fake") == 2
         assert sha256_of(target) == read_json(outputs_of(target)["json"])["input"]["sha256"]

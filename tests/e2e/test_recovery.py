@@ -11,7 +11,6 @@ import os
 import signal
 import sqlite3
 import time
-import urllib.request
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.journal import Journal
 from tests.support.daemon import (
@@ -65,17 +63,6 @@ def drill(
 
 def rule(match: str, fault: str, probability: float = 1.0) -> dict[str, Any]:
     return {"match": match, "fault": fault, "probability": probability}
-
-
-def metric(daemon: Daemon, name: str, **labels: str) -> float:
-    """The value of one sample on /metrics (0 when the series does not exist)."""
-    with urllib.request.urlopen(daemon.url("/metrics"), timeout=10) as response:
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 def journal_rows(state_dir: Path) -> dict[str, dict[str, Any]]:
@@ -152,7 +139,7 @@ def test_a_file_that_kills_the_worker_moves_on_after_attempts_per_model(
         good = drop_png(inbox / "good-1.png", seed=2)
         assert daemon.wait_for("file.done", file=str(good))[0]["model"] == "flaky"
         assert not daemon.find("chain.fallback")
-        assert metric(daemon, "ocr_inbox_worker_restarts_total", reason=reason) == 2
+        assert daemon.metric("ocr_inbox_worker_restarts_total", reason=reason) == 2
     document = read_json(outputs_of(poison)["json"])
     assert document["model"]["name"] == "steady"
     assert document["fallback_trail"] == [
@@ -185,9 +172,9 @@ def test_sticky_cuda_error_restarts_with_backoff_and_counts_each_event_once(
         assert len(starts) == 5  # one per restart: no spinning
         for exited, plan, started in zip(exits, scheduled, starts[1:], strict=True):
             assert epoch(started) >= epoch(exited) + plan["in_seconds"] - 0.05
-        assert metric(daemon, "ocr_inbox_cuda_errors_total", kind="cuda_fatal") == 4
-        assert metric(daemon, "ocr_inbox_worker_restarts_total", reason="cuda_fatal") == 4
-        assert metric(daemon, "ocr_inbox_worker_restarts_total", reason="crash") == 0
+        assert daemon.metric("ocr_inbox_cuda_errors_total", kind="cuda_fatal") == 4
+        assert daemon.metric("ocr_inbox_worker_restarts_total", reason="cuda_fatal") == 4
+        assert daemon.metric("ocr_inbox_worker_restarts_total", reason="crash") == 0
         # A success resets the backoff: the next fault restarts at once.
         good = drop_png(inbox / "good-1.png", seed=2)
         daemon.wait_for("file.done", file=str(good))
@@ -206,7 +193,7 @@ def test_worker_sigkilled_mid_file_is_replaced_and_the_file_done_once(tmp_path: 
         pid = worker_pid(daemon)
         target = drop_png(inbox / "victim.png", seed=1)
         # In flight once the supervisor has dispatched it (queue wait observed).
-        wait_until(lambda: metric(daemon, "ocr_inbox_queue_wait_seconds_count") >= 1)
+        wait_until(lambda: daemon.metric("ocr_inbox_queue_wait_seconds_count") >= 1)
         os.kill(pid, signal.SIGKILL)
         done = daemon.wait_for("file.done", file=str(target))
         assert done[0]["model"] == "flaky"
@@ -222,8 +209,8 @@ def test_worker_sigkilled_mid_file_is_replaced_and_the_file_done_once(tmp_path: 
         assert worker_pid(daemon) != pid
         time.sleep(1)
         assert len(daemon.find("file.done", file=str(target))) == 1
-        assert metric(daemon, "ocr_inbox_worker_restarts_total", reason="crash") == 1
-        assert metric(daemon, "ocr_inbox_files_total", outcome="done") == 1
+        assert daemon.metric("ocr_inbox_worker_restarts_total", reason="crash") == 1
+        assert daemon.metric("ocr_inbox_files_total", outcome="done") == 1
     assert read_json(outputs_of(target)["json"])["fallback_trail"] == []
     assert journal_rows(tmp_path / "state")[str(target)]["attempts"] == {"flaky": 1}
 
@@ -248,8 +235,8 @@ def test_out_of_memory_is_retried_smaller_then_sent_to_the_next_model(tmp_path: 
         assert moved["reason"] == "oom"
         assert not daemon.find("worker.exited")
         assert not daemon.find("chain.fallback")
-        assert metric(daemon, "ocr_inbox_cuda_errors_total", kind="oom") == 2
-        assert metric(daemon, "ocr_inbox_chain_position") == 0
+        assert daemon.metric("ocr_inbox_cuda_errors_total", kind="oom") == 2
+        assert daemon.metric("ocr_inbox_chain_position") == 0
     [page] = read_json(outputs_of(transient)["json"])["pages"]
     assert page["scale"] == pytest.approx(0.7)
     assert page["notes"] == ["out of memory: recognised at 0.70 of the page size"]
@@ -284,11 +271,11 @@ def test_empty_and_degenerate_output_send_the_file_on_without_demoting(tmp_path:
         assert daemon.wait_for("file.done", file=str(good))[0]["model"] == "flaky"
         assert not daemon.find("chain.fallback")
         assert not daemon.find("worker.exited", slot="0")
-        assert metric(daemon, "ocr_inbox_chain_position") == 0
+        assert daemon.metric("ocr_inbox_chain_position") == 0
         for kind in ("empty_output", "degenerate_output"):
             labels = {"from_model": "flaky", "to_model": "steady", "reason": kind, "scope": "file"}
-            assert metric(daemon, "ocr_inbox_fallbacks_total", **labels) == 1
-        assert metric(daemon, "ocr_inbox_fallbacks_total", scope="daemon") == 0
+            assert daemon.metric("ocr_inbox_fallbacks_total", **labels) == 1
+        assert daemon.metric("ocr_inbox_fallbacks_total", scope="daemon") == 0
 
 
 # --- the whole daemon moves down the chain, and back ------------------------------------------------
@@ -327,9 +314,9 @@ def test_k_fatal_failures_demote_the_model_then_the_cooldown_brings_it_back(
         after = drop_png(inbox / "after-1.png", seed=3)
         assert daemon.wait_for("file.done", file=str(after))[0]["model"] == "flaky"
         labels = {"from_model": "flaky", "to_model": "steady", "scope": "daemon"}
-        assert metric(daemon, "ocr_inbox_fallbacks_total", reason="cuda_fatal", **labels) == 1
-        assert metric(daemon, "ocr_inbox_fallbacks_total", scope="file") == 0
-        assert metric(daemon, "ocr_inbox_chain_position") == 0
+        assert daemon.metric("ocr_inbox_fallbacks_total", reason="cuda_fatal", **labels) == 1
+        assert daemon.metric("ocr_inbox_fallbacks_total", scope="file") == 0
+        assert daemon.metric("ocr_inbox_chain_position") == 0
 
 
 def test_poison_file_is_quarantined_while_other_files_keep_flowing(tmp_path: Path) -> None:
@@ -405,8 +392,8 @@ def test_a_sticky_cuda_error_while_loading_hands_over_and_is_counted(tmp_path: P
         assert daemon.wait_for("file.done", file=str(target))[0]["model"] == "steady"
         [fallback] = daemon.find("chain.fallback")
         assert (fallback["from_model"], fallback["reason"]) == ("flaky", "load_error")
-        assert metric(daemon, "ocr_inbox_cuda_errors_total", kind="cuda_fatal") == 1
-        assert metric(daemon, "ocr_inbox_worker_restarts_total", reason="load_error") == 1
+        assert daemon.metric("ocr_inbox_cuda_errors_total", kind="cuda_fatal") == 1
+        assert daemon.metric("ocr_inbox_worker_restarts_total", reason="load_error") == 1
 
 
 def test_a_model_whose_worker_crashes_while_loading_is_demoted_after_k_crashes(
@@ -443,7 +430,7 @@ def test_one_sigkill_while_loading_does_not_demote_the_model(tmp_path: Path) -> 
         assert daemon.wait_for("file.done", file=str(target))[0]["model"] == "flaky"
         assert not daemon.find("chain.fallback")
         assert not daemon.find("model.load_failed")
-        assert metric(daemon, "ocr_inbox_worker_restarts_total", reason="crash") == 1
+        assert daemon.metric("ocr_inbox_worker_restarts_total", reason="crash") == 1
 
 
 def test_no_model_can_load_exits_3_and_leaves_files_pending(tmp_path: Path) -> None:
@@ -603,6 +590,6 @@ def test_a_worker_over_the_memory_limit_is_replaced(tmp_path: Path) -> None:
         later = drop_png(inbox / "plain-2.png", seed=3)
         daemon.wait_for("file.done", file=str(later))
         assert len(daemon.find("worker.memory_exceeded")) == 1
-        assert metric(daemon, "ocr_inbox_worker_restarts_total", reason="memory") == 1
+        assert daemon.metric("ocr_inbox_worker_restarts_total", reason="memory") == 1
         done = Counter(record["file"] for record in daemon.find("file.done"))
         assert set(done.values()) == {1}

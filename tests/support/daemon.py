@@ -11,9 +11,11 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +132,28 @@ class Daemon:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.metrics_port}{path}"
+
+    # --- state the daemon exposes ----------------------------------------------
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the daemon's /metrics (0 when the series does not exist yet)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.url("/metrics"), timeout=10) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    def journal_state(self, path: Path) -> str | None:
+        """The journal's state for `path` (pending, done, failed), read beside the running daemon."""
+        with sqlite3.connect(self.state_dir / "journal.sqlite3", timeout=30) as db:
+            row = db.execute("SELECT state FROM files WHERE path = ?", (str(path),)).fetchone()
+        return None if row is None else str(row[0])
 
     # --- life ------------------------------------------------------------------
 
