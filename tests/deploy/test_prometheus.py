@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ import yaml
 from daemon import __version__
 from daemon.metrics import Metrics
 from daemon.metrics_server import MetricsServer
+from tests.support.prometheus_server import Prometheus, prometheus_scraping
 from tests.support.tools import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,21 +129,9 @@ def test_scrape_job_name_matches_the_alerts() -> None:
 # --- a real Prometheus server -------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def api_get(base: str, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
-    url = base + path + ("?" + urllib.parse.urlencode(params) if params else "")
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        result: dict[str, Any] = json.load(reply)
-        return result
-
-
 @pytest.fixture
 def metrics_server() -> Iterator[tuple[Metrics, MetricsServer]]:
+    """A metrics endpoint on a free loopback port, serving a registry of our own."""
     metrics = Metrics()
     server = MetricsServer(metrics.registry, lambda: (True, ""), port=0)
     server.start()
@@ -157,90 +142,24 @@ def metrics_server() -> Iterator[tuple[Metrics, MetricsServer]]:
 @pytest.fixture
 def prometheus(
     tmp_path: Path, metrics_server: tuple[Metrics, MetricsServer]
-) -> Iterator[tuple[str, Path]]:
-    """A Prometheus on loopback scraping the metrics server every second; yields its URL and log."""
-    binary = require_tool("prometheus")
+) -> Iterator[Prometheus]:
+    """Debian's Prometheus on loopback, running the shipped scrape job against the metrics server."""
     _, server = metrics_server
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERTS)],
-        "scrape_configs": [
-            {
-                "job_name": "ocr-inbox",
-                "static_configs": [{"targets": [f"127.0.0.1:{server.port}"]}],
-            }
-        ],
-    }
-    config_path = tmp_path / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    log_path = tmp_path / "prometheus.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=info",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, process, log_path)
-        yield base, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-
-
-def wait_until_ready(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"prometheus exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(base + "/-/ready", timeout=5) as reply:
-                if reply.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"prometheus not ready after {STARTUP_TIMEOUT}s:\n{log_path.read_text()}")
-
-
-def query_until(base: str, expr: str, log_path: Path) -> list[dict[str, Any]]:
-    """Poll an instant query until it returns series; fail with Prometheus' log otherwise."""
-    deadline = time.monotonic() + QUERY_TIMEOUT
-    while time.monotonic() < deadline:
-        reply = api_get(base, "/api/v1/query", {"query": expr})
-        assert reply["status"] == "success", reply
-        if reply["data"]["result"]:
-            result: list[dict[str, Any]] = reply["data"]["result"]
-            return result
-        time.sleep(0.5)
-    pytest.fail(f"no series for {expr} after {QUERY_TIMEOUT}s:\n{log_path.read_text()}")
+    with prometheus_scraping(tmp_path, server.port) as running:
+        yield running
 
 
 def test_real_prometheus_scrapes_the_metrics_server(
-    metrics_server: tuple[Metrics, MetricsServer], prometheus: tuple[str, Path]
+    metrics_server: tuple[Metrics, MetricsServer], prometheus: Prometheus
 ) -> None:
     """Debian's Prometheus scrapes /metrics on loopback and its API returns the daemon's series."""
     metrics, _ = metrics_server
-    base, log_path = prometheus
     metrics.queue_depth.set(7)
     metrics.files.labels(outcome="done").inc(3)
 
-    build_info = query_until(base, "ocr_inbox_build_info", log_path)
-    queue = query_until(base, "ocr_inbox_queue_depth == 7", log_path)
-    done = query_until(base, 'ocr_inbox_files_total{outcome="done"} == 3', log_path)
+    build_info = prometheus.query_until("ocr_inbox_build_info")
+    queue = prometheus.query_until("ocr_inbox_queue_depth == 7")
+    done = prometheus.query_until('ocr_inbox_files_total{outcome="done"} == 3')
 
     assert [series["metric"]["version"] for series in build_info] == [__version__]
     assert build_info[0]["metric"]["job"] == "ocr-inbox"
@@ -248,18 +167,17 @@ def test_real_prometheus_scrapes_the_metrics_server(
     assert float(done[0]["value"][1]) == 3
 
 
-def test_real_prometheus_loads_the_alert_rules(prometheus: tuple[str, Path]) -> None:
+def test_real_prometheus_loads_the_alert_rules(prometheus: Prometheus) -> None:
     """The server accepts alerts.yml: every alert of the file is listed by its rules API, healthy."""
-    base, log_path = prometheus
-
-    reply = api_get(base, "/api/v1/rules", {"type": "alert"})
+    log_path = prometheus.log_path
+    reply = prometheus.get("/api/v1/rules", {"type": "alert"})
     loaded = {rule["name"]: rule for group in reply["data"]["groups"] for rule in group["rules"]}
 
     assert set(loaded) == {rule["alert"] for rule in alert_rules()}, log_path.read_text()
     # Health becomes "ok" after a first evaluation (every second here); poll for it.
     deadline = time.monotonic() + QUERY_TIMEOUT
     while time.monotonic() < deadline:
-        reply = api_get(base, "/api/v1/rules", {"type": "alert"})
+        reply = prometheus.get("/api/v1/rules", {"type": "alert"})
         rules = [rule for group in reply["data"]["groups"] for rule in group["rules"]]
         if all(rule["health"] == "ok" for rule in rules):
             return
