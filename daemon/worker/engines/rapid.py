@@ -209,7 +209,10 @@ class RapidEngine(Engine):
             for box, (label, score) in zip(detection.det.boxes, cls_res, strict=True)
         ]
         orientation = estimate_orientation(votes)
-        if orientation.confident:
+        # A verdict to turn the page over is checked by reading as well: on a
+        # page of one or two long lines the classifier can vote "upside down"
+        # at 0.95 for upright text. Upright pages, the common case, pay nothing.
+        if orientation.confident and orientation.rotation not in (90, 180):
             return orientation
         flipped = self._reads_better_turned(detection.crops, orientation.voters)
         return Orientation(

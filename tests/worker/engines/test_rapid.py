@@ -296,3 +296,20 @@ def test_close_flip_vote_is_settled_by_recognition(engine: RapidEngine) -> None:
     assert not engine._reads_better_turned(detection.crops, voters)
     turned = [crop[::-1, ::-1] for crop in detection.crops]
     assert engine._reads_better_turned(turned, voters)
+
+
+# One full-width line each; the 0/180 classifier votes these upright pages
+# "upside down" at 0.95 and 0.97 (it squeezes the crop into 192 x 48 px).
+LONG_LINES = (
+    "26668 80966 for that buy each receipt, prices also me news receipt get",
+    "Line public any so did posts. Please free to copyright 2536 much like rate email",
+)
+
+
+@pytest.mark.parametrize("line", LONG_LINES)
+def test_confident_upside_down_vote_is_checked_by_reading(engine: RapidEngine, line: str) -> None:
+    """An upright one-line page that the classifier votes upside down is read upright, not turned."""
+    page = engine.recognize([render_page([line], font_px=33, margin=130)])[0]
+    assert page.details["orientation"]["flip_share"] > 0.9  # the vote this test is about
+    assert page.rotation == 0
+    assert word_recall([line], page.text) >= WORD_RECALL
