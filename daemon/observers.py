@@ -6,7 +6,9 @@ queues it; all I/O and every decision happen on the watcher's own thread.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -134,3 +136,36 @@ def stop_observer(observer: BaseObserver) -> None:
     observer.stop()
     if observer.is_alive():
         observer.join(timeout=10)
+
+
+# watchdog rebuilds its own watches when the kernel's inotify queue overflows,
+# but tells no event handler that events were lost: it only logs this warning
+# (watchdog.observers.inotify_c, "Inotify queue overflowed; filesystem events
+# were lost"). A filter on that logger turns the record into a signal.
+INOTIFY_LOGGER = "watchdog.observers.inotify_c"
+
+
+class _LostEvents(logging.Filter):
+    def __init__(self, signal: threading.Event) -> None:
+        super().__init__()
+        self.signal = signal
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "overflow" in record.getMessage().lower():
+            self.signal.set()
+        return True  # the record itself still goes to the log
+
+
+def watch_for_lost_events(signal: threading.Event) -> None:
+    """Set `signal` whenever watchdog reports that the kernel dropped inotify events."""
+    logger = logging.getLogger(INOTIFY_LOGGER)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)  # the filter only sees records that are logged
+    logger.addFilter(_LostEvents(signal))
+
+
+def forget_lost_events(signal: threading.Event) -> None:
+    logger = logging.getLogger(INOTIFY_LOGGER)
+    for found in list(logger.filters):
+        if isinstance(found, _LostEvents) and found.signal is signal:
+            logger.removeFilter(found)

@@ -39,7 +39,14 @@ import structlog
 from watchdog.observers.api import BaseObserver
 
 from daemon.names import OUTPUT_SUFFIXES, SUPPORTED_SUFFIXES, is_ignored, name_reason, parts_reason
-from daemon.observers import Change, observer_alive, start_observer, stop_observer
+from daemon.observers import (
+    Change,
+    forget_lost_events,
+    observer_alive,
+    start_observer,
+    stop_observer,
+    watch_for_lost_events,
+)
 from daemon.settings import WatchSettings
 
 __all__ = [
@@ -85,6 +92,9 @@ class _ScanJob:
     steps: Iterator[None]
     full: bool
     done: threading.Event | None = None
+    reason: str = ""  # why a full scan runs: start, periodic, requested, events_lost, attached
+    started: float = 0.0
+    entries: int = 0
 
 
 @dataclass(slots=True)
@@ -131,6 +141,9 @@ class Watcher:
         self._running = False
         self._stopping = threading.Event()
         self._next_rescan = 0.0
+        self._rescan_reason = "periodic"
+        # Set from watchdog's thread when the kernel dropped events (see daemon.observers).
+        self._events_lost = threading.Event()
         self._next_inbox_check = 0.0
 
     # --- public ---------------------------------------------------------------
@@ -151,6 +164,7 @@ class Watcher:
             if self._thread is not None or self._stopping.is_set():
                 raise RuntimeError("a Watcher starts once")
             self._running = True
+            watch_for_lost_events(self._events_lost)
             now = self._clock()
             self._next_rescan = now + self._settings.rescan_interval_seconds
             self._next_inbox_check = now + _INBOX_CHECK_SECONDS
@@ -173,6 +187,7 @@ class Watcher:
             thread.join()
         for inbox in self._inboxes.values():
             self._detach(inbox)
+        forget_lost_events(self._events_lost)
         self._running = False
 
     def rescan(self) -> None:
@@ -188,7 +203,7 @@ class Watcher:
 
         def queue_scan() -> None:
             self._check_inboxes()
-            self._scans.append(_ScanJob(self._full_scan(), full=True, done=done))
+            self._scans.append(self._full_scan_job("requested", done))
 
         self._call(queue_scan)
         self._wait(done)
@@ -234,9 +249,18 @@ class Watcher:
                 if now >= self._next_inbox_check:
                     self._check_inboxes()
                     self._next_inbox_check = now + _INBOX_CHECK_SECONDS
+                if self._events_lost.is_set():
+                    # The kernel's inotify queue overflowed: events were dropped,
+                    # so only a scan can find the files they named. Now, not at
+                    # the next periodic rescan (a 10,000-file drop does this).
+                    self._events_lost.clear()
+                    log.warning("watch.events_lost", action="rescan now")
+                    self._next_rescan = now
+                    self._rescan_reason = "events_lost"
                 if now >= self._next_rescan:
                     if not any(job.full for job in self._scans):
-                        self._scans.append(_ScanJob(self._full_scan(), full=True))
+                        self._scans.append(self._full_scan_job(self._rescan_reason))
+                    self._rescan_reason = "periodic"
                     self._next_rescan = now + self._settings.rescan_interval_seconds
                 self._advance_scans(_SCAN_STEPS_PER_TURN)
                 self._hand_on_settled()
@@ -391,11 +415,25 @@ class Watcher:
             try:
                 while budget > 0:
                     next(job.steps)
+                    job.entries += 1
                     budget -= 1
             except StopIteration:
                 self._scans.popleft()
+                if job.full:
+                    log.info(
+                        "watch.scan_finished",
+                        reason=job.reason,
+                        entries=job.entries,
+                        seconds=round(self._clock() - job.started, 3),
+                        settling=len(self._tracker),
+                    )
                 if job.done is not None:
                     job.done.set()
+
+    def _full_scan_job(self, reason: str, done: threading.Event | None = None) -> _ScanJob:
+        return _ScanJob(
+            self._full_scan(), full=True, done=done, reason=reason, started=self._clock()
+        )
 
     def _full_scan(self) -> Iterator[None]:
         for inbox in list(self._inboxes.values()):
@@ -522,7 +560,14 @@ class Watcher:
             recursive=settings.recursive,
         )
         # After the observer starts: whatever the scan misses, an event reports.
-        self._scans.append(_ScanJob(self._walk(inbox, str(inbox.path), full=True), full=True))
+        self._scans.append(
+            _ScanJob(
+                self._walk(inbox, str(inbox.path), full=True),
+                full=True,
+                reason="attached",
+                started=self._clock(),
+            )
+        )
         return True
 
     @staticmethod

@@ -7,6 +7,7 @@ written before it would have been too.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -654,3 +655,33 @@ def test_inbox_that_is_a_symlink_is_watched_under_its_own_name(
     for page in (top, deep):
         assert handoffs.wait_for(page, timeout=20).inbox == inbox_root(inbox)
     assert all(item.path.is_relative_to(inbox) for item in handoffs.items)
+
+
+def test_lost_inotify_events_trigger_an_immediate_rescan(
+    inbox: Path, start_watcher: StartWatcher
+) -> None:
+    """When watchdog reports a kernel queue overflow, the inboxes are rescanned at once, not at the next periodic rescan."""
+    missed = inbox / "missed.png"
+    missed.write_bytes(b"written before the watcher; no event will ever name it")
+    pretend_final = threading.Event()
+    pretend_final.set()
+
+    def already_final(path: Path, size: int, mtime_ns: int) -> bool:
+        # The start-up scan is told the file is finished, as if its event had
+        # been the one the kernel dropped.
+        return pretend_final.is_set() and path == missed
+
+    _, handoffs = start_watcher(
+        settings_for([inbox], "native", rescan_interval_seconds=3600.0),
+        already_final=already_final,
+    )
+    sentinel = inbox / "sentinel.png"
+    sentinel.write_bytes(b"x")
+    handoffs.wait_for(sentinel)  # the start-up scan is over and events flow
+    pretend_final.clear()
+    assert handoffs.count(missed) == 0
+    logging.getLogger("watchdog.observers.inotify_c").warning(
+        "Inotify queue overflowed; filesystem events were lost"
+    )
+    candidate = handoffs.wait_for(missed)
+    assert candidate.size == missed.stat().st_size
