@@ -1,0 +1,61 @@
+"""Intake: stable files hashed off the main loop, or the reason they could not be read."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from daemon.intake import Intake, content_key
+from tests.support.privileges import run_python_obeying_permissions
+
+
+def test_content_key_is_the_sha256_of_the_bytes(tmp_path: Path) -> None:
+    """The key of a file is the SHA-256 of its content, read in chunks."""
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    path = tmp_path / "big.pdf"
+    path.write_bytes(data)
+    info = path.stat()
+    assert (
+        content_key(path, info.st_size, info.st_mtime_ns, 10**9) == hashlib.sha256(data).hexdigest()
+    )
+
+
+def test_oversized_files_are_not_read(tmp_path: Path) -> None:
+    """A file over the size limit is keyed by size and mtime: it is refused unread anyway."""
+    path = tmp_path / "huge.tif"
+    path.write_bytes(b"x" * 100)
+    info = path.stat()
+    assert content_key(path, 100, info.st_mtime_ns, 99) == f"oversize:100:{info.st_mtime_ns}"
+
+
+def test_arrivals_queue_and_wake_the_main_loop(tmp_path: Path) -> None:
+    """Each readable file becomes one arrival and one wake-up; a vanished one becomes nothing."""
+    wakes: list[int] = []
+    intake = Intake(10**9, lambda: wakes.append(1))
+    present = tmp_path / "a.png"
+    present.write_bytes(b"png")
+    intake.put(present, tmp_path, 3, present.stat().st_mtime_ns, settle=2.0)
+    intake.put(tmp_path / "gone.png", tmp_path, 3, 0)
+    [arrival] = intake.drain()
+    assert arrival.sha256 == hashlib.sha256(b"png").hexdigest()
+    assert arrival.settle_seconds == 2.0 and arrival.error is None
+    assert wakes == [1] and intake.drain() == []
+
+
+def test_unreadable_file_arrives_with_its_reason(tmp_path: Path) -> None:
+    """A file the daemon may not read arrives without a hash but with the error, for its sidecar."""
+    path = tmp_path / "secret.png"
+    path.write_bytes(b"png")
+    path.chmod(0o000)
+    script = f"""
+from pathlib import Path
+from daemon.intake import Intake
+intake = Intake(10**9, lambda: None)
+intake.put(Path({str(path)!r}), Path({str(tmp_path)!r}), 3, 0)
+[arrival] = intake.drain()
+print(arrival.sha256, arrival.error)
+"""
+    result = run_python_obeying_permissions(script)
+    path.chmod(0o644)
+    assert result.stdout.strip() == "None Permission denied", result.stderr
