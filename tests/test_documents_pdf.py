@@ -111,7 +111,7 @@ def test_five_metre_page_is_rendered_at_a_lower_dpi_to_fit_the_pixel_limit() -> 
 def test_huge_pdf_page_is_rendered_within_bounded_memory(tmp_path: Path) -> None:
     """A 35,000 x 35,000 px page (3.7 GB as a full bitmap) peaks far below that in a fresh process."""
     script = """
-import json, resource, sys
+import json, re, sys
 from daemon.documents import open_document
 from daemon.settings import LimitsSettings
 from tests.support import hostile
@@ -119,7 +119,10 @@ side = 35_000 * 72 / 200  # points, so that 200 DPI would mean 35,000 pixels
 data = hostile.pdf_document([hostile.PdfPage(side, side, lines=["Huge page"], font_pt=400)])
 with open_document(data, LimitsSettings()) as document:
     sizes = [page.image.size for page in document.pages()]
-peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a child of a
+# large pytest process would report the parent's peak.
+status = open("/proc/self/status").read()
+peak_kib = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1))
 print(json.dumps({"sizes": sizes, "peak_bytes": peak_kib * 1024}))
 """
     result = subprocess.run(
