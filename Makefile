@@ -16,8 +16,14 @@ run: $(STAMP)
 	mkdir -p inbox
 	$(BIN)/ocr-inbox run --inbox ./inbox --state-dir ./.state
 
+# Test files run in parallel, one file per process: most tests wait on settle
+# windows, deadlines and child processes rather than on the CPU, so three
+# workers take half the time of one even on two cores (5.5 against 11.5
+# minutes here). PYTEST_WORKERS=0 runs them in this process, one by one.
+PYTEST_WORKERS ?= 3
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests bench

@@ -110,7 +110,7 @@ def test_five_metre_page_is_rendered_at_a_lower_dpi_to_fit_the_pixel_limit() -> 
 
 def test_huge_pdf_page_is_rendered_within_bounded_memory(tmp_path: Path) -> None:
     """A 35,000 x 35,000 px page (3.7 GB as a full bitmap) peaks far below that in a fresh process."""
-    script = """
+    script = r"""
 import json, re, sys
 from daemon.documents import open_document
 from daemon.settings import LimitsSettings
