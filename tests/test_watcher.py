@@ -614,8 +614,11 @@ def test_backlog_handed_on_during_the_scan_is_not_handed_on_again(
     watcher, handoffs = start_watcher(settings_for([inbox], settle_seconds=0.0))
     wait_until(lambda: len(handoffs.items) >= len(pages), "the backlog handed on", timeout=120)
     watcher.rescan()
+    # Written under a hidden name and renamed: with a zero settle window a
+    # file written in place could be handed on empty, then again when written.
     sentinel = inbox / "sentinel.png"
-    sentinel.write_bytes(b"s")
+    (inbox / ".sentinel.png").write_bytes(b"s")
+    (inbox / ".sentinel.png").rename(sentinel)
     handoffs.wait_for(sentinel)
     assert len(handoffs.items) == len(pages) + 1
 

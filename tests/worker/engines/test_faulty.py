@@ -14,7 +14,6 @@ import textwrap
 import time
 from typing import IO, Any
 
-import psutil
 import pytest
 import torch
 from PIL import Image
@@ -194,15 +193,28 @@ def test_oom_transient_fails_at_full_size_and_fits_smaller() -> None:
 
 def test_leak_grows_the_process_by_leak_megabytes_per_page() -> None:
     """leak keeps leak_megabytes of touched memory per page, resident in the process."""
-    fake = engine({"fault": "leak"}, leak_megabytes=48)
-    process = psutil.Process()
-    fake.begin_job("leaky.png")
-    before = process.memory_info().rss
-    assert fake.recognize([PAGE])[0].text == "leaky.png 300x200"
-    fake.recognize([PAGE])
-    grown = process.memory_info().rss - before
-    assert grown >= 90 * 1024 * 1024
-    fake.close()
+    # In a fresh process: in the test runner's own process, memory freed by
+    # earlier tests can be reused by the allocator and hide the growth.
+    result = run_child(
+        """
+        import json, psutil
+        from daemon.settings import FaultRule
+        fake = FaultyEngine(
+            "drill", FaultyModel(rules=[FaultRule(fault="leak")], leak_megabytes=48), Runtime()
+        )
+        fake.load()
+        fake.begin_job("leaky.png")
+        before = psutil.Process().memory_info().rss
+        text = fake.recognize([PAGE])[0].text
+        fake.recognize([PAGE])
+        grown = psutil.Process().memory_info().rss - before
+        print(json.dumps({"text": text, "grown": grown}))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["text"] == "leaky.png 300x200"
+    assert report["grown"] >= 90 * 1024 * 1024  # two pages of 48 MiB, touched
 
 
 def test_cuda_assert_real_is_a_device_side_assert_on_cuda_and_an_engine_error_without() -> None:
