@@ -9,6 +9,7 @@ import pytest
 
 from tests.support import pages
 from tests.support.daemon import base_settings, outputs_of, read_json, running_daemon
+from tests.support.drops import place
 
 pytestmark = pytest.mark.slow
 
@@ -42,13 +43,26 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files: dict[str, Path] = {}
     with running_daemon(root, settings) as daemon:
         daemon.wait_ready(timeout=120)
-        files["png"] = pages.save_png(one, inbox / "plain.png")
-        files["palette"] = pages.save_palette_png(one, inbox / "palette.png")
-        files["bilevel"] = pages.save_bilevel_tiff(one, inbox / "bilevel.tif")
-        files["multitiff"] = pages.save_multipage_tiff([one, two], inbox / "two-pages.tiff")
-        files["exif"] = pages.save_jpeg_with_orientation(one, inbox / "camera.jpg", orientation=6)
-        files["pdf"] = pages.save_pdf([one, two, three], inbox / "three-pages.pdf")
-        files["sideways"] = pages.save_png(one.rotate(90, expand=True), inbox / "sideways.png")
+        files["png"] = place(inbox / "plain.png", lambda path: pages.save_png(one, path))
+        files["palette"] = place(
+            inbox / "palette.png", lambda path: pages.save_palette_png(one, path)
+        )
+        files["bilevel"] = place(
+            inbox / "bilevel.tif", lambda path: pages.save_bilevel_tiff(one, path)
+        )
+        files["multitiff"] = place(
+            inbox / "two-pages.tiff", lambda path: pages.save_multipage_tiff([one, two], path)
+        )
+        files["exif"] = place(
+            inbox / "camera.jpg",
+            lambda path: pages.save_jpeg_with_orientation(one, path, orientation=6),
+        )
+        files["pdf"] = place(
+            inbox / "three-pages.pdf", lambda path: pages.save_pdf([one, two, three], path)
+        )
+        files["sideways"] = place(
+            inbox / "sideways.png", lambda path: pages.save_png(one.rotate(90, expand=True), path)
+        )
         daemon.wait_for("file.done", count=len(files), timeout=600)
         assert not daemon.find("file.failed")
     return files

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support import pages
 from tests.support.daemon import base_settings, outputs_of, read_json, run_cli, running_daemon
+from tests.support.drops import place
 from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401
 from tests.support.tiny_models import tiny_model
 
@@ -81,7 +82,7 @@ def test_daemon_batches_pages_of_a_pdf(tmp_path: Path, tiny_models_root: Path) -
     }
     with running_daemon(tmp_path, settings) as daemon:
         daemon.wait_ready(timeout=300)
-        source = pages.save_pdf([PAGE] * 5, inbox / "five.pdf", dpi=72)
+        source = place(inbox / "five.pdf", lambda path: pages.save_pdf([PAGE] * 5, path, dpi=72))
         daemon.wait_for("file.done", file=str(source), timeout=600)
     document = read_json(outputs_of(source)["json"])
     assert [page["details"]["batch_pages"] for page in document["pages"]] == [2, 2, 2, 2, 1]
@@ -108,7 +109,7 @@ def test_empty_and_degenerate_output_move_the_file_down_the_chain(
     }
     with running_daemon(tmp_path, settings) as daemon:
         daemon.wait_ready(timeout=300)
-        source = pages.save_png(PAGE, inbox / "page.png")
+        source = place(inbox / "page.png", lambda path: pages.save_png(PAGE, path))
         daemon.wait_for("file.done", file=str(source), timeout=600)
         fallback = daemon.find("file.fallback", file=str(source))
         assert fallback and fallback[0]["reason"] == outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,18 @@ def _distinct(seed: int) -> Any:
     image = TINY.copy()
     image.putpixel((0, 0), (seed % 256, (seed // 256) % 256, 7))
     return image
+
+
+def place(path: Path, write: Callable[[Path], object]) -> Path:
+    """Let `write` create the file under a hidden temp name beside `path`, then rename it there.
+
+    A file written in place can be seen half-written by a watcher with a short
+    settle window on a loaded machine; a rename makes it appear whole.
+    """
+    temp = path.with_name(f".{path.name}.part")
+    write(temp)
+    temp.rename(path)
+    return path
 
 
 def drop_png(path: Path, seed: int = 0) -> Path:
