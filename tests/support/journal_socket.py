@@ -7,14 +7,13 @@ test compares what the daemon sent against the protocol, not against itself.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from tests.support.datagram import DatagramListener
 
 Entry = dict[str, str]
 RECEIVE_BYTES = 8 * 1024 * 1024
@@ -42,44 +41,30 @@ def decode(data: bytes) -> Entry:
     return entry
 
 
-class JournalSocket:
+class JournalSocket(DatagramListener):
     """Binds `path`, collects every entry sent to it on a thread, until closed."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         self.entries: list[Entry] = []
         self.passed_fds = 0  # entries that arrived as a memfd (too big for a datagram)
         self.errors: list[str] = []
-        self._lock = threading.Lock()
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(path))
-        self._socket.settimeout(0.2)
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
+        super().__init__(path, size=RECEIVE_BYTES, max_fds=4)
 
-    def _receive(self) -> None:
-        while not self._closed.is_set():
-            try:
-                data, fds, _flags, _address = socket.recv_fds(self._socket, RECEIVE_BYTES, 4)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                for fd in fds:
-                    # The sender's writes left the shared file offset at the end.
-                    with os.fdopen(fd, "rb") as passed:
-                        passed.seek(0)
-                        data += passed.read()
-                entry = decode(data)
-            except ValueError as error:
-                with self._lock:
-                    self.errors.append(f"{error}: {data[:200]!r}")
-                continue
+    def handle(self, data: bytes, fds: list[int]) -> None:
+        try:
+            for fd in fds:
+                # The sender's writes left the shared file offset at the end.
+                with os.fdopen(fd, "rb") as passed:
+                    passed.seek(0)
+                    data += passed.read()
+            entry = decode(data)
+        except ValueError as error:
             with self._lock:
-                self.passed_fds += len(fds)
-                self.entries.append(entry)
+                self.errors.append(f"{error}: {data[:200]!r}")
+            return
+        with self._lock:
+            self.passed_fds += len(fds)
+            self.entries.append(entry)
 
     def snapshot(self) -> list[Entry]:
         with self._lock:
@@ -97,13 +82,6 @@ class JournalSocket:
                 events = [entry.get("EVENT") for entry in self.snapshot()]
                 raise AssertionError(f"no {count} matching journal entries; saw {events}")
             time.sleep(0.1)
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=5)
-        self._socket.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
 
     def __enter__(self) -> JournalSocket:
         return self

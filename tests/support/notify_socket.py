@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.datagram import DatagramListener
 
 
 @dataclass(frozen=True)
@@ -15,31 +15,17 @@ class Message:
     fields: dict[str, str]
 
 
-class NotifySocket:
+class NotifySocket(DatagramListener):
     """What systemd holds: a datagram socket collecting notifications on a thread."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         self.messages: list[Message] = []
-        self._lock = threading.Lock()
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(path))
-        self._socket.settimeout(0.2)
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
+        super().__init__(path)
 
-    def _receive(self) -> None:
-        while not self._closed.is_set():
-            try:
-                data = self._socket.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
-            with self._lock:
-                self.messages.append(Message(time.time(), fields))
+    def handle(self, data: bytes, fds: list[int]) -> None:
+        fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
+        with self._lock:
+            self.messages.append(Message(time.time(), fields))
 
     def snapshot(self) -> list[Message]:
         with self._lock:
@@ -59,8 +45,3 @@ class NotifySocket:
 
     def pings_between(self, start: float, end: float) -> list[float]:
         return [m.received for m in self.with_field("WATCHDOG") if start <= m.received <= end]
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=5)
-        self._socket.close()
