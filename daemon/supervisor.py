@@ -638,6 +638,13 @@ class Supervisor:
             worker.task = task
             worker.idle_since = None
             worker.deadline = now + self.settings.limits.page_deadline_seconds
+            log.debug(
+                "file.dispatched",
+                file=str(task.path),
+                model=worker.model_name,
+                slot=worker.slot,
+                pid=worker.pid,
+            )
             self.metrics.queue_wait_seconds.observe(now - task.queued_at)
 
     def _still_there(self, task: FileTask) -> bool:

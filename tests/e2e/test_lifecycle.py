@@ -219,13 +219,15 @@ def test_hidden_temp_and_output_files_are_left_alone(tmp_path: Path) -> None:
 def test_sigterm_finishes_the_current_file_and_exits_0(tmp_path: Path) -> None:
     """SIGTERM while a file is being processed: that file is finished, the rest stay pending."""
     inbox = tmp_path / "inbox"
-    settings = fake_engine(inbox, tmp_path / "state", page_seconds=2.0)
+    # Long enough that the second file is queued while the first is still in the worker.
+    settings = fake_engine(inbox, tmp_path / "state", page_seconds=5.0)
     daemon: Daemon
     with running_daemon(tmp_path, settings) as daemon:
         daemon.wait_ready()
         first = drop_png(inbox / "first.png", seed=1)
         second = drop_png(inbox / "second.png", seed=2)
-        daemon.wait_for("watch.stable", path=str(second))
+        daemon.wait_for("file.dispatched", file=str(first))  # in the worker's hands
+        daemon.wait_for("file.queued", file=str(second))
         daemon.process.send_signal(signal.SIGTERM)
         assert daemon.stop() == 0
     done = {record["file"] for record in daemon.find("file.done")}
