@@ -8,8 +8,9 @@ or a new file is acted on at once, and deadlines are checked on every turn.
 
 Helpers with one job each: FileQueue (which files wait), WorkerPool (the
 processes), Recovery (what a fault means, which model serves), Outcomes
-(writing what became of a file), Health (readiness and systemd). This
-process never imports torch: engines live in spawned workers.
+(writing what became of a file), Health (readiness and systemd),
+LoopSignals (signals and wake-ups). This process never imports torch:
+engines live in spawned workers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import os
 import signal
 import stat
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,13 +44,13 @@ from daemon.protocol import (
     Loaded,
     LoadFailed,
     Progress,
-    WorkerConfig,
 )
 from daemon.queueing import FileQueue
 from daemon.recovery import Recovery
 from daemon.settings import Settings, SettingsError
+from daemon.signals import LoopSignals
 from daemon.tasks import FileTask
-from daemon.workers import WorkerHandle, WorkerState
+from daemon.workers import WorkerHandle, WorkerState, worker_config
 
 log = structlog.get_logger("daemon.supervisor")
 
@@ -107,9 +107,8 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.stopping = False
         self.stop_now = False
-        self._signals: deque[int] = deque()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.intake = Intake(settings.limits.max_file_bytes, self._wake)
+        self.signals = LoopSignals()
+        self.intake = Intake(settings.limits.max_file_bytes, self.signals.wake)
         self._watch = watch
         self.watcher: object | None = None
         self._job_ids = 0
@@ -134,14 +133,14 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until stopped (or, without watching, until every file is finished)."""
-        previous = self._install_signal_handlers()
+        self.signals.install()
         try:
             self._start()
             while not self._finished():
                 self._turn()
         finally:
             self._shutdown()
-            self._restore_signal_handlers(previous)
+            self.signals.restore()
         if not self._watch:
             # `once` answers one question: did every file get its outputs? (A
             # chain that could not load counts as failure; the log says why.)
@@ -201,9 +200,7 @@ class Supervisor:
             self.metrics.worker_up.labels(worker=worker.slot).set(0)
         self.pool.shutdown(immediately=self.stop_now)
         self.metrics.set_active_model(None, self.recovery.chain.position or 0)
-        with contextlib.suppress(OSError):
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+        self.signals.close()
         log.info("daemon.stopped", exit_code=self.exit_code, pending=len(self.journal.pending()))
 
     def _stop_watcher(self) -> None:
@@ -213,24 +210,8 @@ class Supervisor:
 
     # --- signals -------------------------------------------------------------
 
-    def _install_signal_handlers(self) -> dict[int, object]:
-        previous: dict[int, object] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            previous[signum] = signal.signal(signum, self._on_signal)
-        return previous
-
-    def _restore_signal_handlers(self, previous: dict[int, object]) -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        # Only queue it: the main loop acts (gunicorn's arbiter does the same).
-        self._signals.append(signum)
-        self._wake()
-
     def _handle_signals(self) -> None:
-        while self._signals:
-            signum = self._signals.popleft()
+        for signum in self.signals.pending():
             if signum == signal.SIGHUP:
                 self._reload()
             elif self.stopping:
@@ -241,10 +222,6 @@ class Supervisor:
                 log.info("daemon.stopping", signal=signal.Signals(signum).name)
                 self.stopping = True
                 self._stop_watcher()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"!")
 
     # --- the loop --------------------------------------------------------------
 
@@ -275,7 +252,7 @@ class Supervisor:
         self._ensure_workers(now)
         self._dispatch(now)
         self._report(now)
-        self.pool.wait(LOOP_TICK_SECONDS, self._wake_r)
+        self.pool.wait(LOOP_TICK_SECONDS, self.signals.wake_fd)
 
     # --- admission -------------------------------------------------------------
 
@@ -366,26 +343,6 @@ class Supervisor:
 
     # --- workers ---------------------------------------------------------------
 
-    def _worker_config(self, model: str) -> WorkerConfig:
-        self._worker_ids += 1
-        settings = self.settings
-        log_format = settings.log.format
-        if log_format == "auto":
-            log_format = "json" if logs.wants_json("auto") else "console"
-        return WorkerConfig(
-            worker_id=self._worker_ids,
-            model_name=model,
-            model=settings.model(model),
-            limits=settings.limits,
-            device=settings.worker.device,
-            threads=settings.worker.threads,
-            allow_download=settings.worker.allow_download,
-            oom_retries=settings.recovery.oom_retries,
-            oom_scale=settings.recovery.oom_scale,
-            log_level=settings.log.level,
-            log_format=log_format,
-        )
-
     def _wanted_model(self, worker: WorkerHandle) -> str | None:
         """The model this worker's slot should run now."""
         if is_fallback_slot(worker.slot):
@@ -416,9 +373,10 @@ class Supervisor:
         running = self.pool.slots()
         for slot, model in wanted:
             if slot not in running and self.pool.may_start(slot, now):
+                self._worker_ids += 1
                 self.pool.spawn(
                     slot,
-                    self._worker_config(model),
+                    worker_config(self.settings, self._worker_ids, model),
                     self.generation,
                     self.settings.limits.load_deadline_seconds,
                 )
@@ -499,32 +457,14 @@ class Supervisor:
             worker.idle_since = now
         if self._stale(worker):
             self.pool.retire(worker, "model or settings changed")
-        elif self._grown_too_big(worker):
+        elif worker.state == WorkerState.IDLE and worker.over_memory(
+            self.settings.recovery.max_worker_rss_megabytes
+        ):
+            # A model that leaks host memory would grow until the kernel's OOM
+            # killer picks a victim, maybe not the worker. A fresh worker costs
+            # one model load.
+            self.metrics.worker_restarts.labels(reason="memory").inc()
             self.pool.retire(worker, "memory")
-
-    def _grown_too_big(self, worker: WorkerHandle) -> bool:
-        """After a job: is the worker's RSS over recovery.max_worker_rss_megabytes?
-
-        A model that leaks host memory would otherwise grow until the kernel's
-        OOM killer picks a victim, maybe not the worker. A fresh worker costs
-        one model load.
-        """
-        limit = self.settings.recovery.max_worker_rss_megabytes
-        if not limit or worker.state != WorkerState.IDLE:
-            return False
-        rss = worker.rss_bytes()
-        if rss is None or rss <= limit * 1024 * 1024:
-            return False
-        log.warning(
-            "worker.memory_exceeded",
-            slot=worker.slot,
-            pid=worker.pid,
-            model=worker.model_name,
-            rss_megabytes=round(rss / (1024 * 1024)),
-            limit_megabytes=limit,
-        )
-        self.metrics.worker_restarts.labels(reason="memory").inc()
-        return True
 
     def _on_job_failed(self, worker: WorkerHandle, message: JobFailed, now: float) -> None:
         task = self._take_task(worker, message.job_id)

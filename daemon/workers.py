@@ -18,8 +18,11 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
 import psutil
+import structlog
 
+from daemon import logs
 from daemon.protocol import EngineInfo, FromWorker, ToWorker, WorkerConfig
+from daemon.settings import Settings
 from daemon.worker import run_worker
 
 if TYPE_CHECKING:
@@ -28,6 +31,29 @@ if TYPE_CHECKING:
 # spawn, never fork: a forked child would inherit the supervisor's threads and
 # locks, and CUDA cannot be used in a forked child at all.
 SPAWN = multiprocessing.get_context("spawn")
+
+log = structlog.get_logger("daemon.workers")
+
+
+def worker_config(settings: Settings, worker_id: int, model: str) -> WorkerConfig:
+    """What a new worker needs to load `model` and serve files, from the daemon's settings."""
+    log_format = settings.log.format
+    if log_format == "auto":
+        # Decided here, not in the worker: its stdout is the daemon's (the journal or a tty).
+        log_format = "json" if logs.wants_json("auto") else "console"
+    return WorkerConfig(
+        worker_id=worker_id,
+        model_name=model,
+        model=settings.model(model),
+        limits=settings.limits,
+        device=settings.worker.device,
+        threads=settings.worker.threads,
+        allow_download=settings.worker.allow_download,
+        oom_retries=settings.recovery.oom_retries,
+        oom_scale=settings.recovery.oom_scale,
+        log_level=settings.log.level,
+        log_format=log_format,
+    )
 
 
 class WorkerState(StrEnum):
@@ -146,6 +172,23 @@ class WorkerHandle:
             return int(psutil.Process(self.pid).memory_info().rss)
         except psutil.Error:
             return None
+
+    def over_memory(self, limit_megabytes: int) -> bool:
+        """Is the worker's resident memory over the limit (0: no limit)? Logs it when so."""
+        if not limit_megabytes:
+            return False
+        rss = self.rss_bytes()
+        if rss is None or rss <= limit_megabytes * 1024 * 1024:
+            return False
+        log.warning(
+            "worker.memory_exceeded",
+            slot=self.slot,
+            pid=self.pid,
+            model=self.model_name,
+            rss_megabytes=round(rss / (1024 * 1024)),
+            limit_megabytes=limit_megabytes,
+        )
+        return True
 
     def has_exited(self) -> bool:
         return self.process.exitcode is not None or not self.process.is_alive()
