@@ -18,9 +18,10 @@ created before the watch on a new folder is set). Scans ask `already_final`
 first, so finished files cost one stat each, and skip a file already handed
 on with the same device, inode, size and mtime that is not final yet (the
 supervisor has it). Every second the inboxes are checked: one deleted (or
-replaced, or whose observer died) is re-attached, and created again when
-create_missing. Where inotify cannot start (its per-user limits), an inbox
-falls back to polling with a warning rather than going unwatched.
+replaced, or whose observer died) is re-attached (see daemon.inboxes), and
+created again when create_missing. Where inotify cannot start (its per-user
+limits), an inbox falls back to polling with a warning rather than going
+unwatched.
 """
 
 from __future__ import annotations
@@ -36,18 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
-from watchdog.observers.api import BaseObserver
 
+from daemon.inboxes import Inbox, inbox_root
 from daemon.names import OUTPUT_SUFFIXES, SUPPORTED_SUFFIXES, is_ignored, name_reason, parts_reason
-from daemon.observers import (
-    Change,
-    forget_lost_events,
-    observer_alive,
-    start_observer,
-    stop_observer,
-    watch_for_lost_events,
-)
+from daemon.observers import Change, forget_lost_events, watch_for_lost_events
 from daemon.settings import WatchSettings
+from daemon.stability import FileState, SettleTracker
 
 __all__ = [
     "OUTPUT_SUFFIXES",
@@ -57,7 +52,6 @@ __all__ = [
     "inbox_root",
     "is_ignored",
 ]
-from daemon.stability import FileState, SettleTracker
 
 log = structlog.get_logger(__name__)
 
@@ -97,20 +91,6 @@ class _ScanJob:
     entries: int = 0
 
 
-@dataclass(slots=True)
-class _Inbox:
-    path: Path
-    real: str = ""  # realpath, to judge where symlinks point
-    observer: BaseObserver | None = None
-    identity: tuple[int, int] | None = None  # (st_dev, st_ino) when attached
-    problem: str | None = None  # the last problem logged, so each is logged once
-
-
-def inbox_root(path: Path) -> Path:
-    """The form of an inbox path that Candidate.inbox carries (absolute, symlinks kept)."""
-    return Path(os.path.abspath(path))
-
-
 class Watcher:
     """Watches the inboxes and calls on_stable(candidate) for each file once it has settled."""
 
@@ -127,8 +107,8 @@ class Watcher:
         self._already_final = already_final
         self._clock = clock
         self._tracker = SettleTracker(settings.settle_seconds)
-        self._inboxes: dict[Path, _Inbox] = {
-            root: _Inbox(root) for root in map(inbox_root, settings.inboxes)
+        self._inboxes: dict[Path, Inbox] = {
+            root: Inbox(root) for root in map(inbox_root, settings.inboxes)
         }
         self._changes: queue.SimpleQueue[Change | _Command | None] = queue.SimpleQueue()
         self._scans: deque[_ScanJob] = deque()
@@ -186,7 +166,7 @@ class Watcher:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         for inbox in self._inboxes.values():
-            self._detach(inbox)
+            inbox.detach()
         forget_lost_events(self._events_lost)
         self._running = False
 
@@ -306,7 +286,7 @@ class Watcher:
         if inbox is None:
             return  # from an inbox that a reload removed
         if item.kind == "inbox_gone":
-            self._detach(inbox)
+            inbox.detach()
             self._attach(inbox)
         elif item.kind == "gone":
             if self._tracker.forget(Path(item.path)):
@@ -316,18 +296,8 @@ class Watcher:
         elif not self._tracker.touch(Path(item.path), self._clock()):
             self._on_new_file(inbox, item.path)
 
-    def _relative_parts(self, inbox: _Inbox, path: str) -> list[str] | None:
-        """Path's components below the inbox; None when outside it or too deep for the mode."""
-        root = str(inbox.path) + os.sep
-        if not path.startswith(root):
-            return None
-        parts = path[len(root) :].split(os.sep)
-        if len(parts) > 1 and not self._settings.recursive:
-            return None
-        return parts
-
-    def _on_new_file(self, inbox: _Inbox, path: str) -> None:
-        parts = self._relative_parts(inbox, path)
+    def _on_new_file(self, inbox: Inbox, path: str) -> None:
+        parts = inbox.relative_parts(path, recursive=self._settings.recursive)
         if parts is None:
             return
         reason = parts_reason(parts)
@@ -343,10 +313,10 @@ class Watcher:
         elif stat.S_ISREG(result.st_mode):
             self._tracker.track(Path(path), inbox.path, FileState.of(result), self._clock())
 
-    def _on_folder(self, inbox: _Inbox, path: str) -> None:
+    def _on_folder(self, inbox: Inbox, path: str) -> None:
         if not self._settings.recursive:
             return
-        parts = self._relative_parts(inbox, path)
+        parts = inbox.relative_parts(path, recursive=self._settings.recursive)
         if parts is None or any(part.startswith(".") for part in parts):
             return
         try:
@@ -357,12 +327,12 @@ class Watcher:
             # Files written before the observer watched this folder send no events.
             self._scans.append(_ScanJob(self._walk(inbox, path, full=False), full=False))
 
-    def _note_symlink(self, inbox: _Inbox, path: Path) -> None:
+    def _note_symlink(self, inbox: Inbox, path: Path) -> None:
         if path in self._symlinks_noted:
             return
         self._symlinks_noted.add(path)
         target = os.path.realpath(path)
-        if target == inbox.real or target.startswith(inbox.real + os.sep):
+        if inbox.holds(target):
             log.debug("watch.ignored", path=str(path), reason="symlink", target=target)
         else:
             log.info("watch.symlink_outside", path=str(path), target=target)
@@ -440,7 +410,7 @@ class Watcher:
             if inbox.observer is not None:
                 yield from self._walk(inbox, str(inbox.path), full=True)
 
-    def _walk(self, inbox: _Inbox, top: str, *, full: bool) -> Iterator[None]:
+    def _walk(self, inbox: Inbox, top: str, *, full: bool) -> Iterator[None]:
         """Offer every candidate under top; yields after each entry so events keep flowing."""
         folders = [top]
         # Handed-on files this scan does not find are gone: forget them. Only
@@ -465,7 +435,7 @@ class Watcher:
             self._handed.pop(path, None)
 
     def _scan_entry(
-        self, inbox: _Inbox, entry: os.DirEntry[str], folders: list[str], unseen: set[Path]
+        self, inbox: Inbox, entry: os.DirEntry[str], folders: list[str], unseen: set[Path]
     ) -> None:
         name = entry.name
         if name.startswith("."):
@@ -501,64 +471,15 @@ class Watcher:
 
     def _check_inboxes(self) -> None:
         for inbox in list(self._inboxes.values()):
-            if inbox.observer is not None and self._still_attached(inbox):
-                continue
-            self._detach(inbox)
-            self._attach(inbox)
+            if not inbox.attached:
+                inbox.detach()
+                self._attach(inbox)
 
-    @staticmethod
-    def _still_attached(inbox: _Inbox) -> bool:
-        if not observer_alive(inbox.observer):
-            return False
-        try:
-            result = os.stat(inbox.path)
-        except OSError:
-            return False
-        return (result.st_dev, result.st_ino) == inbox.identity
-
-    def _report(self, inbox: _Inbox, problem: str) -> None:
-        if inbox.problem == problem:
-            return
-        inbox.problem = problem
-        if problem == "missing":
-            log.warning(
-                "watch.inbox_missing",
-                inbox=str(inbox.path),
-                create_missing=self._settings.create_missing,
-            )
-        else:
-            log.warning("watch.inbox_unavailable", inbox=str(inbox.path), reason=problem)
-
-    def _attach(self, inbox: _Inbox) -> bool:
+    def _attach(self, inbox: Inbox) -> bool:
         if not self._running or self._stopping.is_set():
             return False
-        settings = self._settings
-        try:
-            try:
-                result = os.stat(inbox.path)
-            except FileNotFoundError:
-                self._report(inbox, "missing")
-                if not settings.create_missing:
-                    return False
-                inbox.path.mkdir(parents=True, exist_ok=True)
-                log.info("watch.inbox_created", inbox=str(inbox.path))
-                result = os.stat(inbox.path)
-            if not stat.S_ISDIR(result.st_mode):
-                self._report(inbox, "not_a_directory")
-                return False
-            inbox.observer = start_observer(inbox.path, settings, self._changes.put)
-        except OSError as error:
-            self._report(inbox, error.strerror or str(error))
+        if not inbox.attach(self._settings, self._changes.put):
             return False
-        inbox.identity = (result.st_dev, result.st_ino)
-        inbox.real = os.path.realpath(inbox.path)
-        inbox.problem = None
-        log.info(
-            "watch.inbox_attached",
-            inbox=str(inbox.path),
-            mode=settings.mode,
-            recursive=settings.recursive,
-        )
         # After the observer starts: whatever the scan misses, an event reports.
         self._scans.append(
             _ScanJob(
@@ -570,15 +491,12 @@ class Watcher:
         )
         return True
 
-    @staticmethod
-    def _detach(inbox: _Inbox) -> None:
-        observer, inbox.observer, inbox.identity = inbox.observer, None, None
-        if observer is not None:
-            stop_observer(observer)
-
     def _in_scope(self, path: Path, inbox: Path) -> bool:
         watched = self._inboxes.get(inbox)
-        return watched is not None and self._relative_parts(watched, str(path)) is not None
+        return (
+            watched is not None
+            and watched.relative_parts(str(path), recursive=self._settings.recursive) is not None
+        )
 
     def _apply(self, settings: WatchSettings) -> None:
         old, self._settings = self._settings, settings
@@ -591,12 +509,12 @@ class Watcher:
         wanted = [inbox_root(path) for path in settings.inboxes]
         for root in list(self._inboxes):
             if root not in wanted:
-                self._detach(self._inboxes.pop(root))
+                self._inboxes.pop(root).detach()
                 log.info("watch.inbox_removed", inbox=str(root))
             elif rewatch:
-                self._detach(self._inboxes[root])
+                self._inboxes[root].detach()
         for root in wanted:
-            inbox = self._inboxes.setdefault(root, _Inbox(root))
+            inbox = self._inboxes.setdefault(root, Inbox(root))
             if inbox.observer is None:
                 self._attach(inbox)
         dropped = self._tracker.retain(self._in_scope)
