@@ -17,6 +17,20 @@ import pypdfium2.raw as pdfium_c
 from daemon.decoding import POINTS_PER_INCH, BadInputError, Page, decoding
 from daemon.settings import LimitsSettings
 
+# pdfium keeps page sizes as float32: an A4 scan made at 200 DPI (1654 px wide,
+# 595.44 pt) reads back as 595.4400024 pt, and ceil(size x scale) then gives a
+# bitmap one pixel wider than the scan. pdfium stretches the page to fill it,
+# which resamples every glyph and cost the recogniser word spaces (5 % of the
+# words on the benchmark's PDF, docs/benchmarks.md (d)). A scale one part per
+# million lower drops only such a sliver of a pixel, so the scan's own pixel
+# grid comes back.
+_FLOAT32_SLACK = 1 - 1e-6
+
+
+def nominal_scale(dpi: int) -> float:
+    """Pixels per point for rendering at `dpi` (see _FLOAT32_SLACK)."""
+    return dpi / POINTS_PER_INCH * _FLOAT32_SLACK
+
 
 def pdf_render_scale(width_pt: float, height_pt: float, dpi: int, max_pixels: int) -> float:
     """Pixels per point to render a page at `dpi`, or lower so the bitmap fits `max_pixels`.
@@ -32,7 +46,7 @@ def pdf_render_scale(width_pt: float, height_pt: float, dpi: int, max_pixels: in
     def bitmap_pixels(scale: float) -> int:
         return math.ceil(width_pt * scale) * math.ceil(height_pt * scale)
 
-    scale = dpi / POINTS_PER_INCH
+    scale = nominal_scale(dpi)
     if bitmap_pixels(scale) <= max_pixels:
         return scale
     scale = math.sqrt(max_pixels / (width_pt * height_pt))
@@ -114,7 +128,7 @@ class PdfPages:
                     bitmap.close()
             finally:
                 page.close()
-        full_scale = dpi / POINTS_PER_INCH
+        full_scale = nominal_scale(dpi)
         notes: tuple[str, ...] = ()
         if scale < full_scale:
             full = (math.ceil(width_pt * full_scale), math.ceil(height_pt * full_scale))

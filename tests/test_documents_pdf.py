@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from daemon.documents import BadInputError, open_document, pdf_render_scale
 from daemon.settings import LimitsSettings
@@ -45,13 +45,43 @@ def test_a4_page_renders_at_200_dpi_as_1654_by_2339() -> None:
 
 
 def test_scanner_style_image_pdf_pages_keep_their_pixel_size(tmp_path: Path) -> None:
-    """A scanner's image-only PDF made at 200 DPI renders back at 1654x2339 (+-1) per page."""
+    """A scanner's image-only PDF made at 200 DPI renders back at 1654x2339 per page."""
     path = save_pdf([render_page(), render_page(["Second page"])], tmp_path / "scan.pdf", dpi=200)
     pages = rendered_pages(path.read_bytes())
     assert [page.index for page in pages] == [0, 1]
     for page in pages:
-        assert_size_close(page.image.size, A4_AT_200_DPI)
+        assert page.image.size == A4_AT_200_DPI
         assert dark_box(page.image) is not None
+
+
+@pytest.mark.parametrize(
+    ("dpi", "size"),
+    [
+        (200, (1654, 2339)),  # A4
+        (300, (2480, 3508)),  # A4
+        (150, (1241, 1754)),  # A4
+        (200, (1700, 2200)),  # Letter
+        (300, (2550, 3300)),  # Letter
+        (600, (4960, 7016)),  # A4
+    ],
+)
+def test_a_scan_rendered_at_its_own_dpi_is_not_one_pixel_wider(
+    tmp_path: Path, dpi: int, size: tuple[int, int]
+) -> None:
+    """pdfium's float32 page sizes (595.44 -> 595.4400024 pt) do not add a pixel that stretches the scan."""
+    scan = render_page().resize(size).convert("1")
+    path = save_pdf([scan], tmp_path / "scan.pdf", dpi=dpi)
+    [page] = rendered_pages(path.read_bytes(), LimitsSettings(pdf_dpi=dpi))
+    assert page.image.size == size
+    assert (page.scale, page.notes) == (1.0, ())
+
+
+def test_a_scan_at_the_render_dpi_comes_back_pixel_for_pixel(tmp_path: Path) -> None:
+    """A 1-bit A4 scan at 200 DPI (lossless in the PDF) renders to exactly the scanned pixels."""
+    scan = render_page(["Invoice 48213 within 30 days"]).convert("1")
+    path = save_pdf([scan], tmp_path / "scan.pdf", dpi=200)
+    [page] = rendered_pages(path.read_bytes())
+    assert ImageChops.difference(page.image, scan.convert("RGB")).getbbox() is None
 
 
 def test_multipage_pdf_yields_every_page_with_its_own_size() -> None:
@@ -94,7 +124,7 @@ def test_more_pages_than_max_pages_processes_the_first_n_with_a_note() -> None:
 
 
 def test_five_metre_page_is_rendered_at_a_lower_dpi_to_fit_the_pixel_limit() -> None:
-    """A 5 m x 5 m page (39,371 px square at 200 DPI) comes out at most max_page_pixels."""
+    """A 5 m x 5 m page (39,370 px square at 200 DPI) comes out at most max_page_pixels."""
     side = 5 * hostile.POINTS_PER_METRE
     data = hostile.pdf_document([hostile.PdfPage(side, side, lines=["poster"], font_pt=600)])
     limits = LimitsSettings(max_page_pixels=4_000_000)
@@ -102,8 +132,8 @@ def test_five_metre_page_is_rendered_at_a_lower_dpi_to_fit_the_pixel_limit() -> 
     width, height = page.image.size
     assert width * height <= 4_000_000
     assert width == height and width >= 1990  # as large as the limit allows
-    assert page.scale == pytest.approx(width / 39_371, rel=1e-3)
-    assert len(page.notes) == 1 and "instead of 39371x39371" in page.notes[0]
+    assert page.scale == pytest.approx(width / 39_370, rel=1e-3)
+    assert len(page.notes) == 1 and "instead of 39370x39370" in page.notes[0]
     assert "limits.max_page_pixels (4,000,000)" in page.notes[0]
     assert dark_box(page.image) is not None  # the content was scaled, not cropped away
 

@@ -36,7 +36,7 @@ MAX_PAGES = 3  # the page limit of the fake-engine daemon, so a five-page PDF cr
 MAX_FILE_BYTES = 200_000  # its size limit: every case but one is smaller
 GIB = 1024**3
 SMALL = pages.render_page(("Hostile 42",), width=240, height=100, font_px=24, margin=10)
-FIVE_METRES_PT = 5 * hostile.POINTS_PER_METRE  # 39,371 px square at 200 DPI
+FIVE_METRES_PT = 5 * hostile.POINTS_PER_METRE  # 39,370 px square at 200 DPI
 PT_FOR_35000_PX = 35_000 * 72 / 200  # a page of 35,000 x 35,000 pixels at 200 DPI
 NORMAL_LINES = ("Normal file after the hostile ones", "Ordinary invoice 7731")
 
@@ -129,7 +129,7 @@ def done_cases() -> dict[str, Done]:
             ),
             "pdf",
             max_pixels=40_000_000,
-            notes=("instead of 39371x39371", "limits.max_page_pixels"),
+            notes=("instead of 39370x39370", "limits.max_page_pixels"),
         ),
         "35000-pixels.pdf": Done(
             hostile.pdf_document(
