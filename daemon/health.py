@@ -66,6 +66,7 @@ class Health:
         self._last_ping = 0.0
         self._last_extend = 0.0
         self._last_status = ("", 0.0)
+        self._status_pending = False
 
     def update(
         self,
@@ -105,9 +106,26 @@ class Health:
         if interval is not None and now - self._last_ping >= interval:
             self._last_ping = now
             self.notifier.watchdog()
-        if text != self._last_status[0] and now - self._last_status[1] >= STATUS_EVERY_SECONDS:
+        self._status_pending = text != self._last_status[0]
+        if self._status_pending and now - self._last_status[1] >= STATUS_EVERY_SECONDS:
             self._last_status = (text, now)
+            self._status_pending = False
             self.notifier.status(text)
+
+    def seconds_to_next_message(self, now: float) -> float | None:
+        """How long the loop may wait before update() has something due to send.
+
+        The next watchdog ping, or a STATUS held back by the throttle; None
+        when nothing is due. The loop waits no longer than this, so pings keep
+        their interval and the last state of a burst is told (later, not never).
+        """
+        due: list[float] = []
+        interval = self.notifier.watchdog_interval
+        if interval is not None:
+            due.append(self._last_ping + interval - now)
+        if self._status_pending:
+            due.append(self._last_status[1] + STATUS_EVERY_SECONDS - now)
+        return max(0.0, min(due)) if due else None
 
     def starting(self, model: str | None) -> None:
         self.notifier.status(f"loading {model}")

@@ -252,7 +252,11 @@ class Supervisor:
         self._ensure_workers(now)
         self._dispatch(now)
         self._report(now)
-        self.pool.wait(LOOP_TICK_SECONDS, self.signals.wake_fd)
+        wait = LOOP_TICK_SECONDS
+        due = self.health.seconds_to_next_message(self.clock())
+        if due is not None:
+            wait = min(wait, due)
+        self.pool.wait(wait, self.signals.wake_fd)
 
     # --- admission -------------------------------------------------------------
 

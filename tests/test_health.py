@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.health import EXTEND_TIMEOUT_EVERY_SECONDS, Health
+import pytest
+
+from daemon.health import EXTEND_TIMEOUT_EVERY_SECONDS, STATUS_EVERY_SECONDS, Health
 
 
 class Recorder:
@@ -97,3 +99,35 @@ def test_status_says_fallback_and_waiting_files() -> None:
         "status",
         "serving with qwen (fallback: model 2 of the chain); 4 file(s) waiting",
     ) in notifier.calls
+
+
+def test_the_loop_is_told_when_the_next_ping_is_due() -> None:
+    """After a ping at t, the next message is due at t + interval, so the loop wakes in time for it."""
+    notifier = Recorder(watchdog_interval=0.5)
+    health = Health(notifier, clock=lambda: 0.0)
+    turn(health, 100.0, serving=True, loading=False)
+    assert notifier.kinds().count("watchdog") == 1
+    assert health.seconds_to_next_message(100.2) == pytest.approx(0.3)
+    assert health.seconds_to_next_message(100.9) == 0.0  # overdue: do not wait at all
+
+
+def test_nothing_due_without_a_watchdog_or_a_held_back_status() -> None:
+    """Outside systemd (no watchdog) and with every STATUS sent, the loop keeps its own tick."""
+    notifier = Recorder()
+    health = Health(notifier, clock=lambda: 0.0)
+    turn(health, 100.0, serving=True, loading=False)
+    assert health.seconds_to_next_message(100.1) is None
+
+
+def test_a_status_held_back_by_the_throttle_is_sent_when_it_expires() -> None:
+    """A state that changes within the 2 s throttle is told once the throttle ends, not lost."""
+    notifier = Recorder()
+    health = Health(notifier, clock=lambda: 0.0)
+    turn(health, 100.0, serving=True, loading=False, waiting=1)
+    turn(health, 100.5, serving=True, loading=False, waiting=7)  # held back
+    due = health.seconds_to_next_message(100.5)
+    assert due == pytest.approx(STATUS_EVERY_SECONDS - 0.5)
+    turn(health, 100.5 + due, serving=True, loading=False, waiting=7)
+    statuses = [text for kind, text in notifier.calls if kind == "status"]
+    assert statuses[-1] == "serving with qwen; 7 file(s) waiting"
+    assert health.seconds_to_next_message(103.0) is None

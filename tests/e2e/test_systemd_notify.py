@@ -40,11 +40,13 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
     receiver.close()
 
 
-def systemd_env(notify: NotifySocket, watchdog_pid: str = "") -> dict[str, str]:
+def systemd_env(
+    notify: NotifySocket, watchdog_pid: str = "", watchdog_usec: int = WATCHDOG_USEC
+) -> dict[str, str]:
     # WATCHDOG_PID empty: as if unset (the daemon's own pid is unknown before it starts).
     return {
         "NOTIFY_SOCKET": str(notify.path),
-        "WATCHDOG_USEC": str(WATCHDOG_USEC),
+        "WATCHDOG_USEC": str(watchdog_usec),
         "WATCHDOG_PID": watchdog_pid,
     }
 
@@ -82,6 +84,23 @@ def test_ready_comes_after_the_model_is_loaded(tmp_path: Path, notify: NotifySoc
     stopping = notify.with_field("STOPPING")
     assert [m.fields["STOPPING"] for m in stopping] == ["1"]
     assert stopping[0].received > ready.received
+
+
+def test_pings_keep_an_interval_that_is_not_a_multiple_of_the_loop_tick(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    """WATCHDOG_USEC=1.4 s: pings every ~0.7 s, the loop waking for them, not every second tick."""
+    settings = faulty_settings(tmp_path / "inbox", tmp_path / "state")
+    env = systemd_env(notify, watchdog_usec=1_400_000)
+    with running_daemon(tmp_path, settings, env=env) as daemon:
+        ready = notify.wait_for("READY", "1")
+        time.sleep(5.0)
+        gaps = intervals(notify.pings_between(ready.received, time.time()))
+        assert daemon.stop() == 0
+    assert len(gaps) >= 5, gaps
+    # Waiting out whole 0.5 s ticks would make every gap 1.0 s.
+    assert sorted(gaps)[len(gaps) // 2] < 0.85, gaps
+    assert min(gaps) >= 0.7 * 0.9, gaps
 
 
 def test_watchdog_pings_at_half_the_timeout_and_stop_while_the_loop_is_stuck(
