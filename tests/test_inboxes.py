@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import shutil
 from pathlib import Path
 
 import structlog.testing
@@ -18,7 +17,7 @@ def settings_for(inbox: Path, **overrides: object) -> WatchSettings:
 
 
 def test_attached_until_the_folder_is_replaced(tmp_path: Path) -> None:
-    """A folder deleted and created again under the same name is no longer the attached one."""
+    """A folder moved away and replaced by a new one of the same name is no longer the attached one."""
     folder = tmp_path / "in"
     folder.mkdir()
     inbox = Inbox(inbox_root(folder))
@@ -26,7 +25,9 @@ def test_attached_until_the_folder_is_replaced(tmp_path: Path) -> None:
     try:
         assert inbox.attach(settings_for(folder), changes.put)
         assert inbox.attached
-        shutil.rmtree(folder)
+        # Moved, not deleted: a deleted folder's inode number may be reused at
+        # once. (A deletion also sends inbox_gone, which the watcher acts on.)
+        folder.rename(tmp_path / "moved-away")
         folder.mkdir()
         assert not inbox.attached  # same name, new inode: inotify watches the old one
     finally:
