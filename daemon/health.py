@@ -65,8 +65,8 @@ class Health:
         self.ready_sent = False
         self._last_ping = 0.0
         self._last_extend = 0.0
-        self._last_status = ("", 0.0)
-        self._status_pending = False
+        self._last_status = ("", 0.0)  # (text, when) of the last STATUS sent
+        self._status_text = ""  # what STATUS should say now
 
     def update(
         self,
@@ -106,11 +106,13 @@ class Health:
         if interval is not None and now - self._last_ping >= interval:
             self._last_ping = now
             self.notifier.watchdog()
-        self._status_pending = text != self._last_status[0]
-        if self._status_pending and now - self._last_status[1] >= STATUS_EVERY_SECONDS:
+        self._status_text = text
+        if self._status_unsent() and now - self._last_status[1] >= STATUS_EVERY_SECONDS:
             self._last_status = (text, now)
-            self._status_pending = False
             self.notifier.status(text)
+
+    def _status_unsent(self) -> bool:
+        return self._status_text != self._last_status[0]
 
     def seconds_to_next_message(self, now: float) -> float | None:
         """How long the loop may wait before update() has something due to send.
@@ -123,7 +125,7 @@ class Health:
         interval = self.notifier.watchdog_interval
         if interval is not None:
             due.append(self._last_ping + interval - now)
-        if self._status_pending:
+        if self._status_unsent():
             due.append(self._last_status[1] + STATUS_EVERY_SECONDS - now)
         return max(0.0, min(due)) if due else None
 
