@@ -331,11 +331,18 @@ class Supervisor:
                 "recorded in its error sidecar",
             )
 
-    def _release(self, task: FileTask) -> None:
-        """The file has its outcome: let it go, and look again if it changed meanwhile."""
+    def _release(self, task: FileTask, *, changed: bool = False) -> None:
+        """The file has its outcome: let it go, and look again if it changed meanwhile.
+
+        `changed`: the worker read other content than was hashed at admission.
+        A follow-up arrival (an event while it was in flight) says the same;
+        either way the file is hashed again once, not once per sign.
+        """
         followup = self.queue.release(task)
         if followup is not None:
             self._recheck(followup.path, followup.inbox)
+        elif changed:
+            self._recheck(task.path, task.inbox)
 
     def _recheck(self, path: Path, inbox: Path) -> None:
         try:
@@ -608,10 +615,10 @@ class Supervisor:
     def _write(self, task: FileTask, result: DocumentResult, model: str) -> None:
         error = self.outcomes.done(task, result, model)
         if error is None:
-            self._release(task)
-            if result.sha256 != task.sha256:
+            changed = result.sha256 != task.sha256
+            if changed:
                 log.info("file.changed_while_processing", file=str(task.path))
-                self._recheck(task.path, task.inbox)
+            self._release(task, changed=changed)
             return
         if error.reason == "not_ours":
             self.outcomes.blocked(task, error)
