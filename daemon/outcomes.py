@@ -30,13 +30,18 @@ class Outcomes:
         clock: Callable[[], float],
         indent: int | None,
         retry_seconds: float = 30.0,
+        *,
+        keep_final: bool = False,
     ) -> None:
         self.journal = journal
         self.metrics = metrics
         self.clock = clock
         self.indent = indent
         self.retry_seconds = retry_seconds
-        self.final: dict[Path, str] = {}  # path -> done | failed | vanished | skipped (for `once`)
+        # path -> done | failed | vanished | skipped, for `once`'s exit code. A
+        # daemon keeps none: it would grow by every file it ever finished.
+        self.final: dict[Path, str] = {}
+        self._keep_final = keep_final
         # Error sidecars that could not be written yet (disk full, folder not
         # writable): path -> (when to try again, the content's sha256, payload).
         self._unwritten: dict[Path, tuple[float, str, dict[str, Any]]] = {}
@@ -93,7 +98,7 @@ class Outcomes:
         self.metrics.files.labels(outcome="done").inc()
         self.metrics.file_seconds.labels(outcome="done").observe(total)
         self.metrics.last_success.set(time.time())
-        self.final[task.path] = "done"
+        self.record_final(task.path, "done")
         log.info(
             "file.done",
             file=str(task.path),
@@ -126,7 +131,7 @@ class Outcomes:
         total = self.clock() - task.admitted_at
         self.metrics.files.labels(outcome="failed").inc()
         self.metrics.file_seconds.labels(outcome="failed").observe(total)
-        self.final[task.path] = "failed"
+        self.record_final(task.path, "failed")
         log.error(
             "file.failed",
             file=str(task.path),
@@ -172,7 +177,7 @@ class Outcomes:
         )
         self.journal.mark_failed(task.path, task.sha256, task.size, task.mtime_ns, str(error))
         self.metrics.files.labels(outcome="failed").inc()
-        self.final[task.path] = "failed"
+        self.record_final(task.path, "failed")
 
     def refused_name(self, path: Path, code: str, message: str) -> None:
         """No output can be named after this file (too long, not UTF-8): say so, write nothing.
@@ -185,18 +190,18 @@ class Outcomes:
         )
         self.metrics.output_errors.labels(reason=code).inc()
         self.metrics.files.labels(outcome="failed").inc()
-        self.final[path] = "failed"
+        self.record_final(path, "failed")
 
     def vanished(self, path: Path, when: str) -> None:
         log.info("file.vanished", file=str(path), when=when)
         self.journal.forget(path)
         self.metrics.files.labels(outcome="vanished").inc()
-        self.final[path] = "vanished"
+        self.record_final(path, "vanished")
 
     def skipped(self, path: Path, outcome: str) -> None:
         log.info("file.skipped", file=str(path), reason="outputs exist for this content")
         self.metrics.files.labels(outcome="skipped").inc()
-        self.final[path] = outcome
+        self.record_final(path, outcome)
 
     def unreadable(self, task: FileTask, message: str) -> None:
         """No permission to read (or an I/O error): a sidecar once; rescans try again."""
@@ -227,7 +232,12 @@ class Outcomes:
             error=message,
         )
         self.metrics.files.labels(outcome="failed").inc()
-        self.final[task.path] = "failed"
+        self.record_final(task.path, "failed")
+
+    def record_final(self, path: Path, outcome: str) -> None:
+        """Note what became of a file, where `once` will ask."""
+        if self._keep_final:
+            self.final[path] = outcome
 
     def output_error(self, error: outputs.OutputError) -> None:
         self.metrics.output_errors.labels(reason=error.reason).inc()

@@ -93,6 +93,7 @@ class Supervisor:
             clock,
             settings.outputs.json_indent,
             retry_seconds=settings.outputs.retry_seconds,
+            keep_final=not watch,
         )
         self.recovery = Recovery(
             settings.worker.chain,
@@ -126,7 +127,7 @@ class Supervisor:
                 )
             except OSError as error:
                 log.error("file.unreadable", file=str(path), error=error.strerror or str(error))
-                self.outcomes.final[path] = "failed"
+                self.outcomes.record_final(path, "failed")
                 continue
             arrival = Arrival(path, path.parent, info.st_size, info.st_mtime_ns, sha)
             self._admit(arrival, forced=True)
@@ -625,7 +626,7 @@ class Supervisor:
             self._release(task)
             return
         if not self._watch:
-            self.outcomes.final[task.path] = "failed"  # `once` does not wait for a disk to clear
+            self.outcomes.record_final(task.path, "failed")  # `once` waits for no disk to clear
             self._release(task)
             return
         # Disk full, or the folder not writable: keep the result, try writing later.
