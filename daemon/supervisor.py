@@ -568,6 +568,8 @@ class Supervisor:
         if self.stopping or self.recovery.exhausted or len(self.queue) == 0:
             return
         idle = self.pool.idle(self.generation)
+        if not idle:
+            return  # every worker busy: no need to walk (and copy) a long backlog
         active = self.recovery.active
         for task in self.queue:
             if not idle:
