@@ -19,24 +19,26 @@ from daemon.settings import RecoverySettings
 class RestartBackoff:
     """Fibonacci delays between consecutive restarts, capped; reset by a success."""
 
-    def __init__(self, cap_seconds: float) -> None:
-        self.cap = cap_seconds
-        self._previous = 0.0
-        self._current = 0.0
-        self.restarts = 0
+    def __init__(self) -> None:
+        self._previous: float
+        self._current: float
+        self.restarts: int
+        self.reset()
 
-    def next_delay(self) -> float:
-        """The delay before the next restart, advancing the sequence."""
-        delay = min(self._current, self.cap)
-        if self.restarts == 0:
-            self._previous, self._current = 0.0, 1.0
-        else:
-            self._previous, self._current = self._current, self._previous + self._current
+    def next_delay(self, cap_seconds: float) -> float:
+        """The delay before the next restart, advancing the sequence.
+
+        The cap is passed on each call, so a reloaded backoff_cap_seconds
+        applies to a slot that is already backing off.
+        """
+        delay = min(self._current, cap_seconds)
+        self._previous, self._current = self._current, self._previous + self._current
         self.restarts += 1
         return delay
 
     def reset(self) -> None:
-        self._previous = 0.0
+        # Seeded so that the sequence runs 0, 1, 1, 2, 3, ...
+        self._previous = 1.0
         self._current = 0.0
         self.restarts = 0
 

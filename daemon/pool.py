@@ -74,8 +74,8 @@ class WorkerPool:
 
     def schedule_restart(self, slot: str) -> float:
         """After an unexpected exit: when may this slot start again? Returns the delay."""
-        backoff = self._backoff.setdefault(slot, RestartBackoff(self.backoff_cap))
-        delay = backoff.next_delay()
+        backoff = self._backoff.setdefault(slot, RestartBackoff())
+        delay = backoff.next_delay(self.backoff_cap)
         self._restart_due[slot] = self.clock() + delay
         log.info("worker.restart_scheduled", slot=slot, in_seconds=delay, restarts=backoff.restarts)
         return delay

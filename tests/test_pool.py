@@ -72,6 +72,15 @@ def test_a_load_failure_is_not_lost_when_the_exit_is_seen_first() -> None:
     assert message.fault.kind == "load_error"
 
 
+def test_a_reloaded_backoff_cap_applies_to_a_slot_already_backing_off() -> None:
+    """Lowering backoff_cap (SIGHUP) caps the next delay of a slot that has restarted before."""
+    pool = WorkerPool(backoff_cap=30, grace=1, clock=lambda: 100.0)
+    delays = [pool.schedule_restart("0") for _ in range(7)]
+    assert delays == [0, 1, 1, 2, 3, 5, 8]
+    pool.backoff_cap = 2
+    assert pool.schedule_restart("0") == 2
+
+
 def test_restarts_are_held_back_by_the_backoff() -> None:
     """A slot may start again only after the scheduled delay; a success starts the sequence afresh."""
     now = [100.0]
