@@ -83,9 +83,7 @@ class Recovery:
         """
         if not trail:
             return None
-        following = self.chain.after(str(trail[-1].get("model")))
-        while following is not None and following in self.unloadable:
-            following = self.chain.after(following)
+        following = self._usable_after(str(trail[-1].get("model")))
         position = self.chain.position
         if following is None or position is None or self.chain.names.index(following) <= position:
             return None  # the active model is that one, or already further down
@@ -204,11 +202,16 @@ class Recovery:
             return
         log.warning("chain.fallback", from_model=old, to_model=new, reason=reason)
 
-    def _next_model_for(self, task: FileTask, model: str, fault: Fault, sha256: str | None) -> None:
-        """One file moves to the model after `model`; with none left, an error sidecar."""
+    def _usable_after(self, model: str) -> str | None:
+        """The first model below `model` in the chain that has not failed to load."""
         following = self.chain.after(model)
         while following is not None and following in self.unloadable:
             following = self.chain.after(following)
+        return following
+
+    def _next_model_for(self, task: FileTask, model: str, fault: Fault, sha256: str | None) -> None:
+        """One file moves to the model after `model`; with none left, an error sidecar."""
+        following = self._usable_after(model)
         self.journal.record_trail(task.path, task.trail)
         if following is None:
             self.outcomes.failed(
