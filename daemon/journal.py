@@ -77,9 +77,8 @@ class Journal:
 
     FILENAME = "journal.sqlite3"
 
-    def __init__(self, connection: sqlite3.Connection, location: Path | None) -> None:
+    def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
-        self.location = location
         self._final_lock = threading.Lock()
         # path -> (size, mtime_ns) of rows in a final state: lets a rescan of
         # 100,000 finished files cost one stat each and no database query.
@@ -91,13 +90,13 @@ class Journal:
         """Open (creating) the journal in state_dir; None keeps it in memory (`once`)."""
         if state_dir is None:
             connection = sqlite3.connect(":memory:", isolation_level=None)
-            location = None
         else:
             state_dir.mkdir(parents=True, exist_ok=True)
-            location = state_dir / cls.FILENAME
             # A long busy timeout: another process holding the file (a backup,
             # an operator's sqlite3 shell) should stall us, not crash us.
-            connection = sqlite3.connect(location, isolation_level=None, timeout=60.0)
+            connection = sqlite3.connect(
+                state_dir / cls.FILENAME, isolation_level=None, timeout=60.0
+            )
             connection.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable across a crash of the process (kill -9); a
             # power cut may lose the last commits, which the outputs-on-disk
@@ -106,7 +105,7 @@ class Journal:
         connection.row_factory = sqlite3.Row
         connection.executescript(SCHEMA)
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        return cls(connection, location)
+        return cls(connection)
 
     def close(self) -> None:
         self._db.close()

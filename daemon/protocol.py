@@ -34,13 +34,6 @@ FaultKind = Literal[
     "hang",  # the worker missed its deadline and was killed
 ]
 
-# Faults after which the worker process is gone (or must go).
-FATAL_KINDS: frozenset[str] = frozenset({"cuda_fatal", "crash", "hang"})
-# Faults that send one file to the next model without blaming the current model.
-PER_FILE_KINDS: frozenset[str] = frozenset(
-    {"empty_output", "degenerate_output", "oom", "engine_error"}
-)
-
 # Worker exit codes: they carry meaning, like gunicorn's.
 EXIT_OK = 0
 EXIT_CUDA_FATAL = 3
@@ -72,7 +65,6 @@ class WorkerConfig:
 class Job:
     job_id: int
     path: str
-    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -314,7 +314,6 @@ class Supervisor:
             settle_seconds=arrival.settle_seconds,
             trail=trail,
             model_override=self.recovery.resume_model(trail),
-            forced=forced,
         )
         self.queue.push(task, self.clock())
         log.debug("file.queued", file=str(path), waiting=len(self.queue))

@@ -31,7 +31,6 @@ class FileTask:
     unwritten: DocumentResult | None = None
     last_model: str | None = None  # the model that produced `unwritten`
     not_before: float = 0.0  # monotonic; a delayed retry waits until then
-    forced: bool = False  # `once`: process even when outputs exist for this content
 
     @property
     def name(self) -> str:

@@ -11,7 +11,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -70,7 +70,6 @@ class WorkerHandle:
     generation: int  # settings generation it was started with (SIGHUP bumps it)
     process: BaseProcess
     conn: Connection
-    started_at: float
     deadline: float | None  # monotonic; None while idle
     state: WorkerState = WorkerState.LOADING
     info: EngineInfo | None = None
@@ -80,8 +79,6 @@ class WorkerHandle:
     exit_reason: str | None = (
         None  # why we expect it to be gone: stop, hang, cuda_fatal, load_error
     )
-    pages_done: int = 0
-    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def spawn(
@@ -102,7 +99,6 @@ class WorkerHandle:
             generation=generation,
             process=process,
             conn=parent_end,
-            started_at=now,
             deadline=now + load_deadline,
         )
 
