@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from daemon.worker.families.base import Family, FamilyError, Generated, cut_at_stop
+from tests.support.tiny_models import QWEN_SPECIALS
+from tests.support.tiny_models import _tokenizer as trained_tokenizer
 
 
 def test_answer_is_cut_at_its_first_stop_token() -> None:
@@ -33,3 +37,21 @@ def test_unknown_mode_names_the_modes_there_are() -> None:
     """A mode the family lacks is a FamilyError listing the real ones."""
     with pytest.raises(FamilyError, match="choose one of \\['plain'\\]"):
         Family(mode="verse")
+
+
+class _StopFamily(Family):
+    stop_tokens = ("<|im_end|>", "<|not_in_this_vocabulary|>")
+
+
+@pytest.mark.parametrize("unknown_token", [None, "<|endoftext|>"])
+def test_stop_token_ids_are_those_of_the_stop_tokens_the_tokenizer_has(
+    unknown_token: str | None,
+) -> None:
+    """A family stop token adds its id when the tokenizer has it; a missing one adds nothing, not even the unknown token's id."""
+    tokenizer = trained_tokenizer(QWEN_SPECIALS, eos="<|endoftext|>", pad="<|endoftext|>")
+    if unknown_token is not None:
+        tokenizer.unk_token = unknown_token
+    vocabulary = tokenizer.get_vocab()
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None))
+    ids = _StopFamily().stop_token_ids(SimpleNamespace(tokenizer=tokenizer), model)
+    assert ids == sorted({vocabulary["<|endoftext|>"], vocabulary["<|im_end|>"]})
