@@ -66,12 +66,17 @@ def cuda_error_kind(message: str) -> str | None:
 
 
 def is_oom(exc: BaseException) -> bool:
+    """Out of memory and nothing worse: a message that also names a sticky CUDA
+    error is not one, since retrying smaller cannot help a poisoned context."""
+    message = str(exc)
+    if cuda_error_kind(message) is not None:
+        return False
     names = _qualified_names(exc)
     if "torch.OutOfMemoryError" in names or "torch.cuda.OutOfMemoryError" in names:
         return True
     if isinstance(exc, MemoryError):
         return True
-    return bool(OOM_PATTERN.search(str(exc))) and cuda_error_kind(str(exc)) is None
+    return bool(OOM_PATTERN.search(message))
 
 
 def classify(exc: BaseException) -> FaultKind:

@@ -260,10 +260,6 @@ def _batches(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
         yield batch
 
 
-def _is_plain_oom(exc: BaseException) -> bool:
-    return faults.is_oom(exc) and faults.cuda_error_kind(str(exc)) is None
-
-
 def _recognize_with_oom_retry(
     config: WorkerConfig, engine: Engine, batch: Sequence[Page]
 ) -> tuple[list[PageText], list[float], list[tuple[str, ...]]]:
@@ -272,7 +268,7 @@ def _recognize_with_oom_retry(
         texts = engine.recognize([page.image for page in batch])
         return texts, [1.0] * len(batch), [()] * len(batch)
     except Exception as exc:
-        if not _is_plain_oom(exc) or (len(batch) == 1 and config.oom_retries == 0):
+        if not faults.is_oom(exc) or (len(batch) == 1 and config.oom_retries == 0):
             raise
         log.warning("worker.oom", pages=len(batch), error=str(exc)[:300])
         engine.free_memory()
@@ -304,7 +300,7 @@ def _recognize_shrinking(
         try:
             return engine.recognize([image])[0], scale
         except Exception as exc:
-            if not _is_plain_oom(exc) or attempt >= config.oom_retries:
+            if not faults.is_oom(exc) or attempt >= config.oom_retries:
                 raise
             engine.free_memory()
             attempt += 1

@@ -184,9 +184,9 @@ def test_python_memory_error_is_oom() -> None:
 def test_sticky_fault_wins_over_an_out_of_memory_mention() -> None:
     """A sticky error that also mentions memory is fatal: a retry in the same process cannot work."""
     message = "CUDA error: an illegal memory access was encountered (after out of memory)"
-    exc = RuntimeError(message)
-    assert not faults.is_oom(exc)
-    assert faults.classify(exc) == "cuda_fatal"
+    for exc in (RuntimeError(message), MemoryError(message)):
+        assert not faults.is_oom(exc)  # not even when the type says memory
+        assert faults.classify(exc) == "cuda_fatal"
 
 
 def test_bad_input_keeps_its_code() -> None:
