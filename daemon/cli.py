@@ -135,8 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _once(settings: Settings, files: list[Path]) -> int:
     from daemon.journal import Journal
     from daemon.metrics import Metrics
+    from daemon.names import is_ignored
     from daemon.supervisor import Supervisor
-    from daemon.watcher import is_ignored
 
     paths: list[Path] = []
     for file in files:

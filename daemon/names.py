@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from daemon.outputs import ERROR_SUFFIX, JSON_SUFFIX, MARKDOWN_SUFFIX, TEMP_SUFFIX
+
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".pdf"}
 )
-OUTPUT_SUFFIXES = (".ocr.md", ".ocr.json", ".ocr.error.json")
+OUTPUT_SUFFIXES = (MARKDOWN_SUFFIX, JSON_SUFFIX, ERROR_SUFFIX)
 # daemon.outputs writes ".<name>.<random>.ocr-inbox.tmp" and renames it into place.
-OWN_TEMP_SUFFIX = ".ocr-inbox.tmp"
+OWN_TEMP_SUFFIX = TEMP_SUFFIX
 _PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".filepart")
 _TEMPORARY_SUFFIXES = (".tmp", ".temp", "~")
 

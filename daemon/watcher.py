@@ -39,19 +39,12 @@ from pathlib import Path
 import structlog
 
 from daemon.inboxes import Inbox, inbox_root
-from daemon.names import OUTPUT_SUFFIXES, SUPPORTED_SUFFIXES, is_ignored, name_reason, parts_reason
+from daemon.names import name_reason, parts_reason
 from daemon.observers import Change, forget_lost_events, watch_for_lost_events
 from daemon.settings import WatchSettings
 from daemon.stability import FileState, SettleTracker
 
-__all__ = [
-    "OUTPUT_SUFFIXES",
-    "SUPPORTED_SUFFIXES",
-    "Candidate",
-    "Watcher",
-    "inbox_root",
-    "is_ignored",
-]
+__all__ = ["Candidate", "Watcher", "inbox_root"]
 
 log = structlog.get_logger(__name__)
 
