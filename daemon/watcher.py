@@ -114,7 +114,6 @@ class Watcher:
         self._running = False
         self._stopping = threading.Event()
         self._next_rescan = 0.0
-        self._rescan_reason = "periodic"
         # Set from watchdog's thread when the kernel dropped events (see daemon.observers).
         self._events_lost = threading.Event()
         self._next_inbox_check = 0.0
@@ -222,6 +221,7 @@ class Watcher:
                 if now >= self._next_inbox_check:
                     self._check_inboxes()
                     self._next_inbox_check = now + _INBOX_CHECK_SECONDS
+                rescan_reason = "periodic"
                 if self._events_lost.is_set():
                     # The kernel's inotify queue overflowed: events were dropped,
                     # so only a scan can find the files they named. Now, not at
@@ -229,11 +229,10 @@ class Watcher:
                     self._events_lost.clear()
                     log.warning("watch.events_lost", action="rescan now")
                     self._next_rescan = now
-                    self._rescan_reason = "events_lost"
+                    rescan_reason = "events_lost"
                 if now >= self._next_rescan:
                     if not any(job.full for job in self._scans):
-                        self._scans.append(self._full_scan_job(self._rescan_reason))
-                    self._rescan_reason = "periodic"
+                        self._scans.append(self._full_scan_job(rescan_reason))
                     self._next_rescan = now + self._settings.rescan_interval_seconds
                 self._advance_scans(_SCAN_STEPS_PER_TURN)
                 self._hand_on_settled()
@@ -393,9 +392,19 @@ class Watcher:
                 if job.done is not None:
                     job.done.set()
 
-    def _full_scan_job(self, reason: str, done: threading.Event | None = None) -> _ScanJob:
+    def _full_scan_job(
+        self,
+        reason: str,
+        done: threading.Event | None = None,
+        steps: Iterator[None] | None = None,
+    ) -> _ScanJob:
+        """A scan whose end is logged (watch.scan_finished); every inbox unless `steps`."""
         return _ScanJob(
-            self._full_scan(), full=True, done=done, reason=reason, started=self._clock()
+            steps if steps is not None else self._full_scan(),
+            full=True,
+            done=done,
+            reason=reason,
+            started=self._clock(),
         )
 
     def _full_scan(self) -> Iterator[None]:
@@ -474,14 +483,8 @@ class Watcher:
         if not inbox.attach(self._settings, self._changes.put):
             return False
         # After the observer starts: whatever the scan misses, an event reports.
-        self._scans.append(
-            _ScanJob(
-                self._walk(inbox, str(inbox.path), full=True),
-                full=True,
-                reason="attached",
-                started=self._clock(),
-            )
-        )
+        steps = self._walk(inbox, str(inbox.path), full=True)
+        self._scans.append(self._full_scan_job("attached", steps=steps))
         return True
 
     def _in_scope(self, path: Path, inbox: Path) -> bool:
