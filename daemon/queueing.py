@@ -54,6 +54,13 @@ class FileQueue:
         self._queue.remove(task)
         self._uncount(task)
 
+    def clear_override(self, task: FileTask, now: float) -> None:
+        """A queued file's fallback model is out of service: the active model takes
+        it, at the front so it keeps its turn (and the per-model count stays true)."""
+        self.take(task)
+        task.model_override = None
+        self.push(task, now, front=True)
+
     def delay(self, task: FileTask, until: float) -> None:
         task.not_before = until
         self._delayed.append(task)

@@ -188,9 +188,7 @@ class Recovery:
             if old is not None and task.model_override == old:
                 # Sent to the model that just went out of service: the active
                 # model (which follows it) takes the file instead.
-                self.queue.drop(task)
-                task.model_override = None
-                self.queue.push(task, self.clock(), front=True)
+                self.queue.clear_override(task, self.clock())
         self.metrics.fallbacks.labels(
             from_model=old or "", to_model=new or "none", reason=reason, scope="daemon"
         ).inc()

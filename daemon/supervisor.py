@@ -689,9 +689,7 @@ class Supervisor:
                 # Its fallback model left the chain (perhaps the settings too):
                 # the file starts again at the new chain's head instead of
                 # waiting for a worker that can no longer be configured.
-                self.queue.take(task)
-                task.model_override = None
-                self.queue.push(task, self.clock(), front=True)
+                self.queue.clear_override(task, self.clock())
         if any(
             getattr(new, key) != getattr(old, key)
             for key in ("models", "limits", "worker", "recovery", "log")

@@ -50,6 +50,18 @@ def test_fallback_models_are_counted_while_queued() -> None:
     assert queue.overrides == {}
 
 
+def test_clearing_a_fallback_moves_the_file_to_the_front_for_the_active_model() -> None:
+    """clear_override(): no override, first in line, and no longer counted for the fallback model."""
+    queue = FileQueue()
+    plain, sent = task("a.png"), task("b.png", "rapid")
+    queue.push(plain, 0.0)
+    queue.push(sent, 0.0)
+    queue.clear_override(sent, 5.0)
+    assert [item.name for item in queue] == ["b.png", "a.png"]
+    assert sent.model_override is None and sent.queued_at == 5.0
+    assert queue.overrides == {} and queue.held == 2
+
+
 def test_delayed_files_come_back_when_due() -> None:
     """A delayed file (outputs to retry) waits until its time, then is handed back once."""
     queue = FileQueue()
