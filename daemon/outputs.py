@@ -329,13 +329,12 @@ def write_failure(
         if isinstance(md_hash, str):
             ours.add(md_hash)
         try:
-            if _regular_file(paths.markdown) is not None and _markdown_is_ours(
-                paths.markdown, ours
-            ):
+            if _markdown_is_ours(paths.markdown, ours):  # also true when it is absent
                 paths.markdown.unlink()
         except (OutputError, FileNotFoundError):
             pass
-        _remove_if_ours_json(paths.json)
+        with contextlib.suppress(FileNotFoundError):
+            paths.json.unlink()  # `existing` says it is ours
     return paths
 
 
