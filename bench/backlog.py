@@ -34,11 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import report
-from bench.live import drop, running, settings_for, start, wall_time
+from bench.live import drop, running, settings_for, start
 from daemon.journal import Journal
 from daemon.settings import WatchSettings
 from daemon.watcher import Watcher
 from tests.support import pages
+from tests.support.daemon import record_time
 
 FAKE = {"fake": {"engine": "faulty"}}
 OVERFLOW = "Inotify queue overflowed"  # watchdog's warning, on stderr
@@ -72,7 +73,7 @@ def drop_backlog(root: Path, count: int, settle: float, rescan: float) -> list[l
         watch={"rescan_interval_seconds": rescan},
     )
     with running(root / "drop", settings) as daemon:
-        attached = wall_time(daemon.log.by_event["watch.inbox_attached"][0])
+        attached = record_time(daemon.log.by_event["watch.inbox_attached"][0])
         rss_before = daemon.peak_rss_bytes() or 0
         began = time.time()
         for index, data in enumerate(images):
@@ -80,14 +81,16 @@ def drop_backlog(root: Path, count: int, settle: float, rescan: float) -> list[l
         dropped = time.time()
         daemon.wait("file.done", count, timeout=max(300.0, rescan + count * 0.2), poll=1.0)
         done = daemon.log.by_event["file.done"]
-        first = min(wall_time(record) for record in done)
-        last = max(wall_time(record) for record in done)
+        first = min(record_time(record) for record in done)
+        last = max(record_time(record) for record in done)
         peak = daemon.peak_rss_bytes() or 0
         failed = daemon.log.count("file.failed")
         journal = state_bytes(state)
         first_rescan = attached + rescan
         by_events = sum(
-            1 for record in daemon.log.by_event["watch.stable"] if wall_time(record) < first_rescan
+            1
+            for record in daemon.log.by_event["watch.stable"]
+            if record_time(record) < first_rescan
         )
         overflows = daemon.daemon.log_text().count(OVERFLOW)
         lost_rescans = sum(
@@ -201,13 +204,13 @@ def startup_over_finished(root: Path, count: int, settle: float) -> list[list[ob
     try:
         daemon.wait("daemon.started", timeout=300)
         daemon.wait("daemon.ready", timeout=300)
-        started = wall_time(daemon.log.by_event["daemon.started"][0])
-        ready = wall_time(daemon.log.by_event["daemon.ready"][0])
+        started = record_time(daemon.log.by_event["daemon.started"][0])
+        ready = record_time(daemon.log.by_event["daemon.ready"][0])
         # The start-up scan runs on the watcher's thread: give it three times the
         # in-process scan's length, plus the settle window.
         try:
             daemon.wait(SCAN_EVENT, timeout=3 * scan_seconds + settle + 30.0)
-            scan_line = f"{wall_time(daemon.log.by_event[SCAN_EVENT][0]) - began:.2f} s"
+            scan_line = f"{record_time(daemon.log.by_event[SCAN_EVENT][0]) - began:.2f} s"
         except RuntimeError:
             scan_line = f"not logged (no `{SCAN_EVENT}` line); in process: see below"
         time.sleep(settle + 1.0)  # anything the scan handed on would have settled by now

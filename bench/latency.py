@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import pageset, report
-from bench.live import BenchDaemon, drop, running, settings_for, wall_time
+from bench.live import BenchDaemon, drop, running, settings_for
+from tests.support.daemon import record_time
 
 STAGES = ("settle wait", "queue wait", "inference", "output write", "rest", "end to end")
 
@@ -40,11 +41,11 @@ def breakdown(daemon: BenchDaemon, path: Path, dropped: float) -> dict[str, floa
     if stable is None or done is None:
         raise RuntimeError(f"{path.name}: no watch.stable or file.done line")
     figures: dict[str, float] = {
-        "settle wait": wall_time(stable) - dropped,
+        "settle wait": record_time(stable) - dropped,
         "queue wait": float(done["queue_seconds"]),
         "inference": float(done["inference_seconds"]),
         "output write": float(done["write_seconds"]),
-        "end to end": wall_time(done) - dropped,
+        "end to end": record_time(done) - dropped,
     }
     measured = sum(figures[stage] for stage in STAGES[:4])
     figures["rest"] = figures["end to end"] - measured

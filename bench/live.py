@@ -9,7 +9,6 @@ waiting for 10,000 outcomes does not cost the CPU the daemon is measured on.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import secrets
@@ -35,11 +34,6 @@ def drop(path: Path, data: bytes) -> float:
     temp.write_bytes(data)
     os.rename(temp, path)
     return time.time()
-
-
-def wall_time(record: dict[str, Any]) -> float:
-    """A log record's timestamp (ISO 8601, UTC) as seconds since the epoch."""
-    return dt.datetime.fromisoformat(str(record["timestamp"])).timestamp()
 
 
 def settings_for(

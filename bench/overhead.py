@@ -32,10 +32,11 @@ import psutil
 
 from bench import pageset, report
 from bench.engine import rapid_engine
-from bench.live import BenchDaemon, drop, running, settings_for, wall_time
+from bench.live import BenchDaemon, drop, running, settings_for
 from daemon.documents import open_document
 from daemon.settings import LimitsSettings
 from daemon.worker.engines.rapid import RapidEngine
+from tests.support.daemon import record_time
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -101,8 +102,8 @@ def daemon_round(
     stable = [daemon.log.first("watch.stable", path) for path in dropped]
     if any(record is None for record in done + stable):
         raise RuntimeError("a file has no watch.stable or file.done line")
-    last_done = max(wall_time(record) for record in done if record)
-    first_stable = min(wall_time(record) for record in stable if record)
+    last_done = max(record_time(record) for record in done if record)
+    first_stable = min(record_time(record) for record in stable if record)
     inference = sum(float(record["inference_seconds"]) for record in done if record)
     return last_done - min(dropped.values()), last_done - first_stable, inference, cpu
 

@@ -30,9 +30,10 @@ from typing import Any
 
 from bench import pageset, report
 from bench.engine import page_images, rapid_engine, recognise
-from bench.live import drop, running, settings_for, wall_time
+from bench.live import drop, running, settings_for
 from bench.versus_tesseract import Score, score, total
 from daemon.settings import LimitsSettings, RapidModel
+from tests.support.daemon import record_time
 
 PDF = "multi-page PDF"
 
@@ -114,7 +115,7 @@ def through_daemon(
                 daemon.wait("model.loaded", worker["count"], timeout=300)
                 first = min(drop(inbox / name, page) for name, page in data.items())
                 daemon.wait("file.done", files, timeout=120 + 60 * files)
-                last = max(wall_time(record) for record in daemon.log.by_event["file.done"])
+                last = max(record_time(record) for record in daemon.log.by_event["file.done"])
         seconds = last - first
         rows.append([label, files, f"{seconds:.1f}", f"{files / seconds:.3f}"])
     return rows

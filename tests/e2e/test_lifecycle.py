@@ -13,7 +13,6 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -21,43 +20,23 @@ import pytest
 from tests.support import pages
 from tests.support.daemon import (
     Daemon,
-    base_settings,
     outputs_of,
     read_json,
+    record_time,
     running_daemon,
     start_daemon,
     wait_until,
 )
+from tests.support.drops import TINY, drop_png, faulty_settings
+from tests.support.inbox import sha256_of
 
 pytestmark = pytest.mark.slow
-
-TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
-
-
-def fake_engine(inbox: Path, state: Path, **model: Any) -> dict[str, Any]:
-    settings = base_settings(inbox, state, worker={"chain": ["fake"]})
-    settings["models"] = {"fake": {"engine": "faulty", **model}}
-    return settings
-
-
-def drop_png(path: Path, seed: int = 0) -> Path:
-    """Write a small distinct PNG via a hidden temp name and rename it (as careful tools do)."""
-    image = TINY.copy()
-    image.putpixel((0, 0), (seed % 256, (seed // 256) % 256, 7))
-    temp = path.with_name(f".{path.name}.part")
-    pages.save_png(image, temp)
-    temp.rename(path)
-    return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_slow_writer_is_processed_only_when_complete(tmp_path: Path) -> None:
     """A PDF written in chunks over 10 s is handed on once, after its last byte, as the whole file."""
     inbox = tmp_path / "inbox"
-    settings = fake_engine(inbox, tmp_path / "state")
+    settings = faulty_settings(inbox, tmp_path / "state")
     settings["watch"]["settle_seconds"] = 2.0  # the default window
     source = tmp_path / "source.pdf"
     pages.save_pdf([TINY, TINY, TINY], source)
@@ -79,23 +58,17 @@ def test_slow_writer_is_processed_only_when_complete(tmp_path: Path) -> None:
         stable = daemon.find("watch.stable", path=str(target))
         assert len(stable) == 1
         assert stable[0]["size"] == len(data)
-        assert _epoch(stable[0]["timestamp"]) >= finished_writing
+        assert record_time(stable[0]) >= finished_writing
         document = read_json(outputs_of(target)["json"])
         assert document["input"]["sha256"] == hashlib.sha256(data).hexdigest()
         assert document["input"]["pages"] == 3
         assert done[0]["pages"] == 3
 
 
-def _epoch(timestamp: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-
-
 def test_burst_of_200_files_each_done_once(tmp_path: Path) -> None:
     """200 files dropped at once each get exactly one pair of outputs and one file.done."""
     inbox = tmp_path / "inbox"
-    with running_daemon(tmp_path, fake_engine(inbox, tmp_path / "state")) as daemon:
+    with running_daemon(tmp_path, faulty_settings(inbox, tmp_path / "state")) as daemon:
         daemon.wait_ready()
         sources = [drop_png(inbox / f"burst-{index:03d}.png", index) for index in range(200)]
         daemon.wait_for("file.done", count=200, timeout=300)
@@ -110,7 +83,7 @@ def test_burst_of_200_files_each_done_once(tmp_path: Path) -> None:
 def test_kill_9_mid_backlog_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
     """After kill -9 of the daemon mid-backlog, a restart finishes every file and rewrites none."""
     inbox = tmp_path / "inbox"
-    settings = fake_engine(inbox, tmp_path / "state", page_seconds=0.15)
+    settings = faulty_settings(inbox, tmp_path / "state", page_seconds=0.15)
     inbox.mkdir(parents=True)
     sources = [drop_png(inbox / f"backlog-{index:02d}.png", index) for index in range(60)]
     first = start_daemon(tmp_path, settings, log_name="first.log")
@@ -156,15 +129,15 @@ def _alive(pid: int) -> bool:
 def test_changed_file_is_done_again(tmp_path: Path) -> None:
     """New content at the same path is processed again; the outputs describe the new content."""
     inbox = tmp_path / "inbox"
-    with running_daemon(tmp_path, fake_engine(inbox, tmp_path / "state")) as daemon:
+    with running_daemon(tmp_path, faulty_settings(inbox, tmp_path / "state")) as daemon:
         daemon.wait_ready()
         target = drop_png(inbox / "doc.png", seed=1)
         daemon.wait_for("file.done", file=str(target))
-        first_sha = sha256(target)
+        first_sha = sha256_of(target)
         drop_png(target, seed=2)
         daemon.wait_for("file.done", file=str(target), count=2)
         document = read_json(outputs_of(target)["json"])
-        assert document["input"]["sha256"] == sha256(target) != first_sha
+        assert document["input"]["sha256"] == sha256_of(target) != first_sha
         # Touching without changing the content does not redo it.
         os.utime(target, None)
         daemon.events()
@@ -175,7 +148,7 @@ def test_changed_file_is_done_again(tmp_path: Path) -> None:
 def test_file_vanishing_before_its_turn_is_dropped(tmp_path: Path) -> None:
     """A file deleted while queued is dropped with a log line, and the next file still flows."""
     inbox = tmp_path / "inbox"
-    settings = fake_engine(inbox, tmp_path / "state", page_seconds=3.0)
+    settings = faulty_settings(inbox, tmp_path / "state", page_seconds=3.0)
     with running_daemon(tmp_path, settings) as daemon:
         daemon.wait_ready()
         busy = drop_png(inbox / "a-busy.png", seed=1)
@@ -193,7 +166,7 @@ def test_file_vanishing_before_its_turn_is_dropped(tmp_path: Path) -> None:
 def test_hidden_temp_and_output_files_are_left_alone(tmp_path: Path) -> None:
     """Hidden, partial and temp files and our own outputs are never processed."""
     inbox = tmp_path / "inbox"
-    with running_daemon(tmp_path, fake_engine(inbox, tmp_path / "state")) as daemon:
+    with running_daemon(tmp_path, faulty_settings(inbox, tmp_path / "state")) as daemon:
         daemon.wait_ready()
         for name in (".hidden.png", "upload.png.part", "x.tmp", "~$lock.png", "notes.txt"):
             pages.save_png(TINY, inbox / name)
@@ -220,7 +193,7 @@ def test_sigterm_finishes_the_current_file_and_exits_0(tmp_path: Path) -> None:
     """SIGTERM while a file is being processed: that file is finished, the rest stay pending."""
     inbox = tmp_path / "inbox"
     # Long enough that the second file is queued while the first is still in the worker.
-    settings = fake_engine(inbox, tmp_path / "state", page_seconds=5.0)
+    settings = faulty_settings(inbox, tmp_path / "state", page_seconds=5.0)
     daemon: Daemon
     with running_daemon(tmp_path, settings) as daemon:
         daemon.wait_ready()
@@ -242,7 +215,7 @@ def test_sigterm_finishes_the_current_file_and_exits_0(tmp_path: Path) -> None:
 def test_removing_outputs_and_touching_redoes_the_file(tmp_path: Path) -> None:
     """Deleting a file's outputs and touching it makes the daemon do it again (the README's retry recipe)."""
     inbox = tmp_path / "inbox"
-    with running_daemon(tmp_path, fake_engine(inbox, tmp_path / "state")) as daemon:
+    with running_daemon(tmp_path, faulty_settings(inbox, tmp_path / "state")) as daemon:
         daemon.wait_ready()
         target = drop_png(inbox / "redo.png", seed=5)
         daemon.wait_for("file.done", file=str(target))

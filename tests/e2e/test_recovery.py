@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.support.daemon import (
     base_settings,
     outputs_of,
     read_json,
+    record_time,
     running_daemon,
     start_daemon,
     wait_until,
@@ -78,10 +78,6 @@ def journal_rows(state_dir: Path) -> dict[str, dict[str, Any]]:
         for entry in entries
         if entry is not None
     }
-
-
-def epoch(record: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 def worker_pid(daemon: Daemon, slot: str = "0") -> int:
@@ -171,7 +167,7 @@ def test_sticky_cuda_error_restarts_with_backoff_and_counts_each_event_once(
         starts = daemon.find("worker.started", slot="0")
         assert len(starts) == 5  # one per restart: no spinning
         for exited, plan, started in zip(exits, scheduled, starts[1:], strict=True):
-            assert epoch(started) >= epoch(exited) + plan["in_seconds"] - 0.05
+            assert record_time(started) >= record_time(exited) + plan["in_seconds"] - 0.05
         assert daemon.metric("ocr_inbox_cuda_errors_total", kind="cuda_fatal") == 4
         assert daemon.metric("ocr_inbox_worker_restarts_total", reason="cuda_fatal") == 4
         assert daemon.metric("ocr_inbox_worker_restarts_total", reason="crash") == 0
@@ -309,7 +305,7 @@ def test_k_fatal_failures_demote_the_model_then_the_cooldown_brings_it_back(
         assert daemon.wait_for("file.done", file=str(during))[0]["model"] == "steady"
         [back] = daemon.wait_for("chain.retry_first", timeout=60)
         assert back["model"] == "flaky"
-        assert epoch(back) >= epoch(fallback) + 4.0
+        assert record_time(back) >= record_time(fallback) + 4.0
         daemon.wait_for("model.loaded", slot="0", model="flaky", count=3)
         after = drop_png(inbox / "after-1.png", seed=3)
         assert daemon.wait_for("file.done", file=str(after))[0]["model"] == "flaky"

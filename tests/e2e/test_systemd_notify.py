@@ -14,12 +14,11 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon, running_daemon
+from tests.support.daemon import Daemon, record_time, running_daemon
 from tests.support.drops import drop_png, faulty_settings
 from tests.support.notify_socket import NotifySocket
 
@@ -51,10 +50,6 @@ def systemd_env(
     }
 
 
-def epoch(timestamp: str) -> float:
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-
-
 def intervals(times: list[float]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(times)]
 
@@ -69,7 +64,7 @@ def test_ready_comes_after_the_model_is_loaded(tmp_path: Path, notify: NotifySoc
 
     messages = notify.snapshot()
     before = [m for m in messages if m.received < ready.received]
-    assert ready.received >= epoch(loaded["timestamp"])
+    assert ready.received >= record_time(loaded)
     assert [m.fields["READY"] for m in messages if "READY" in m.fields] == ["1"]
     # While loading: asked for more start time (30 s in microseconds), said what it does.
     extends = [m.fields["EXTEND_TIMEOUT_USEC"] for m in before if "EXTEND_TIMEOUT_USEC" in m.fields]
@@ -142,7 +137,7 @@ def test_watchdog_pings_at_half_the_timeout_and_stop_while_the_loop_is_stuck(
     assert max(gaps) < WATCHDOG_USEC / 1_000_000, gaps
     assert pings_while_blocked == []
     # The loop really was held by the journal: the file was admitted only after the release.
-    assert epoch(done["timestamp"]) >= released_at
+    assert record_time(done) >= released_at
     assert len(resumed) >= 2
     assert not daemon.find("file.failed")
 
@@ -175,7 +170,7 @@ def test_sighup_while_loading_does_not_announce_ready_early(
         [loaded] = daemon.wait_for("model.loaded")
         assert daemon.stop() == 0
 
-    assert first_ready.received >= epoch(loaded["timestamp"])
+    assert first_ready.received >= record_time(loaded)
 
 
 def test_status_says_when_it_runs_on_a_fallback_model(tmp_path: Path, notify: NotifySocket) -> None:
@@ -195,4 +190,4 @@ def test_status_says_when_it_runs_on_a_fallback_model(tmp_path: Path, notify: No
     )
     [loaded] = daemon.find("model.loaded")
     assert loaded["model"] == "spare"
-    assert ready.received >= epoch(loaded["timestamp"])
+    assert ready.received >= record_time(loaded)

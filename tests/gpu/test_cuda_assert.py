@@ -14,14 +14,18 @@ Skipped on machines without CUDA (the CI machines). Run on a GPU machine with:
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from tests.support.daemon import base_settings, outputs_of, read_json, running_daemon
+from tests.support.daemon import (
+    base_settings,
+    outputs_of,
+    read_json,
+    record_time,
+    running_daemon,
+)
 from tests.support.drops import drop_png
 
 pytestmark = [
@@ -29,10 +33,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
-
-
-def epoch(record: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 def test_device_side_assert_is_recovered_and_the_next_file_processed(
@@ -70,8 +70,8 @@ def test_device_side_assert_is_recovered_and_the_next_file_processed(
         second = daemon.wait_for("worker.job_failed", fault="cuda_fatal", count=2, timeout=300)[1]
         assert "device-side assert triggered" in second["error"]
         daemon.wait_for("file.done", file=str(again), timeout=300)
-    to_worker = epoch(reloaded) - epoch(failed)
-    to_next_file = epoch(done) - epoch(failed)
+    to_worker = record_time(reloaded) - record_time(failed)
+    to_next_file = record_time(done) - record_time(failed)
     record_property("recovery_to_model_loaded_seconds", round(to_worker, 3))
     record_property("recovery_to_next_file_seconds", round(to_next_file, 3))
     print(

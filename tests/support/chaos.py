@@ -18,14 +18,20 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from daemon.journal import Journal
-from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, start_daemon
+from tests.support.daemon import (
+    Daemon,
+    base_settings,
+    outputs_of,
+    read_json,
+    record_time,
+    start_daemon,
+)
 from tests.support.drops import drop_png
 
 # Probability per document on "flaky" (rules are tried in order; the first that fires wins).
@@ -98,10 +104,6 @@ def chaos_settings(root: Path, plan: ChaosPlan) -> dict[str, Any]:
         "steady": {"engine": "faulty"},
     }
     return settings
-
-
-def timestamp(record: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 def workers_of(daemon: Daemon) -> list[psutil.Process]:
@@ -308,8 +310,8 @@ class Figures:
 
 def figures(result: ChaosResult) -> Figures:
     """Faults by kind and how long the daemon took to show progress after each."""
-    events = sorted(result.events, key=timestamp)
-    progress = [timestamp(record) for record in events if record.get("event") in RECOVERED]
+    events = sorted(result.events, key=record_time)
+    progress = [record_time(record) for record in events if record.get("event") in RECOVERED]
 
     def recovery(after: float) -> float | None:
         following = [moment for moment in progress if moment > after]
@@ -318,7 +320,7 @@ def figures(result: ChaosResult) -> Figures:
     faults: Counter[str] = Counter()
     times: dict[str, list[float]] = {}
     moments: list[tuple[str, float]] = [
-        (str(record["fault"]), timestamp(record)) for record in result.find("fault.injected")
+        (str(record["fault"]), record_time(record)) for record in result.find("fault.injected")
     ]
     moments += [("sigkill", moment) for moment, _pid in result.kills]
     moments.append(("daemon_kill", result.daemon_killed_at))

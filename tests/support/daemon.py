@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,11 @@ def run_cli(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def record_time(record: dict[str, Any]) -> float:
+    """A log record's timestamp (ISO 8601, UTC) as seconds since the epoch."""
+    return datetime.fromisoformat(str(record["timestamp"])).timestamp()
 
 
 def wait_until(

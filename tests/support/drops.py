@@ -42,15 +42,10 @@ def place(path: Path, write: Callable[[Path], object]) -> Path:
 
 def drop_png(path: Path, seed: int = 0) -> Path:
     """A one-page PNG written under a hidden temp name and renamed into place."""
-    temp = path.with_name(f".{path.name}.part")
-    pages.save_png(_distinct(seed), temp)
-    temp.rename(path)
-    return path
+    return place(path, lambda temp: pages.save_png(_distinct(seed), temp))
 
 
 def drop_pdf(path: Path, page_count: int, seed: int = 0) -> Path:
     """A PDF of `page_count` small pages, written the same way."""
-    temp = path.with_name(f".{path.name}.part")
-    pages.save_pdf([_distinct(seed + index) for index in range(page_count)], temp)
-    temp.rename(path)
-    return path
+    images = [_distinct(seed + index) for index in range(page_count)]
+    return place(path, lambda temp: pages.save_pdf(images, temp))
