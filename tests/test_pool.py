@@ -17,27 +17,15 @@ from daemon.protocol import (
     LoadFailed,
     Progress,
     Shutdown,
-    WorkerConfig,
 )
-from daemon.settings import FaultyModel, LimitsSettings
-
-
-def config(model: FaultyModel) -> WorkerConfig:
-    return WorkerConfig(
-        worker_id=1,
-        model_name="drill",
-        model=model,
-        limits=LimitsSettings(),
-        device="cpu",
-        log_level="error",
-        log_format="json",
-    )
+from daemon.settings import FaultyModel
+from tests.support.workers import drill_config
 
 
 def test_exited_returns_what_the_worker_said_before_it_died(tmp_path: Path) -> None:
     """Messages sent after the last messages() call (a JobDone, then exit) come back with the exit."""
     pool = WorkerPool(backoff_cap=30, grace=1, clock=time.monotonic)
-    worker = pool.spawn("0", config(FaultyModel()), generation=0, load_deadline=60)
+    worker = pool.spawn("0", drill_config(FaultyModel()), generation=0, load_deadline=60)
     try:
         assert worker.conn.poll(60)
         assert [type(message) for _, message in pool.messages()] == [Loaded]
@@ -61,7 +49,7 @@ def test_a_load_failure_is_not_lost_when_the_exit_is_seen_first() -> None:
     """A worker that reports LoadFailed and exits at once: exited() still hands over the LoadFailed."""
     pool = WorkerPool(backoff_cap=30, grace=1, clock=time.monotonic)
     worker = pool.spawn(
-        "0", config(FaultyModel(load_fault="error")), generation=0, load_deadline=60
+        "0", drill_config(FaultyModel(load_fault="error")), generation=0, load_deadline=60
     )
     worker.process.join(60)
     [(gone, code, last_words)] = pool.exited()

@@ -7,7 +7,7 @@ import time
 from daemon.pool import WorkerPool
 from daemon.settings import FaultyModel, Settings
 from daemon.workers import worker_config
-from tests.test_pool import config
+from tests.support.workers import drill_config
 
 
 def test_worker_config_carries_the_settings_the_worker_needs() -> None:
@@ -41,7 +41,7 @@ def test_auto_log_format_is_decided_for_the_worker() -> None:
 def test_over_memory_compares_a_live_worker_with_the_limit() -> None:
     """A real worker is over a 1 MiB limit, not over a 100 GiB one, and 0 means no limit."""
     pool = WorkerPool(backoff_cap=30, grace=1, clock=time.monotonic)
-    worker = pool.spawn("0", config(FaultyModel()), generation=0, load_deadline=60)
+    worker = pool.spawn("0", drill_config(FaultyModel()), generation=0, load_deadline=60)
     try:
         assert worker.conn.poll(60)  # loaded
         assert worker.over_memory(1)

@@ -32,11 +32,11 @@ from daemon.protocol import (
     LoadFailed,
     Progress,
     Shutdown,
-    WorkerConfig,
 )
-from daemon.settings import FaultRule, FaultyModel, LimitsSettings
+from daemon.settings import FaultRule, FaultyModel
 from daemon.worker import run_worker
 from daemon.workers import SPAWN
+from tests.support.workers import drill_config
 
 WIDTH, HEIGHT = 400, 300
 
@@ -88,16 +88,7 @@ def start_worker(tmp_path: Path) -> Iterator[Any]:
 
     def start(model: FaultyModel, **config: Any) -> Worker:
         log = tmp_path / f"worker-{len(started)}.log"
-        worker_config = WorkerConfig(
-            worker_id=len(started) + 1,
-            model_name="drill",
-            model=model,
-            limits=LimitsSettings(),
-            device="cpu",
-            log_level="debug",
-            log_format="json",
-            **config,
-        )
+        worker_config = drill_config(model, worker_id=len(started) + 1, log_level="debug", **config)
         parent_end, child_end = SPAWN.Pipe(duplex=True)
         process = SPAWN.Process(target=run_worker, args=(worker_config, child_end), daemon=True)
         # The spawned child inherits file descriptor 1: point it at a log file
