@@ -11,20 +11,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from daemon import journald
+from tests.support.datagram import socket_path
 from tests.support.journal_socket import JournalSocket, decode
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def short_socket_path(tmp_path: Path) -> Path:
-    # AF_UNIX paths are limited to 107 bytes; pytest's tmp_path can be long.
-    path = tmp_path / "j.sock"
-    if len(os.fsencode(path)) > 100:
-        pytest.skip("temporary directory path too long for an AF_UNIX socket")
-    return path
 
 
 def test_field_names_follow_journald_rules() -> None:
@@ -97,7 +88,7 @@ def test_stream_is_journal_matches_device_and_inode(tmp_path: Path) -> None:
 def test_logger_sends_each_record_as_one_entry(tmp_path: Path) -> None:
     """JournalLogger delivers records to the socket and nothing to the fallback stream."""
     fallback = tmp_path / "stdout"
-    with JournalSocket(short_socket_path(tmp_path)) as journal, fallback.open("w") as stream:
+    with JournalSocket(socket_path(tmp_path, "j.sock")) as journal, fallback.open("w") as stream:
         logger = journald.JournalLogger(journald.JournalSender(str(journal.path)), stream)
         logger.info('{"event": "a"}', record={"event": "a", "level": "info", "file": "/x"})
         logger.error('{"event": "b"}', record={"event": "b", "level": "error"})
@@ -112,7 +103,7 @@ def test_logger_sends_each_record_as_one_entry(tmp_path: Path) -> None:
 
 def test_entry_too_big_for_a_datagram_goes_as_a_sealed_memfd(tmp_path: Path) -> None:
     """A record over the datagram size limit arrives whole, passed as a sealed memfd."""
-    with JournalSocket(short_socket_path(tmp_path)) as journal:
+    with JournalSocket(socket_path(tmp_path, "j.sock")) as journal:
         sender = journald.JournalSender(str(journal.path))
         huge = "x" * (4 * 1024 * 1024) + "\nend"
         assert sender.send(journald.encode([("MESSAGE", "big"), ("DETAIL", huge)]))
@@ -124,7 +115,7 @@ def test_entry_too_big_for_a_datagram_goes_as_a_sealed_memfd(tmp_path: Path) -> 
 
 def test_memfd_is_sealed_against_changes(tmp_path: Path) -> None:
     """journald maps a passed memfd only when it is sealed: check the seals it carries."""
-    path = short_socket_path(tmp_path)
+    path = socket_path(tmp_path, "j.sock")
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(str(path))
     receiver.settimeout(30)
@@ -194,7 +185,7 @@ def run_configured(tmp_path: Path, journal_stream: str | None, socket_path: Path
 
 def test_configure_under_journal_stream_logs_natively(tmp_path: Path) -> None:
     """With $JOURNAL_STREAM naming stdout, logs.configure() sends records to the journal socket."""
-    with JournalSocket(short_socket_path(tmp_path)) as journal:
+    with JournalSocket(socket_path(tmp_path, "j.sock")) as journal:
         stdout = run_configured(tmp_path, "{dev}:{ino}", journal.path)
         done, crashed = journal.wait_for(lambda entry: True, count=2)
 
@@ -215,7 +206,7 @@ def test_configure_under_journal_stream_logs_natively(tmp_path: Path) -> None:
 
 def test_configure_with_another_streams_journal_stream_writes_stdout(tmp_path: Path) -> None:
     """An inherited $JOURNAL_STREAM that is not our stdout (output redirected) keeps JSON lines."""
-    with JournalSocket(short_socket_path(tmp_path)) as journal:
+    with JournalSocket(socket_path(tmp_path, "j.sock")) as journal:
         stdout = run_configured(tmp_path, "{dev}:1", journal.path)
         received = journal.snapshot()
 

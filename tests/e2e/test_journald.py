@@ -24,20 +24,14 @@ import pytest
 
 from daemon import journald
 from tests.support.daemon import Daemon, running_daemon, wait_until
+from tests.support.datagram import socket_path
 from tests.support.drops import drop_png, faulty_settings
 from tests.support.journal_socket import JournalSocket
-from tests.support.tools import require_tool, tools_required
+from tests.support.tools import require_tool, unavailable
 
 pytestmark = pytest.mark.slow
 
 JOURNALD_CANDIDATES = ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald")
-
-
-def socket_path(tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    if len(os.fsencode(path)) > 100:  # AF_UNIX paths are limited to 107 bytes
-        pytest.skip("temporary directory path too long for an AF_UNIX socket")
-    return path
 
 
 def journal_env(stdout: Path, journal_socket: Path) -> dict[str, str]:
@@ -123,12 +117,6 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
 # --- the real systemd-journald ----------------------------------------------------
 
 
-def _unavailable(message: str) -> None:
-    if tools_required():
-        pytest.fail(f"{message}, and REQUIRE_SYSTEM_TOOLS=1 requires it", pytrace=False)
-    pytest.skip(message)
-
-
 # Runs in a private mount namespace: /run (a tmpfs) hides the host's runtime
 # files, then the test's directories take the places journald insists on.
 JOURNALD_SCRIPT = """
@@ -147,10 +135,10 @@ exec "$3"
 def real_journald(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """A real systemd-journald; yields its native socket and the directory of its journal files."""
     if os.geteuid() != 0:
-        _unavailable("running systemd-journald in a mount namespace needs root")
+        unavailable("running systemd-journald in a mount namespace needs root")
     binary = next((path for path in JOURNALD_CANDIDATES if os.access(path, os.X_OK)), None)
     if binary is None:
-        _unavailable("systemd-journald is not installed")
+        unavailable("systemd-journald is not installed")
     assert binary is not None
     unshare = require_tool("unshare")
     require_tool("journalctl")
@@ -172,7 +160,7 @@ def real_journald(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         with contextlib.suppress(AssertionError):
             wait_until(lambda: socket.is_socket() or process.poll() is not None, timeout=60)
         if not socket.is_socket():
-            _unavailable(f"systemd-journald did not start: {output.read_text(errors='replace')}")
+            unavailable(f"systemd-journald did not start: {output.read_text(errors='replace')}")
         yield socket, log_dir / "journal"
     finally:
         process.terminate()

@@ -6,7 +6,6 @@ the signal comes; the test then checks that each is done exactly once.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import time
@@ -19,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.daemon import Daemon, outputs_of, read_json, running_daemon, write_settings
+from tests.support.datagram import socket_path
 from tests.support.drops import drop_png, faulty_settings
 from tests.support.notify_socket import NotifySocket
 
@@ -50,36 +50,31 @@ def reload(daemon: Daemon, settings: dict[str, Any]) -> None:
 def test_good_settings_apply_and_no_queued_file_is_lost(tmp_path: Path) -> None:
     """SIGHUP mid-queue: a new inbox and chain apply, the busy worker finishes first, each file is done once."""
     settings = slow_then_fast(tmp_path)
-    notify_path = tmp_path / "notify.sock"
-    if len(os.fsencode(notify_path)) > 100:
-        pytest.skip("temporary directory path too long for an AF_UNIX socket")
-    notify = NotifySocket(notify_path)
+    notify_path = socket_path(tmp_path, "notify.sock")
     second_inbox = tmp_path / "second"
-    try:
-        with running_daemon(tmp_path, settings, env={"NOTIFY_SOCKET": str(notify_path)}) as daemon:
-            daemon.wait_ready()
-            queued = [drop_png(daemon.inbox / f"queued-{index}.png", index) for index in range(6)]
-            for path in queued:
-                daemon.wait_for("watch.stable", path=str(path))
-            [busy_worker] = daemon.find("worker.started")
-            # The first file is in the slow worker's hands; the rest wait in the queue.
-            daemon.wait_for("file.done", count=1)
+    with (
+        NotifySocket(notify_path) as notify,
+        running_daemon(tmp_path, settings, env={"NOTIFY_SOCKET": str(notify_path)}) as daemon,
+    ):
+        daemon.wait_ready()
+        queued = [drop_png(daemon.inbox / f"queued-{index}.png", index) for index in range(6)]
+        for path in queued:
+            daemon.wait_for("watch.stable", path=str(path))
+        [busy_worker] = daemon.find("worker.started")
+        # The first file is in the slow worker's hands; the rest wait in the queue.
+        daemon.wait_for("file.done", count=1)
 
-            new = slow_then_fast(tmp_path)
-            new["watch"]["inboxes"].append(str(second_inbox))
-            new["worker"]["chain"] = ["fast"]
-            reload(daemon, new)
-            [reloaded] = daemon.wait_for("settings.reloaded")
-            arrivals = [
-                drop_png(second_inbox / f"new-{index}.png", 100 + index) for index in range(2)
-            ]
-            daemon.wait_for("file.done", count=len(queued) + len(arrivals), timeout=120)
-            time.sleep(1.0)  # a second handling of any file would show up by now
-            done = daemon.find("file.done")
-            events = daemon.events()
-            assert daemon.stop() == 0
-    finally:
-        notify.close()
+        new = slow_then_fast(tmp_path)
+        new["watch"]["inboxes"].append(str(second_inbox))
+        new["worker"]["chain"] = ["fast"]
+        reload(daemon, new)
+        [reloaded] = daemon.wait_for("settings.reloaded")
+        arrivals = [drop_png(second_inbox / f"new-{index}.png", 100 + index) for index in range(2)]
+        daemon.wait_for("file.done", count=len(queued) + len(arrivals), timeout=120)
+        time.sleep(1.0)  # a second handling of any file would show up by now
+        done = daemon.find("file.done")
+        events = daemon.events()
+        assert daemon.stop() == 0
 
     assert Counter(record["file"] for record in done) == Counter(
         str(path) for path in [*queued, *arrivals]

@@ -7,9 +7,21 @@ socket are both of this kind. Subclasses say what a datagram means.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from pathlib import Path
+from typing import Self
+
+import pytest
+
+
+def socket_path(folder: Path, name: str) -> Path:
+    """folder / name, or skip: AF_UNIX paths are limited to 107 bytes and tmp_path can be long."""
+    path = folder / name
+    if len(os.fsencode(path)) > 100:
+        pytest.skip("temporary directory path too long for an AF_UNIX socket")
+    return path
 
 
 class DatagramListener:
@@ -44,6 +56,12 @@ class DatagramListener:
             except OSError:
                 return
             self.handle(data, fds)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self._closed.set()

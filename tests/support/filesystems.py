@@ -14,9 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.support.tools import REQUIRE_ENV, require_tool, tools_required
+from tests.support.tools import require_tool, unavailable
 
 BLOCK = 4096  # tmpfs allocates whole pages
 
@@ -34,10 +32,7 @@ def small_tmpfs(folder: Path, size_bytes: int) -> Iterator[Path]:
         check=False,
     )
     if result.returncode != 0:
-        message = f"cannot mount a tmpfs here: {result.stderr.strip()}"
-        if tools_required():
-            pytest.fail(f"{message}, and {REQUIRE_ENV}=1 requires it", pytrace=False)
-        pytest.skip(message)
+        unavailable(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
         yield folder
     finally:

@@ -82,9 +82,3 @@ class JournalSocket(DatagramListener):
                 events = [entry.get("EVENT") for entry in self.snapshot()]
                 raise AssertionError(f"no {count} matching journal entries; saw {events}")
             time.sleep(0.1)
-
-    def __enter__(self) -> JournalSocket:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -25,7 +26,11 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is not None:
         return path
-    message = f"{name} is not installed"
+    unavailable(f"{name} is not installed")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for lack of something the system provides; fail under REQUIRE_SYSTEM_TOOLS=1."""
     if tools_required():
         pytest.fail(f"{message}, and {REQUIRE_ENV}=1 requires it", pytrace=False)
     pytest.skip(message)
