@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -10,21 +9,13 @@ import pytest
 from tests.support import pages
 from tests.support.daemon import base_settings, outputs_of, read_json, running_daemon
 from tests.support.drops import place
+from tests.support.pages import recall
 
 pytestmark = pytest.mark.slow
 
 PAGE_ONE = ("Invoice number 48213 for the harbour office", "Delivered twelve boxes of copper wire")
 PAGE_TWO = ("Second page lists seven wooden crates", "Signed by the quartermaster")
 PAGE_THREE = ("Third page mentions the lighthouse keeper",)
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-
-def recall(expected: tuple[str, ...], text: str) -> float:
-    wanted = words(" ".join(expected))
-    return len(wanted & words(text)) / len(wanted)
 
 
 def small_page(lines: tuple[str, ...]):  # type: ignore[no-untyped-def]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.support import hostile, pages
 from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, running_daemon
 from tests.support.images import encoded
 from tests.support.inbox import drop, peak_rss_bytes, sha256_of, wait_outcome
+from tests.support.pages import recall
 
 pytestmark = pytest.mark.slow
 
@@ -44,15 +44,6 @@ NORMAL_LINES = ("Normal file after the hostile ones", "Ordinary invoice 7731")
 def text_page(lines: tuple[str, ...]) -> Image.Image:
     # Small pages keep the CPU engine quick on a busy 2-core machine.
     return pages.render_page(lines, width=900, height=260, font_px=36, margin=30)
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-
-def recall(expected: tuple[str, ...], text: str) -> float:
-    wanted = words(" ".join(expected))
-    return len(wanted & words(text)) / len(wanted)
 
 
 # --- the cases ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ scalable font is the fallback.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -155,3 +156,14 @@ def render_titled_columns(
             draw.text((x, y), line, font=face, fill="black")
             y += int(font_px * 1.8)
     return page
+
+
+def words(text: str) -> set[str]:
+    """The distinct lower-case words (letters and digits) of a text."""
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def recall(expected: Sequence[str], text: str) -> float:
+    """The share of the distinct words of the `expected` lines found anywhere in `text`."""
+    wanted = words(" ".join(expected))
+    return len(wanted & words(text)) / len(wanted)
