@@ -40,7 +40,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-KINDS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "got_ocr2", "dots_ocr_remote", "deepseek_ocr_remote")
 Behaviour = Literal["normal", "brief", "empty", "degenerate", "sdpa_fails"]
 
 QWEN_SPECIALS = (
@@ -229,17 +228,13 @@ def _tokenizer(specials: Sequence[str], eos: str, pad: str) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=eos, pad_token=pad)
 
 
-def _vocab_size(tokenizer: Any) -> int:
-    return len(tokenizer)
-
-
 def _ids(tokenizer: Any, tokens: Sequence[str]) -> dict[str, int]:
     return {token: int(tokenizer.convert_tokens_to_ids(token)) for token in tokens}
 
 
 def _text_config(tokenizer: Any, ids: dict[str, int], eos: str, **extra: Any) -> dict[str, Any]:
     config = {
-        "vocab_size": _vocab_size(tokenizer),
+        "vocab_size": len(tokenizer),
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
@@ -264,6 +259,20 @@ def _save(model: Any, processor: Any, directory: Path, eos_ids: Sequence[int], p
     model.generation_config.pad_token_id = pad_id
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
+
+
+def _save_own_names(model: Any, directory: Path) -> None:
+    """Write the weights under the names the model's own modules have.
+
+    save_pretrained writes the checkpoint key names of the transformers class
+    the tiny model was built from (Qwen2-VL, Qwen2.5-VL), which transformers
+    maps back only for that model type; a model with its own code
+    (trust_remote_code) loads the names its modules have.
+    """
+    from safetensors.torch import save_file
+
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
 
 def _qwen2_vision() -> dict[str, Any]:
@@ -493,13 +502,7 @@ def build_dots_ocr_remote(directory: Path) -> Path:
         chat_template=DOTS_CHAT_TEMPLATE,
     )
     _save(model, processor, directory, [ids["<|endofassistant|>"]], ids["<|endoftext|>"])
-    # save_pretrained writes Qwen2.5-VL's checkpoint key names, which transformers
-    # maps back only for model_type "qwen2_5_vl"; a model with its own code loads
-    # the names its modules have, so write those.
-    from safetensors.torch import save_file
-
-    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    _save_own_names(model, directory)
 
     (directory / "configuration_dots.py").write_text(REMOTE_CONFIGURATION)
     (directory / "modeling_dots_ocr.py").write_text(REMOTE_MODELING)
@@ -527,7 +530,6 @@ def build_dots_ocr_remote(directory: Path) -> Path:
 def build_deepseek_ocr_remote(directory: Path) -> Path:
     """A trust_remote_code checkpoint with no processor and its own infer() entry point."""
     import torch
-    from safetensors.torch import save_file
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     eos = DEEPSEEK_SPECIALS[len(QWEN_SPECIALS)]
@@ -543,12 +545,8 @@ def build_deepseek_ocr_remote(directory: Path) -> Path:
     )
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = [ids[eos]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    _save(model, tokenizer, directory, [ids[eos]], ids["<|endoftext|>"])
+    _save_own_names(model, directory)
     (directory / "modeling_deepseekocr.py").write_text(REMOTE_DEEPSEEK_MODELING)
     _edit_json(
         directory / "config.json",
@@ -572,20 +570,23 @@ def _edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 def make_brief(directory: Path, after: int = 3) -> None:
     """The end token's score grows a millionfold per token after `after` answer tokens."""
-    generation = json.loads((directory / "generation_config.json").read_text())
-    generation["exponential_decay_length_penalty"] = [after, 1e6]
-    (directory / "generation_config.json").write_text(json.dumps(generation, indent=2))
+    _edit_json(
+        directory / "generation_config.json",
+        lambda generation: generation.update(exponential_decay_length_penalty=[after, 1e6]),
+    )
 
 
 def make_empty(directory: Path) -> None:
     """Only the end token(s) may be generated: every answer is empty."""
-    generation = json.loads((directory / "generation_config.json").read_text())
-    stops = generation["eos_token_id"]
-    stops = set(stops if isinstance(stops, list) else [stops])
     config = json.loads((directory / "config.json").read_text())
     vocab_size = config.get("text_config", config)["vocab_size"]
-    generation["suppress_tokens"] = [token for token in range(vocab_size) if token not in stops]
-    (directory / "generation_config.json").write_text(json.dumps(generation, indent=2))
+
+    def suppress_all_but_the_end(generation: dict[str, Any]) -> None:
+        stops = generation["eos_token_id"]
+        stops = set(stops if isinstance(stops, list) else [stops])
+        generation["suppress_tokens"] = [token for token in range(vocab_size) if token not in stops]
+
+    _edit_json(directory / "generation_config.json", suppress_all_but_the_end)
 
 
 def make_degenerate(directory: Path) -> None:
@@ -615,7 +616,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
 def tiny_model(kind: str, root: Path, behaviour: Behaviour = "normal") -> Path:
     """The folder of a tiny `kind` model under `root`, built on first use.
 
-    `kind` is one of KINDS. The folder name carries a random suffix for models
+    `kind` is a key of BUILDERS. The folder name carries a random suffix for models
     with their own code: transformers imports that code as a module named
     after the folder, and two test runs must not share it.
     """
