@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import secrets
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.daemon import Daemon, start_daemon
+from tests.support.inbox import drop as drop_file
 
 POLL_SECONDS = 0.2
 
@@ -30,9 +29,7 @@ def drop(path: Path, data: bytes) -> float:
     Careful tools write this way, so the file is complete the moment it
     appears and the drop time is exact.
     """
-    temp = path.with_name(f".{secrets.token_hex(6)}.part")
-    temp.write_bytes(data)
-    os.rename(temp, path)
+    drop_file(path, data)
     return time.time()
 
 

@@ -16,7 +16,7 @@ import yaml
 from daemon import __version__
 from daemon.metrics import Metrics
 from daemon.metrics_server import MetricsServer
-from tests.support.prometheus_server import Prometheus, prometheus_scraping
+from tests.support.prometheus_server import QUERY_TIMEOUT, Prometheus, prometheus_scraping
 from tests.support.tools import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +26,6 @@ ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERT_TESTS = PROMETHEUS_DIR / "alerts_test.yml"
 
 PROMTOOL_TIMEOUT = 120  # seconds; promtool is quick, the shared machine may not be
-STARTUP_TIMEOUT = 90
-QUERY_TIMEOUT = 90
 SEVERITIES = {"critical", "warning"}
 
 

@@ -93,10 +93,6 @@ class ReadWatch:
         self._observer = InotifyObserver()
         self._observer.schedule(_Handler(), str(path.parent), recursive=False)
 
-    @property
-    def closes(self) -> int:
-        return self._closes
-
     def __enter__(self) -> ReadWatch:
         self._observer.start()
         return self
