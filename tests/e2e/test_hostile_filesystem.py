@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,7 +128,7 @@ def names(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Names]:
         normal = drop(inbox / "normal-after.png", png(700))
         wait_outcome(daemon, normal)
         done = Counter(record["file"] for record in daemon.find("file.done"))
-        time.sleep(3 * RESCAN_SECONDS)  # rescans come and go: nothing is taken up again
+        daemon.wait_for_rescans(3)  # rescans come and go: nothing is taken up again
         yield Names(daemon, inbox, outside, hashes, outside_before, normal, done)
 
 

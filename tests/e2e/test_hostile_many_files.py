@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def test_ten_thousand_files_in_one_folder_each_done_exactly_once(tmp_path: Path)
             temp.write_bytes(png + index.to_bytes(4, "big"))
             temp.rename(inbox / name)
         wait_until(lambda: len(daemon.find("file.done")) >= FILES, timeout=800, interval=1.0)
-        time.sleep(1.5 * RESCAN_SECONDS)  # a rescan after the last file: nothing is done again
+        daemon.wait_for_rescans(1)  # a rescan after the last file: nothing is done again
         done = Counter(record["file"] for record in daemon.find("file.done"))
         assert daemon.process.poll() is None
     assert done == Counter({str(inbox / name): 1 for name in names})

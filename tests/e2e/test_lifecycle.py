@@ -140,8 +140,7 @@ def test_changed_file_is_done_again(tmp_path: Path) -> None:
         assert document["input"]["sha256"] == sha256_of(target) != first_sha
         # Touching without changing the content does not redo it.
         os.utime(target, None)
-        daemon.events()
-        time.sleep(2)
+        daemon.wait_for("file.skipped", file=str(target))
         assert len(daemon.find("file.done", file=str(target))) == 2
 
 

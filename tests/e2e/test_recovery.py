@@ -350,7 +350,7 @@ def test_poison_file_is_quarantined_while_other_files_keep_flowing(tmp_path: Pat
         # Touched but unchanged: skipped, never retried.
         os.utime(poison)
         daemon.wait_for("file.skipped", file=str(poison), timeout=30)
-        time.sleep(2.5)  # two rescans
+        daemon.wait_for_rescans(2)
         assert len(daemon.find("file.attempt_failed", file=str(poison))) == 4
         # New content: tried again from the top of the chain.
         drop_png(poison, seed=99)

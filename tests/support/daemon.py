@@ -127,6 +127,15 @@ class Daemon:
     def wait_ready(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.wait_for("daemon.ready", timeout=timeout)
 
+    def wait_for_rescans(self, count: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until `count` full scans have started and finished after this call.
+
+        One more than `count` finished scans are awaited: the scan running now
+        may have passed a file before the caller's last change.
+        """
+        finished = len(self.find("watch.scan_finished"))
+        self.wait_for("watch.scan_finished", count=finished + count + 1, timeout=timeout)
+
     @property
     def metrics_port(self) -> int:
         return int(self.wait_for("metrics.serving")[0]["port"])

@@ -159,6 +159,7 @@ def test_answer_ending_on_its_end_token_counts_it_and_did_not_hit_the_limit(
     engine.load()  # max_new_tokens stays at its default, 2048
     results = engine.recognize(pages(2))
     engine.close()
+    assert len(results) == 2
     for result in results:
         assert result.details["hit_token_limit"] is False
         assert result.tokens is not None and 2 <= result.tokens <= 8
