@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import resource
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support import hostile, pages
-from tests.support.daemon import base_settings, outputs_of, read_json, start_daemon
+from tests.support import hostile
+from tests.support.daemon import outputs_of, read_json, start_daemon
+from tests.support.drops import faulty_settings, png_bytes
 from tests.support.filesystems import fill, free_blocks, small_tmpfs
 from tests.support.inbox import drop, outcomes_of, sha256_of, wait_outcome
 from tests.support.tools import require_tool
@@ -25,13 +25,10 @@ from tests.support.tools import require_tool
 pytestmark = pytest.mark.slow
 
 RETRY_SECONDS = 1.0
-TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
 
 
 def png(seed: int) -> bytes:
-    image = TINY.copy()
-    image.putpixel((0, 0), (seed % 256, seed // 256 % 256, 17))
-    return pages.png_bytes(image)
+    return png_bytes(seed, mark=17)
 
 
 def assert_nothing_written(folder: Path, *inputs: Path) -> None:
@@ -44,11 +41,9 @@ def test_disk_full_while_writing_leaves_nothing_partial_and_retries_until_space_
 ) -> None:
     """ENOSPC between the .md and the .json: no output remains, the file stays pending, then lands."""
     disk_inbox, small = tmp_path / "inbox", tmp_path / "small"
-    settings: dict[str, Any] = base_settings(disk_inbox, tmp_path / "state")
+    settings = faulty_settings(disk_inbox, tmp_path / "state")
     settings["watch"]["inboxes"] = [str(disk_inbox), str(small)]
-    settings["worker"] = {"chain": ["fake"]}
     settings["outputs"] = {"retry_seconds": RETRY_SECONDS}
-    settings["models"] = {"fake": {"engine": "faulty"}}
     with small_tmpfs(small, 256 * 1024):
         # Room for the input and the Markdown temp file, not for the JSON one:
         # the write fails halfway through the pair.
@@ -114,12 +109,10 @@ def test_file_size_limit_while_writing_leaves_nothing_partial_and_retries_once_l
     """RLIMIT_FSIZE below one JSON output: EFBIG counts as no_space, nothing remains, then it lands."""
     prlimit = require_tool("prlimit")
     inbox = tmp_path / "inbox"
-    settings = base_settings(
-        inbox, tmp_path / "state", worker={"chain": ["fake"]}, limits={"max_pages": 2000}
-    )
+    settings = faulty_settings(inbox, tmp_path / "state")
+    settings["limits"] = {"max_pages": 2000}
     settings["outputs"] = {"retry_seconds": RETRY_SECONDS}
     settings["log"]["level"] = "info"  # keeps the log itself far below the limit
-    settings["models"] = {"fake": {"engine": "faulty"}}
     # 1,200 small pages: about 26 KB of Markdown (fits) and 800 KB of JSON (does not).
     big_pdf = hostile.pdf_document([hostile.PdfPage(72, 36)] * 1200)
     limited = [prlimit, f"--fsize={FILE_SIZE_LIMIT}:unlimited"]  # soft limit; ours to lift

@@ -20,29 +20,24 @@ from typing import Any
 
 import pytest
 
-from tests.support import pages
-from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, running_daemon
+from tests.support.daemon import Daemon, outputs_of, read_json, running_daemon
+from tests.support.drops import faulty_settings, png_bytes
 from tests.support.inbox import drop, outcomes_of, sha256_of, wait_outcome
 
 pytestmark = pytest.mark.slow
 
 RESCAN_SECONDS = 1.0
-TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
 NAME_MAX = 255
 LONGEST_OK = NAME_MAX - len(".ocr.error.json")  # 240 bytes: every output name fits
 
 
 def png(seed: int) -> bytes:
-    """A small PNG, distinct per seed (so no two inputs share a hash)."""
-    image = TINY.copy()
-    image.putpixel((0, 0), (seed % 256, seed // 256 % 256, 9))
-    return pages.png_bytes(image)
+    return png_bytes(seed, mark=9)
 
 
 def fake_engine(root: Path, **watch: Any) -> dict[str, Any]:
-    settings = base_settings(root / "inbox", root / "state", worker={"chain": ["fake"]})
+    settings = faulty_settings(root / "inbox", root / "state")
     settings["watch"].update(rescan_interval_seconds=RESCAN_SECONDS, **watch)
-    settings["models"] = {"fake": {"engine": "faulty"}}
     return settings
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support.daemon import base_settings, read_json, running_daemon, wait_until
+from tests.support.daemon import read_json, running_daemon, wait_until
+from tests.support.drops import faulty_settings
+from tests.support.inbox import drop
 
 pytestmark = pytest.mark.slow
 
@@ -34,19 +36,16 @@ def tiny_png() -> bytes:
 def test_ten_thousand_files_in_one_folder_each_done_exactly_once(tmp_path: Path) -> None:
     """A burst of 10,000 tiny PNGs: 10,000 file.done lines, one pair of outputs each, no repeats."""
     inbox = tmp_path / "inbox"
-    settings = base_settings(inbox, tmp_path / "state", worker={"chain": ["fake"]})
+    settings = faulty_settings(inbox, tmp_path / "state")
     settings["watch"]["rescan_interval_seconds"] = RESCAN_SECONDS
     settings["log"]["level"] = "info"  # 10,000 files make enough lines as it is
-    settings["models"] = {"fake": {"engine": "faulty"}}
     png = tiny_png()
     names = [f"page-{index:05d}.png" for index in range(FILES)]
     with running_daemon(tmp_path, settings) as daemon:
         daemon.wait_ready()
         for index, name in enumerate(names):
             # Distinct content per file (a trailer after IEND), written then renamed in.
-            temp = inbox / f".{name}.part"
-            temp.write_bytes(png + index.to_bytes(4, "big"))
-            temp.rename(inbox / name)
+            drop(inbox / name, png + index.to_bytes(4, "big"))
         wait_until(lambda: len(daemon.find("file.done")) >= FILES, timeout=800, interval=1.0)
         daemon.wait_for_rescans(1)  # a rescan after the last file: nothing is done again
         done = Counter(record["file"] for record in daemon.find("file.done"))

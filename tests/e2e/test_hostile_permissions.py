@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.support import hostile, pages
-from tests.support.daemon import base_settings, outputs_of, read_json, running_daemon
+from tests.support import hostile
+from tests.support.daemon import outputs_of, read_json, running_daemon
+from tests.support.drops import faulty_settings, png_bytes
 from tests.support.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_outcome
 from tests.support.privileges import obeying_permissions
 
@@ -23,20 +24,16 @@ pytestmark = pytest.mark.slow
 
 RESCAN_SECONDS = 1.0
 RETRY_SECONDS = 1.0
-TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
 
 
 def png(seed: int) -> bytes:
-    image = TINY.copy()
-    image.putpixel((0, 0), (seed % 256, seed // 256 % 256, 13))
-    return pages.png_bytes(image)
+    return png_bytes(seed, mark=13)
 
 
 def settings_for(root: Path) -> dict[str, Any]:
-    settings = base_settings(root / "inbox", root / "state", worker={"chain": ["fake"]})
+    settings = faulty_settings(root / "inbox", root / "state")
     settings["watch"].update(recursive=True, rescan_interval_seconds=RESCAN_SECONDS)
     settings["outputs"] = {"retry_seconds": RETRY_SECONDS}
-    settings["models"] = {"fake": {"engine": "faulty"}}
     return settings
 
 

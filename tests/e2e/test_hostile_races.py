@@ -14,25 +14,23 @@ from typing import Any
 import pytest
 
 from tests.support import hostile, pages
-from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, running_daemon
+from tests.support.daemon import Daemon, outputs_of, read_json, running_daemon
+from tests.support.drops import faulty_settings, png_bytes
 from tests.support.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_outcome
 
 pytestmark = pytest.mark.slow
 
 PAGE_SECONDS = 1.0
-TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
 
 
 def png(seed: int) -> bytes:
-    image = TINY.copy()
-    image.putpixel((0, 0), (seed % 256, seed // 256 % 256, 11))
-    return pages.png_bytes(image)
+    return png_bytes(seed, mark=11)
 
 
 def slow_daemon(root: Path) -> dict[str, Any]:
-    settings = base_settings(root / "inbox", root / "state", worker={"chain": ["slow"]})
-    settings["models"] = {"slow": {"engine": "faulty", "page_seconds": PAGE_SECONDS}}
-    return settings
+    return faulty_settings(
+        root / "inbox", root / "state", chain={"slow": {"page_seconds": PAGE_SECONDS}}
+    )
 
 
 def slow_pdf(pages_: int, text: str) -> bytes:

@@ -22,10 +22,15 @@ def faulty_settings(
     return settings
 
 
-def _distinct(seed: int) -> Any:
+def _distinct(seed: int, mark: int = 7) -> Any:
     image = TINY.copy()
-    image.putpixel((0, 0), (seed % 256, (seed // 256) % 256, 7))
+    image.putpixel((0, 0), (seed % 256, (seed // 256) % 256, mark))
     return image
+
+
+def png_bytes(seed: int, mark: int = 7) -> bytes:
+    """A small PNG, distinct per seed (and per `mark`: no two test modules share a hash)."""
+    return pages.png_bytes(_distinct(seed, mark))
 
 
 def place(path: Path, write: Callable[[Path], object]) -> Path:
