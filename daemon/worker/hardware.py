@@ -143,7 +143,7 @@ def flash_attn_probe(device: torch.device) -> Probe:
         flash_attn = importlib.import_module("flash_attn")
     except Exception as error:  # ImportError, or an undefined symbol from a wrong build
         return Probe(False, f"flash_attn does not import: {type(error).__name__}: {error}")
-    dtype = torch.bfloat16 if bf16_supported(device) else torch.float16
+    dtype = choose_dtype("auto", device)  # the half precision the model will run in
     try:
         # (batch, seqlen, heads, head_dim): the smallest shape its kernels accept.
         q = torch.randn(1, 8, 2, 64, device=device, dtype=dtype)
@@ -161,9 +161,7 @@ def sdpa_backend_probe(device: torch.device, backend: str) -> Probe:
     """Does PyTorch's scaled_dot_product_attention run with only this backend enabled?"""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    dtype = torch.float32
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if bf16_supported(device) else torch.float16
+    dtype = choose_dtype("auto", device)
     try:
         # (batch, heads, seqlen, head_dim)
         q = torch.randn(1, 2, 8, 64, device=device, dtype=dtype)
