@@ -10,6 +10,7 @@ cache, then retry the page smaller, a bounded number of times.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import hashlib
 import os
@@ -103,11 +104,8 @@ def _serve(config: WorkerConfig, conn: Connection) -> int:
     except Exception as exc:
         fault = faults.describe(exc)
         if fault.kind != "cuda_fatal":
-            fault = type(fault)(
-                kind="load_error",
-                message=fault.message,
-                exception_type=fault.exception_type,
-                detail={**fault.detail, "cause": fault.kind},
+            fault = dataclasses.replace(
+                fault, kind="load_error", detail={**fault.detail, "cause": fault.kind}
             )
         log.error("worker.load_failed", fault=fault.kind, error=fault.message)
         conn.send(LoadFailed(fault))

@@ -20,7 +20,7 @@ import logging
 import os
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -215,13 +215,7 @@ class RapidEngine(Engine):
         if orientation.confident and orientation.rotation not in (90, 180):
             return orientation
         flipped = self._reads_better_turned(detection.crops, orientation.voters)
-        return Orientation(
-            rotation=rotation_for(orientation.sideways, flipped),
-            sideways=orientation.sideways,
-            sideways_share=orientation.sideways_share,
-            flip_share=orientation.flip_share,
-            voters=orientation.voters,
-        )
+        return replace(orientation, rotation=rotation_for(orientation.sideways, flipped))
 
     def _reads_better_turned(self, crops: Sequence[np.ndarray], voters: Sequence[int]) -> bool:
         """Settle a close 0/180 vote: do the widest crops read better turned over?"""
