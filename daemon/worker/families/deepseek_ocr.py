@@ -34,6 +34,7 @@ from PIL import Image
 
 from daemon.protocol import Block
 from daemon.worker.families.base import (
+    PROBE_PAGE_SIZE,
     Family,
     Generated,
     GenerationRequest,
@@ -122,19 +123,17 @@ class DeepseekOcrFamily(Family):
     keep_special_tokens: ClassVar[bool] = True
 
     def load_processor(self, directory: str, *, trust_remote_code: bool) -> Any:
-        from transformers import AutoProcessor, AutoTokenizer
+        from transformers import AutoTokenizer
 
         try:
-            processor = AutoProcessor.from_pretrained(
-                directory, local_files_only=True, trust_remote_code=trust_remote_code
-            )
+            return super().load_processor(directory, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, TypeError):
             # The original checkpoints ship a tokenizer only; their infer() does the rest.
-            processor = AutoTokenizer.from_pretrained(
+            tokenizer = AutoTokenizer.from_pretrained(
                 directory, local_files_only=True, trust_remote_code=trust_remote_code
             )
-        prepare_tokenizer(tokenizer_of(processor))
-        return processor
+        prepare_tokenizer(tokenizer)
+        return tokenizer
 
     def prompt_text(self, processor: Any) -> str:
         return self.prompt if "<image>" in self.prompt else f"<image>\n{self.prompt}"
@@ -185,7 +184,7 @@ class DeepseekOcrFamily(Family):
             super().probe(model, processor, request)
             return
         # infer() is the only entry point these checkpoints document.
-        self.generate(model, processor, [Image.new("RGB", (112, 112), "white")], request)
+        self.generate(model, processor, [Image.new("RGB", PROBE_PAGE_SIZE, "white")], request)
 
     def parse(self, text: str, page_size: Size, model_size: Size | None) -> Parsed:
         blocks = grounded_blocks(text, page_size)

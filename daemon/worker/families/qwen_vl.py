@@ -18,7 +18,7 @@ QWEN_PROMPTS: dict[str, str] = {
         "keep headings, lists and tables (as Markdown tables). "
         "Output only the document's text, with no comments."
     ),
-    "plain": "Read all the text in this image, in reading order. Output only the text.",
+    "plain": Family.prompts["plain"],
 }
 
 # A whole answer wrapped in one fenced block: ```markdown ... ```
