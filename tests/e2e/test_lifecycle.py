@@ -200,7 +200,7 @@ def test_sigterm_finishes_the_current_file_and_exits_0(tmp_path: Path) -> None:
         second = drop_png(inbox / "second.png", seed=2)
         daemon.wait_for("file.dispatched", file=str(first))  # in the worker's hands
         daemon.wait_for("file.queued", file=str(second))
-        daemon.process.send_signal(signal.SIGTERM)
+        # One SIGTERM only (stop() sends it): a second one means "stop now".
         assert daemon.stop() == 0
     done = {record["file"] for record in daemon.find("file.done")}
     assert str(first) in done
@@ -209,6 +209,30 @@ def test_sigterm_finishes_the_current_file_and_exits_0(tmp_path: Path) -> None:
     # The next start picks the pending file up.
     with running_daemon(tmp_path, settings, log_name="again.log") as again:
         again.wait_for("file.done", file=str(second))
+
+
+def test_second_sigterm_stops_at_once_leaving_the_file_pending(tmp_path: Path) -> None:
+    """A second SIGTERM kills the worker mid-page, exits 0 and leaves that file for the next start."""
+    inbox = tmp_path / "inbox"
+    settings = faulty_settings(inbox, tmp_path / "state", page_seconds=60.0)
+    daemon: Daemon
+    with running_daemon(tmp_path, settings) as daemon:
+        daemon.wait_ready()
+        target = drop_png(inbox / "slow.png", seed=3)
+        daemon.wait_for("file.dispatched", file=str(target))
+        daemon.process.send_signal(signal.SIGTERM)
+        daemon.wait_for("daemon.stopping")
+        daemon.process.send_signal(signal.SIGTERM)
+        # Well inside the 60 s page: the worker was not waited for.
+        assert daemon.process.wait(timeout=40) == 0
+    assert daemon.find("daemon.stop_now")
+    assert not daemon.find("file.done")
+    assert daemon.find("file.left_pending", file=str(target))
+    assert outputs_of(target) == {}
+    with running_daemon(
+        tmp_path, faulty_settings(inbox, tmp_path / "state"), log_name="again.log"
+    ) as again:
+        again.wait_for("file.done", file=str(target))
 
 
 def test_removing_outputs_and_touching_redoes_the_file(tmp_path: Path) -> None:
