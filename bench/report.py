@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from daemon.cpus import usable_cpus
+
 
 def cpu_model() -> str:
     """The CPU's name from /proc/cpuinfo (or what the platform module says elsewhere)."""
@@ -40,18 +42,11 @@ def load_average() -> str:
         return "n/a"
 
 
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def machine() -> str:
     """One line naming the hardware, for the head of every table."""
     memory = memory_gib()
     ram = f"{memory:.1f} GiB RAM" if memory is not None else "RAM unknown"
-    return f"{cores()} cores ({cpu_model()}), {ram}, Python {platform.python_version()}"
+    return f"{usable_cpus()} cores ({cpu_model()}), {ram}, Python {platform.python_version()}"
 
 
 def now_utc() -> str:

@@ -39,6 +39,7 @@ from pathlib import Path
 from bench import pageset, report
 from bench.engine import page_images, rapid_engine, recognise
 from bench.textmetrics import levenshtein, normalise, word_recall, words
+from daemon.cpus import usable_cpus
 from daemon.settings import LimitsSettings, RapidModel
 
 TESSERACT_PACKAGE = "tesseract-ocr"
@@ -148,7 +149,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="a few lines per page: check the harness"
     )
-    parser.add_argument("--jobs", type=int, default=report.cores(), help="tesseract pages at once")
+    parser.add_argument("--jobs", type=int, default=usable_cpus(), help="tesseract pages at once")
     parser.add_argument("--psm", type=int, default=1, help="tesseract page segmentation mode")
     parser.add_argument("--no-install", action="store_true", help="never apt-get install tesseract")
     parser.add_argument("--keep", type=Path, help="write the page set here and keep it")

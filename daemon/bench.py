@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.cpus import usable_cpus
+
 QUICK_ENV = "OCR_INBOX_BENCH_QUICK"
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -97,8 +99,7 @@ def gpu_absent_reason() -> str | None:
 
 
 def machine_line() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} cores; load average {os.getloadavg()[0]:.2f}"
+    return f"{usable_cpus()} cores; load average {os.getloadavg()[0]:.2f}"
 
 
 def run_part(part: Part, checkout: Path, quick: bool) -> tuple[str, float]:

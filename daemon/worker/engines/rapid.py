@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from daemon.cpus import usable_cpus
 from daemon.protocol import EngineInfo, Line, PageText
 from daemon.settings import RapidModel
 from daemon.worker.engines.base import Engine, EngineError, ModelNotFoundError, Runtime
@@ -247,11 +248,7 @@ def intra_op_threads(requested: int) -> int:
 
     RapidOCR silently ignores a value above os.cpu_count(), so it is capped.
     """
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
-    wanted = requested if requested > 0 else available
+    wanted = requested if requested > 0 else usable_cpus()
     return max(1, min(wanted, os.cpu_count() or wanted))
 
 

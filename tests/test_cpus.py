@@ -1,0 +1,32 @@
+"""The CPU count thread pools are sized from."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from daemon import cpus
+
+
+def test_usable_cpus_follows_the_affinity_mask() -> None:
+    """A process pinned to one CPU (as taskset or CPUAffinity= would) counts one."""
+    script = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); " + (
+        "from daemon.cpus import usable_cpus; print(usable_cpus())"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert child.stdout.strip() == "1"
+    assert cpus.usable_cpus() == len(os.sched_getaffinity(0))
+
+
+def test_usable_cpus_falls_back_to_cpu_count_without_affinity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the OS has no affinity call (not Linux), the machine's count is used."""
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert cpus.usable_cpus() == 6
