@@ -17,9 +17,12 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from daemon.settings import HfVlmModel, Settings
+from daemon.settings import Settings
+
+if TYPE_CHECKING:
+    from daemon.worker.engines.hf_vlm import HfVlmEngine, LoadPlan
 
 EXIT_OK = 0
 EXIT_FIRST_MODEL_FAILS = 1
@@ -171,6 +174,7 @@ def check_model(settings: Settings, name: str, position: int) -> ModelReport:
     """Find, plan and load one model of the chain exactly as a worker would."""
     from daemon.worker.engines import build_engine
     from daemon.worker.engines.base import Runtime
+    from daemon.worker.engines.hf_vlm import HfVlmEngine
 
     model = settings.model(name)
     report = ModelReport(position=position, name=name, engine=model.engine)
@@ -181,11 +185,13 @@ def check_model(settings: Settings, name: str, position: int) -> ModelReport:
     )
     engine = None
     try:
-        if isinstance(model, HfVlmModel):
-            _plan_hf_vlm(report, name, model, runtime)
         engine = build_engine(name, model, runtime)
         started = time.perf_counter()
-        info = engine.load()
+        if isinstance(engine, HfVlmEngine):
+            # Planned once: what the report says is what the load then does.
+            info = engine.load(_plan_hf_vlm(report, engine))
+        else:
+            info = engine.load()
         report.load_seconds = round(time.perf_counter() - started, 3)
         report.loads = True
         report.info = dataclasses.asdict(info)
@@ -201,14 +207,13 @@ def check_model(settings: Settings, name: str, position: int) -> ModelReport:
     return report
 
 
-def _plan_hf_vlm(report: ModelReport, name: str, model: HfVlmModel, runtime: Any) -> None:
-    """Fill in what loading would do; raises ModelNotFoundError when the model is not here."""
+def _plan_hf_vlm(report: ModelReport, engine: HfVlmEngine) -> LoadPlan:
+    """Fill in what loading will do; raises ModelNotFoundError when the model is not here."""
     from daemon.worker import hardware
     from daemon.worker.engines.base import ModelNotFoundError
-    from daemon.worker.engines.hf_vlm import HfVlmEngine
 
     try:
-        plan = HfVlmEngine(name, model, runtime).plan()
+        plan = engine.plan()
     except ModelNotFoundError:
         report.found = False
         raise
@@ -220,6 +225,7 @@ def _plan_hf_vlm(report: ModelReport, name: str, model: HfVlmModel, runtime: Any
     report.attention_candidates = list(plan.attention)
     report.attention = plan.attention[0] if plan.attention else None
     report.attention_fallbacks = list(plan.skipped)
+    return plan
 
 
 # --- rendering ----------------------------------------------------------------------

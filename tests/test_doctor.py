@@ -103,3 +103,28 @@ def test_missing_first_model_exits_non_zero_with_text_report(tmp_path: Path) -> 
     assert "2. rapid  engine rapid  loads" in text
     assert "NOT OK: the first model of the chain, 'gone', cannot run here." in text
     assert "GPUs" in text and "sdpa math" in text
+
+
+def test_a_vlm_is_planned_once_and_loaded_by_that_plan(
+    tiny_models_root: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The doctor reports the very plan it loads with: one plan() per model, not one each."""
+    from daemon.worker.engines.hf_vlm import HfVlmEngine
+
+    plans: list[object] = []
+    planned = HfVlmEngine.plan
+
+    def counting_plan(engine: HfVlmEngine) -> Any:
+        plans.append(planned(engine))
+        return plans[-1]
+
+    monkeypatch.setattr(HfVlmEngine, "plan", counting_plan)
+    folder = tiny_model("qwen2_vl", tiny_models_root)
+    settings = settings_with(
+        ["tiny"], {"tiny": {"engine": "hf_vlm", "path": str(folder), "max_new_tokens": 4}}
+    )
+    code, report = doctor_json(settings)
+    assert code == EXIT_OK
+    assert report["models"][0]["loads"] is True
+    assert len(plans) == 1

@@ -105,11 +105,13 @@ class HfVlmEngine(Engine):
             skipped=tuple(skipped),
         )
 
-    def load(self) -> EngineInfo:
+    def load(self, plan: LoadPlan | None = None) -> EngineInfo:
+        """Load as `plan` says (`ocr-inbox doctor` passes the one it reported), else plan now."""
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # per-shard bars would flood the logs
-        plan = self.plan()
+        if plan is None:
+            plan = self.plan()
         if plan.own_code and not self.settings.trust_remote_code:
             raise EngineError(
                 f"model {self.name!r} ships its own Python code (auto_map in "
