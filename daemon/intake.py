@@ -2,7 +2,10 @@
 
 The watcher calls `Intake.on_stable` from its own thread; the file is hashed
 there (a large scan may take a second) and the result queued for the main
-loop, which alone talks to the journal and the workers.
+loop, which alone talks to the journal and the workers. When the main loop
+itself wants a file looked at again (it changed while in flight, or could not
+be read), `Intake.recheck` hashes it on the intake's own thread: a loop busy
+hashing would miss watchdog pings and worker messages.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import stat
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +61,10 @@ class Intake:
         self.max_bytes = max_bytes
         self._wake = wake
         self._queue: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
+        # One thread: rechecks are rare, and in order per file.
+        self._rechecker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-recheck")
+        self._rechecks = 0
+        self._lock = threading.Lock()
 
     def on_stable(self, candidate: object) -> None:
         """Watcher callback (its thread): hash the file and queue the arrival."""
@@ -87,6 +97,38 @@ class Intake:
             )
         self._queue.put(arrival)
         self._wake()
+
+    def recheck(self, path: Path, inbox: Path) -> None:
+        """From the main loop: look at the file again (stat, hash) on the intake's thread.
+
+        A file gone, or no longer a regular file, arrives as nothing.
+        """
+        with self._lock:
+            self._rechecks += 1
+        self._rechecker.submit(self._recheck, path, inbox)
+
+    def _recheck(self, path: Path, inbox: Path) -> None:
+        try:
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode):
+                self.put(path, inbox, info.st_size, info.st_mtime_ns)
+        except OSError as error:
+            log.debug("intake.recheck_failed", path=str(path), error=str(error))
+        finally:
+            with self._lock:
+                self._rechecks -= 1
+            self._wake()  # `once` waits for rechecks before it decides it is finished
+
+    def busy(self) -> bool:
+        """A recheck is under way or an arrival waits to be drained."""
+        with self._lock:
+            return self._rechecks > 0 or not self._queue.empty()
+
+    def close(self) -> None:
+        """Finish a recheck under way, drop those not started (the journal keeps them pending)."""
+        self._rechecker.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._rechecks = 0  # the cancelled ones never ran their `finally`
 
     def drain(self, limit: int = 10_000) -> list[Arrival]:
         arrivals: list[Arrival] = []

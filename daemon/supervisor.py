@@ -189,7 +189,7 @@ class Supervisor:
         if self.stopping:
             return self.stop_now or not self.pool.busy()
         if not self._watch:
-            return len(self.queue) == 0 and not self.pool.in_flight()
+            return len(self.queue) == 0 and not self.pool.in_flight() and not self.intake.busy()
         return False
 
     def _shutdown(self) -> None:
@@ -200,6 +200,7 @@ class Supervisor:
                 log.info("file.left_pending", file=str(worker.task.path), reason="shutdown")
             self.metrics.worker_up.labels(worker=worker.slot).set(0)
         self.pool.shutdown(immediately=self.stop_now)
+        self.intake.close()  # before the wake pipe it writes to is closed
         self.metrics.set_active_model(None, self.recovery.chain.position or 0)
         self.signals.close()
         log.info("daemon.stopped", exit_code=self.exit_code, pending=len(self.journal.pending()))
@@ -340,17 +341,9 @@ class Supervisor:
         """
         followup = self.queue.release(task)
         if followup is not None:
-            self._recheck(followup.path, followup.inbox)
+            self.intake.recheck(followup.path, followup.inbox)
         elif changed:
-            self._recheck(task.path, task.inbox)
-
-    def _recheck(self, path: Path, inbox: Path) -> None:
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            return
-        if stat.S_ISREG(info.st_mode):
-            self.intake.put(path, inbox, info.st_size, info.st_mtime_ns)
+            self.intake.recheck(task.path, task.inbox)
 
     # --- workers ---------------------------------------------------------------
 
@@ -642,7 +635,7 @@ class Supervisor:
             self._write(task, task.unwritten, task.last_model or "")
         elif task.sha256 == "":  # it could not be read: hash it again (_admit decides)
             self.queue.drop(task)
-            self._recheck(task.path, task.inbox)
+            self.intake.recheck(task.path, task.inbox)
         else:
             self.queue.push(task, now)
 

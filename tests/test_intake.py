@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
+from daemon import intake as intake_module
 from daemon.intake import Intake, content_key
 from tests.support.privileges import run_python_obeying_permissions
 
@@ -59,3 +64,46 @@ print(arrival.sha256, arrival.error)
     result = run_python_obeying_permissions(script)
     path.chmod(0o644)
     assert result.stdout.strip() == "None Permission denied", result.stderr
+
+
+def test_recheck_hashes_on_the_intake_thread_and_reports_when_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """recheck() stats and hashes away from the caller's thread; busy() holds until it arrives."""
+    hashed_on: list[str] = []
+    release = threading.Event()
+    real_key = intake_module.content_key
+
+    def slow_key(path: Path, size: int, mtime_ns: int, max_bytes: int) -> str:
+        hashed_on.append(threading.current_thread().name)
+        release.wait(10)
+        return real_key(path, size, mtime_ns, max_bytes)
+
+    monkeypatch.setattr(intake_module, "content_key", slow_key)
+    wakes: list[int] = []
+    intake = Intake(10**9, lambda: wakes.append(1))
+    changed = tmp_path / "changed.png"
+    changed.write_bytes(b"new content")
+    intake.recheck(changed, tmp_path)  # returns while the hash is still waiting
+    assert intake.busy()
+    release.set()
+    intake.close()
+    [arrival] = intake.drain()
+    assert arrival.path == changed and arrival.sha256 == hashlib.sha256(b"new content").hexdigest()
+    assert hashed_on and hashed_on[0].startswith("intake-recheck")
+    assert not intake.busy() and wakes
+
+
+def test_recheck_of_a_vanished_or_odd_path_arrives_as_nothing(tmp_path: Path) -> None:
+    """A file gone, or now a folder, gives no arrival, but still wakes the loop and ends busy()."""
+    wakes: list[int] = []
+    intake = Intake(10**9, lambda: wakes.append(1))
+    (tmp_path / "now-a-folder.png").mkdir()
+    intake.recheck(tmp_path / "gone.png", tmp_path)
+    intake.recheck(tmp_path / "now-a-folder.png", tmp_path)
+    deadline = time.monotonic() + 10
+    while intake.busy() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not intake.busy() and len(wakes) == 2
+    assert intake.drain() == []
+    intake.close()

@@ -8,13 +8,23 @@ worker has read it (watched from outside with inotify). See docs/hostile-inputs.
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support import hostile, pages
-from tests.support.daemon import Daemon, outputs_of, read_json, running_daemon
+from tests.support.daemon import (
+    Daemon,
+    daemon_env,
+    outputs_of,
+    read_json,
+    running_daemon,
+    write_settings,
+)
 from tests.support.drops import faulty_settings, png_bytes
 from tests.support.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_outcome
 
@@ -96,6 +106,48 @@ def test_file_replaced_while_processed_is_recorded_as_read_then_done_again(tmp_p
         assert len(done_records(daemon, target)) == 2
         normal = drop(inbox / "normal.png", png(2))
         assert wait_outcome(daemon, normal)["event"] == "file.done"
+
+
+def test_once_looks_again_at_a_file_replaced_before_the_worker_read_it(tmp_path: Path) -> None:
+    """`once`: replaced between its hash and the worker's read, the file is looked at again before exit."""
+    config = write_settings(
+        tmp_path / "once.toml",
+        {
+            "worker": {"chain": ["slow"]},
+            # The slow load holds the worker off the file while the test replaces it.
+            "models": {"slow": {"engine": "faulty", "load_seconds": 3.0}},
+            "state": {"dir": str(tmp_path / "state")},
+            "log": {"format": "json"},
+        },
+    )
+    target = drop(tmp_path / "scan.png", png(3))
+    new = slow_pdf(2, "new")
+    with ReadWatch(target) as reads:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "once", "--config", str(config), str(target)],
+            cwd=tmp_path,
+            env=daemon_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            reads.wait(1)  # hashed by `once`; the worker is still loading
+            drop(target, new)
+            output, _ = child.communicate(timeout=300)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert child.returncode == 0, output[-3000:]
+    events = [json.loads(line)["event"] for line in output.splitlines() if line.startswith("{")]
+    # The worker read the new bytes; the second look finds its outputs already describe them.
+    assert events.count("file.done") == 1, output[-3000:]
+    assert events.index("file.changed_while_processing") < events.index("file.skipped")
+    assert events.index("file.skipped") < events.index("daemon.stopped")
+    document = read_json(outputs_of(target)["json"])
+    assert document["input"]["sha256"] == _sha(new) == sha256_of(target)
+    assert document["input"]["format"] == "pdf"
 
 
 def test_file_that_grows_while_queued_is_done_once_with_its_final_content(tmp_path: Path) -> None:
