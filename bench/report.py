@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon.cpus import usable_cpus
+from daemon.cpus import load_average, usable_cpus
 
 
 def cpu_model() -> str:
@@ -32,14 +31,6 @@ def memory_gib() -> float | None:
     except OSError:
         pass
     return None
-
-
-def load_average() -> str:
-    """The 1-minute load average: other work on the machine skews every figure."""
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "n/a"
 
 
 def machine() -> str:

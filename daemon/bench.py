@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.cpus import usable_cpus
+from daemon.cpus import load_average, usable_cpus
 
 QUICK_ENV = "OCR_INBOX_BENCH_QUICK"
 EXIT_OK = 0
@@ -99,7 +99,7 @@ def gpu_absent_reason() -> str | None:
 
 
 def machine_line() -> str:
-    return f"{usable_cpus()} cores; load average {os.getloadavg()[0]:.2f}"
+    return f"{usable_cpus()} cores; load average {load_average()}"
 
 
 def run_part(part: Part, checkout: Path, quick: bool) -> tuple[str, float]:

@@ -30,3 +30,15 @@ def test_usable_cpus_falls_back_to_cpu_count_without_affinity(
     monkeypatch.delattr(os, "sched_getaffinity")
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
     assert cpus.usable_cpus() == 6
+
+
+def test_load_average_is_two_decimals_or_na(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load average prints with two decimals, and as "n/a" where the OS cannot give it."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.234, 0.0, 0.0))
+    assert cpus.load_average() == "1.23"
+
+    def unavailable() -> tuple[float, float, float]:
+        raise OSError("Load average is unobtainable")
+
+    monkeypatch.setattr(os, "getloadavg", unavailable)
+    assert cpus.load_average() == "n/a"
