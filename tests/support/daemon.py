@@ -260,12 +260,18 @@ def record_time(record: dict[str, Any]) -> float:
 
 
 def wait_until(
-    condition: Callable[[], bool], timeout: float = DEFAULT_TIMEOUT, interval: float = 0.1
+    condition: Callable[[], bool],
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = 0.1,
+    *,
+    explain: Callable[[], str] | None = None,
 ) -> None:
+    """Poll `condition` until it holds; on timeout fail with `explain()` (e.g. the log tail)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            detail = explain() if explain is not None else "condition not met"
+            raise AssertionError(f"{detail} (waited {timeout} s)")
         time.sleep(interval)
 
 

@@ -47,14 +47,11 @@ def wait_outcome(
             )
         return len(outcomes_of(daemon, path)) >= count
 
-    try:
-        wait_until(arrived, timeout=timeout)
-    except AssertionError as error:
-        if "condition not met" not in str(error):
-            raise
-        raise AssertionError(
-            f"no outcome for {path.name} in {timeout} s:\n" + daemon.log_text()[-4000:]
-        ) from None
+    wait_until(
+        arrived,
+        timeout=timeout,
+        explain=lambda: f"no outcome for {path.name}:\n" + daemon.log_text()[-4000:],
+    )
     return outcomes_of(daemon, path)[count - 1]
 
 
