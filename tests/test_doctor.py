@@ -11,7 +11,6 @@ import pytest
 
 from daemon.doctor import EXIT_FIRST_MODEL_FAILS, EXIT_OK, run_doctor
 from daemon.settings import Settings
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
 from tests.support.tiny_models import tiny_model
 
 
@@ -26,7 +25,7 @@ def doctor_json(settings: Settings) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def chain_report(tiny_models_root: Path) -> tuple[int, dict[str, Any]]:  # noqa: F811
+def chain_report(tiny_models_root: Path) -> tuple[int, dict[str, Any]]:
     """rapid first, then a tiny local VLM, then a hub model that is not cached."""
     folder = tiny_model("qwen2_vl", tiny_models_root)
     settings = settings_with(
@@ -106,7 +105,7 @@ def test_missing_first_model_exits_non_zero_with_text_report(tmp_path: Path) -> 
 
 
 def test_a_vlm_is_planned_once_and_loaded_by_that_plan(
-    tiny_models_root: Path,  # noqa: F811
+    tiny_models_root: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The doctor reports the very plan it loads with: one plan() per model, not one each."""

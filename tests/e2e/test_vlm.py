@@ -16,7 +16,6 @@ import pytest
 from tests.support import pages
 from tests.support.daemon import base_settings, outputs_of, read_json, run_cli, running_daemon
 from tests.support.drops import place
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401
 from tests.support.tiny_models import tiny_model
 
 pytestmark = pytest.mark.slow
@@ -36,7 +35,7 @@ def _assert_vlm_metadata(
         assert page["text"].strip()
 
 
-def test_once_with_model_flag_uses_that_model(tmp_path: Path, tiny_models_root: Path) -> None:  # noqa: F811
+def test_once_with_model_flag_uses_that_model(tmp_path: Path, tiny_models_root: Path) -> None:
     """`once --model FOLDER` runs the folder's model, family recognised, without a settings file."""
     folder = tiny_model("qwen2_vl", tiny_models_root, "brief")
     image = pages.save_png(PAGE, tmp_path / "scan.png")
@@ -56,7 +55,7 @@ def test_once_with_model_flag_uses_that_model(tmp_path: Path, tiny_models_root: 
 
 
 @pytest.mark.parametrize("kind", ["qwen2_5_vl", "qwen3_vl", "got_ocr2"])
-def test_other_families_through_once(tmp_path: Path, tiny_models_root: Path, kind: str) -> None:  # noqa: F811
+def test_other_families_through_once(tmp_path: Path, tiny_models_root: Path, kind: str) -> None:
     """Qwen2.5-VL, Qwen3-VL and GOT-OCR 2.0 run through the same worker path and record their family."""
     folder = tiny_model(kind, tiny_models_root, "brief")
     image = pages.save_png(PAGE, tmp_path / "scan.png")
@@ -72,7 +71,7 @@ def test_other_families_through_once(tmp_path: Path, tiny_models_root: Path, kin
         _assert_vlm_metadata(document, kind, 2048)
 
 
-def test_daemon_batches_pages_of_a_pdf(tmp_path: Path, tiny_models_root: Path) -> None:  # noqa: F811
+def test_daemon_batches_pages_of_a_pdf(tmp_path: Path, tiny_models_root: Path) -> None:
     """In the daemon, a 5-page PDF with batch_size 2 is recognised in generate() batches of 2, 2 and 1."""
     folder = tiny_model("qwen2_vl", tiny_models_root, "normal")
     inbox = tmp_path / "inbox"
@@ -95,7 +94,7 @@ def test_daemon_batches_pages_of_a_pdf(tmp_path: Path, tiny_models_root: Path) -
 )
 def test_empty_and_degenerate_output_move_the_file_down_the_chain(
     tmp_path: Path,
-    tiny_models_root: Path,  # noqa: F811
+    tiny_models_root: Path,
     behaviour: str,
     outcome: str,
 ) -> None:
@@ -122,7 +121,7 @@ def test_empty_and_degenerate_output_move_the_file_down_the_chain(
     ]
 
 
-def test_trust_remote_code_model_runs_through_once(tmp_path: Path, tiny_models_root: Path) -> None:  # noqa: F811
+def test_trust_remote_code_model_runs_through_once(tmp_path: Path, tiny_models_root: Path) -> None:
     """A model whose modeling code lives in its folder runs when trust_remote_code is set, and is refused otherwise."""
     folder = tiny_model("dots_ocr_remote", tiny_models_root, "normal")
     image = pages.save_png(PAGE, tmp_path / "scan.png")

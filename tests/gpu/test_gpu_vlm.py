@@ -17,7 +17,6 @@ from daemon.settings import HfVlmModel
 from daemon.worker import hardware
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
 from tests.support.tiny_models import tiny_model
 
 pytestmark = [
@@ -33,7 +32,7 @@ def expected_dtype() -> str:
 
 
 @pytest.fixture(scope="module")
-def gpu_engine(tiny_models_root: Path) -> Iterator[HfVlmEngine]:  # noqa: F811
+def gpu_engine(tiny_models_root: Path) -> Iterator[HfVlmEngine]:
     folder = tiny_model("qwen2_vl", tiny_models_root)
     settings = HfVlmModel(path=str(folder), max_new_tokens=8, batch_size=2, attention="sdpa")
     engine = HfVlmEngine("tiny-gpu", settings, GPU)
@@ -43,7 +42,7 @@ def gpu_engine(tiny_models_root: Path) -> Iterator[HfVlmEngine]:  # noqa: F811
 
 
 def test_auto_settings_pick_the_gpu_bf16_and_a_working_attention(
-    tiny_models_root: Path,  # noqa: F811
+    tiny_models_root: Path,
 ) -> None:
     """dtype/attention auto: cuda:0, bf16 on sm_80+ (else fp16), flash-attn 2 only if it runs."""
     folder = tiny_model("qwen2_vl", tiny_models_root)

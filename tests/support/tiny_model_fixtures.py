@@ -1,8 +1,8 @@
 """pytest fixtures around tiny_models: one cache folder per test session.
 
-Import the fixtures a test module uses:
-    from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401
-Builds are cached on disk, so modules that import these share every model.
+tests/conftest.py makes them available to every test module,
+so a test just names `tiny_models_root` as a parameter.
+Builds are cached on disk, so all tests share each model.
 """
 
 from __future__ import annotations

@@ -29,10 +29,7 @@ from daemon.worker.engines.base import (
 )
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from tests.support.pages import render_page
-from tests.support.tiny_model_fixtures import (
-    forget_imported_code,
-    tiny_models_root,  # noqa: F401  (fixture)
-)
+from tests.support.tiny_model_fixtures import forget_imported_code
 from tests.support.tiny_models import tiny_model
 
 CPU = Runtime(device="cpu")
@@ -49,7 +46,7 @@ def pages(count: int) -> list[Image.Image]:
 
 
 @pytest.fixture(scope="module")
-def qwen2_vl(tiny_models_root: Path) -> Path:  # noqa: F811
+def qwen2_vl(tiny_models_root: Path) -> Path:
     return tiny_model("qwen2_vl", tiny_models_root)
 
 
@@ -151,7 +148,7 @@ def test_batched_prompts_are_padded_on_the_left(engine: HfVlmEngine) -> None:
 
 
 def test_answer_ending_on_its_end_token_counts_it_and_did_not_hit_the_limit(
-    tiny_models_root: Path,  # noqa: F811
+    tiny_models_root: Path,
 ) -> None:
     """An answer that stops on the end token: tokens include it, hit_token_limit is False."""
     folder = tiny_model("qwen2_vl", tiny_models_root, "brief")
@@ -166,7 +163,7 @@ def test_answer_ending_on_its_end_token_counts_it_and_did_not_hit_the_limit(
         assert result.text.strip()
 
 
-def test_empty_answer_raises_empty_output_error(tiny_models_root: Path) -> None:  # noqa: F811
+def test_empty_answer_raises_empty_output_error(tiny_models_root: Path) -> None:
     """A model that can only say its end token yields EmptyOutputError, not an empty page."""
     folder = tiny_model("qwen2_vl", tiny_models_root, "empty")
     engine = HfVlmEngine("mute", HfVlmModel(path=str(folder), max_new_tokens=8), CPU)
@@ -177,7 +174,7 @@ def test_empty_answer_raises_empty_output_error(tiny_models_root: Path) -> None:
 
 
 def test_answer_looping_to_the_limit_raises_degenerate_output_error(
-    tiny_models_root: Path,  # noqa: F811
+    tiny_models_root: Path,
 ) -> None:
     """`!!!!...` to the token limit (all-tied logits) yields DegenerateOutputError."""
     folder = tiny_model("qwen2_vl", tiny_models_root, "degenerate")
@@ -215,7 +212,7 @@ def test_uncached_hub_id_names_the_command_that_fetches_it(
     assert "downloads are off" in message
 
 
-def test_own_code_needs_trust_remote_code(tiny_models_root: Path) -> None:  # noqa: F811
+def test_own_code_needs_trust_remote_code(tiny_models_root: Path) -> None:
     """A model whose config names its own code is refused until trust_remote_code is set."""
     folder = tiny_model("dots_ocr_remote", tiny_models_root)
     engine = HfVlmEngine("dots", HfVlmModel(path=str(folder)), CPU)
@@ -237,7 +234,7 @@ def test_explicit_cuda_device_without_a_gpu_is_a_load_error(qwen2_vl: Path) -> N
 
 
 def test_attention_that_fails_its_forward_pass_falls_back_with_the_reason(
-    tiny_models_root: Path,  # noqa: F811
+    tiny_models_root: Path,
 ) -> None:
     """A model that loads with sdpa but cannot run it is reloaded with eager; why is kept."""
     folder = tiny_model("dots_ocr_remote", tiny_models_root, "sdpa_fails")
@@ -252,7 +249,7 @@ def test_attention_that_fails_its_forward_pass_falls_back_with_the_reason(
 
 
 def test_model_that_runs_with_no_attention_is_a_load_error(
-    tiny_models_root: Path,  # noqa: F811
+    tiny_models_root: Path,
     tmp_path: Path,
 ) -> None:
     """When every candidate fails its forward pass, loading fails and gives each reason."""

@@ -10,7 +10,6 @@ from daemon.settings import HfVlmModel
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from daemon.worker.families.deepseek_ocr import DeepseekOcrFamily, clean_markdown, grounded_blocks
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
 from tests.support.tiny_models import tiny_model
 
 GROUNDED = (
@@ -22,7 +21,7 @@ GROUNDED = (
 )
 
 
-def test_infer_style_checkpoint_loads_and_answers(tiny_models_root: Path) -> None:  # noqa: F811
+def test_infer_style_checkpoint_loads_and_answers(tiny_models_root: Path) -> None:
     """A checkpoint with a tokenizer, no processor and its own infer() is run through infer()."""
     folder = tiny_model("deepseek_ocr_remote", tiny_models_root)
     settings = HfVlmModel(path=str(folder), trust_remote_code=True, batch_size=2, mode="free")

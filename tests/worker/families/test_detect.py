@@ -9,7 +9,6 @@ import pytest
 
 from daemon.worker.families import FAMILIES, build_family
 from daemon.worker.families.detect import detect_family
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
 from tests.support.tiny_models import tiny_model
 
 
@@ -27,7 +26,7 @@ from tests.support.tiny_models import tiny_model
 def test_family_of_each_tiny_architecture(
     kind: str,
     family: str,
-    tiny_models_root: Path,  # noqa: F811
+    tiny_models_root: Path,
 ) -> None:
     """The config.json that save_pretrained writes for each architecture names its family."""
     config = json.loads((tiny_model(kind, tiny_models_root) / "config.json").read_text())

@@ -12,12 +12,11 @@ from daemon.settings import HfVlmModel
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from daemon.worker.families.dots_ocr import PROMPT_LAYOUT_ALL_EN, PROMPT_OCR, DotsOcrFamily
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
 from tests.support.tiny_models import tiny_model
 
 
 @pytest.fixture(scope="module")
-def dots_folder(tiny_models_root: Path) -> Path:  # noqa: F811
+def dots_folder(tiny_models_root: Path) -> Path:
     return tiny_model("dots_ocr_remote", tiny_models_root)
 
 

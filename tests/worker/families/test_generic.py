@@ -9,11 +9,10 @@ from PIL import Image
 from daemon.settings import HfVlmModel
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
 from tests.support.tiny_models import tiny_model
 
 
-def test_family_setting_overrides_recognition(tiny_models_root: Path) -> None:  # noqa: F811
+def test_family_setting_overrides_recognition(tiny_models_root: Path) -> None:
     """family = "generic" runs a Qwen2-VL folder with the generic prompt and no Qwen extras."""
     folder = tiny_model("qwen2_vl", tiny_models_root)
     settings = HfVlmModel(path=str(folder), family="generic", max_new_tokens=3)

@@ -11,11 +11,10 @@ from daemon.settings import HfVlmModel
 from daemon.worker.engines.base import EngineError, Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from daemon.worker.families.got_ocr2 import GotOcr2Family
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
 from tests.support.tiny_models import tiny_model
 
 
-def test_loads_falling_back_to_eager_and_answers_a_batch(tiny_models_root: Path) -> None:  # noqa: F811
+def test_loads_falling_back_to_eager_and_answers_a_batch(tiny_models_root: Path) -> None:
     """GotOcr2 has no sdpa path: load falls back to eager, records why, and runs pages."""
     folder = tiny_model("got_ocr2", tiny_models_root)
     settings = HfVlmModel(path=str(folder), max_new_tokens=4, batch_size=2, mode="format")
@@ -30,7 +29,7 @@ def test_loads_falling_back_to_eager_and_answers_a_batch(tiny_models_root: Path)
     engine.close()
 
 
-def test_processor_writes_the_ocr_prompt(tiny_models_root: Path) -> None:  # noqa: F811
+def test_processor_writes_the_ocr_prompt(tiny_models_root: Path) -> None:
     """plain and format modes ask "OCR: " and "OCR with format: " through the processor."""
     folder = str(tiny_model("got_ocr2", tiny_models_root))
     family = GotOcr2Family(mode="format")
@@ -40,7 +39,7 @@ def test_processor_writes_the_ocr_prompt(tiny_models_root: Path) -> None:  # noq
     assert "OCR with format: " in prompt and prompt.count("<imgpad>") == 256
 
 
-def test_custom_prompt_is_refused(tiny_models_root: Path) -> None:  # noqa: F811
+def test_custom_prompt_is_refused(tiny_models_root: Path) -> None:
     """GOT writes its own prompt; a configured one would be ignored, so loading refuses it."""
     folder = tiny_model("got_ocr2", tiny_models_root)
     engine = HfVlmEngine(

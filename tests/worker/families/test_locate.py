@@ -9,7 +9,6 @@ import pytest
 
 from daemon.worker.engines.base import ModelNotFoundError
 from daemon.worker.families.locate import is_hub_id, locate_model, read_model_config
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
 from tests.support.tiny_models import tiny_model
 
 
@@ -35,7 +34,7 @@ def fill_cache(cache: Path, hub_id: str, model: Path) -> Path:
     return snapshot
 
 
-def test_local_folder_is_found_as_is(tiny_models_root: Path) -> None:  # noqa: F811
+def test_local_folder_is_found_as_is(tiny_models_root: Path) -> None:
     """A folder with config.json is used directly; no hub id is involved."""
     folder = tiny_model("qwen2_vl", tiny_models_root)
     location = locate_model("m", str(folder))
@@ -57,7 +56,7 @@ def test_relative_path_that_does_not_exist_is_not_taken_for_a_hub_id(tmp_path: P
 
 
 def test_hub_id_found_in_the_cache(
-    tiny_models_root: Path,  # noqa: F811
+    tiny_models_root: Path,
     empty_hub_cache: Path,
 ) -> None:
     """A hub id whose snapshot is in the HF cache resolves to that snapshot, offline."""

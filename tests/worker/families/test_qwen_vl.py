@@ -11,7 +11,6 @@ from daemon.settings import HfVlmModel
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from daemon.worker.families.qwen_vl import Qwen2VlFamily, unfence
-from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (fixture)
 from tests.support.tiny_models import tiny_model
 
 
@@ -26,7 +25,7 @@ def test_loads_and_answers_a_batch(
     kind: str,
     model_class: str,
     multiple: int,
-    tiny_models_root: Path,  # noqa: F811
+    tiny_models_root: Path,
 ) -> None:
     """The family is recognised, the model loads on CPU (fp32, sdpa) and answers each page."""
     settings = HfVlmModel(
@@ -47,7 +46,7 @@ def test_loads_and_answers_a_batch(
     engine.close()
 
 
-def test_max_pixels_setting_bounds_the_image_the_model_sees(tiny_models_root: Path) -> None:  # noqa: F811
+def test_max_pixels_setting_bounds_the_image_the_model_sees(tiny_models_root: Path) -> None:
     """min_pixels / max_pixels from the settings override the processor's own range."""
     folder = tiny_model("qwen2_vl", tiny_models_root)
     settings = HfVlmModel(
@@ -61,7 +60,7 @@ def test_max_pixels_setting_bounds_the_image_the_model_sees(tiny_models_root: Pa
     engine.close()
 
 
-def test_chat_template_carries_the_prompt_and_one_image(tiny_models_root: Path) -> None:  # noqa: F811
+def test_chat_template_carries_the_prompt_and_one_image(tiny_models_root: Path) -> None:
     """The prompt goes through the model's chat template with one image placeholder."""
     family = Qwen2VlFamily(mode="plain")
     processor = family.load_processor(
