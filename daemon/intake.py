@@ -17,7 +17,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,7 @@ class Intake:
         self._queue: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
         # One thread: rechecks are rare, and in order per file.
         self._rechecker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-recheck")
-        self._rechecks = 0
+        self._rechecks: set[Future[None]] = set()  # submitted, not yet done or cancelled
         self._lock = threading.Lock()
 
     def on_stable(self, candidate: object) -> None:
@@ -103,9 +103,10 @@ class Intake:
 
         A file gone, or no longer a regular file, arrives as nothing.
         """
+        future = self._rechecker.submit(self._recheck, path, inbox)
         with self._lock:
-            self._rechecks += 1
-        self._rechecker.submit(self._recheck, path, inbox)
+            self._rechecks.add(future)
+        future.add_done_callback(self._recheck_done)  # at once if it is done already
 
     def _recheck(self, path: Path, inbox: Path) -> None:
         try:
@@ -114,21 +115,20 @@ class Intake:
                 self.put(path, inbox, info.st_size, info.st_mtime_ns)
         except OSError as error:
             log.debug("intake.recheck_failed", path=str(path), error=str(error))
-        finally:
-            with self._lock:
-                self._rechecks -= 1
-            self._wake()  # `once` waits for rechecks before it decides it is finished
+
+    def _recheck_done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._rechecks.discard(future)
+        self._wake()  # `once` waits for rechecks before it decides it is finished
 
     def busy(self) -> bool:
         """A recheck is under way or an arrival waits to be drained."""
         with self._lock:
-            return self._rechecks > 0 or not self._queue.empty()
+            return bool(self._rechecks) or not self._queue.empty()
 
     def close(self) -> None:
         """Finish a recheck under way, drop those not started (the journal keeps them pending)."""
         self._rechecker.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            self._rechecks = 0  # the cancelled ones never ran their `finally`
 
     def drain(self, limit: int = 10_000) -> list[Arrival]:
         arrivals: list[Arrival] = []

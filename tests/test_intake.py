@@ -107,3 +107,29 @@ def test_recheck_of_a_vanished_or_odd_path_arrives_as_nothing(tmp_path: Path) ->
     assert not intake.busy() and len(wakes) == 2
     assert intake.drain() == []
     intake.close()
+
+
+def test_close_finishes_the_running_recheck_and_cancels_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() waits for the recheck under way, drops the queued one, and leaves busy() false."""
+    started, release = threading.Event(), threading.Event()
+    real_key = intake_module.content_key
+
+    def held_key(path: Path, size: int, mtime_ns: int, max_bytes: int) -> str:
+        started.set()
+        release.wait(10)
+        return real_key(path, size, mtime_ns, max_bytes)
+
+    monkeypatch.setattr(intake_module, "content_key", held_key)
+    intake = Intake(10**9, lambda: None)
+    running, queued = tmp_path / "running.png", tmp_path / "queued.png"
+    running.write_bytes(b"one")
+    queued.write_bytes(b"two")
+    intake.recheck(running, tmp_path)
+    intake.recheck(queued, tmp_path)
+    assert started.wait(10)  # the first is under way; the second waits behind it
+    threading.Timer(0.2, release.set).start()
+    intake.close()
+    assert [arrival.path for arrival in intake.drain()] == [running]
+    assert not intake.busy()
