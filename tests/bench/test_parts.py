@@ -4,38 +4,20 @@ input)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from daemon.bench import QUICK_ENV, gpu_absent_reason
-from tests.support.daemon import REPO, daemon_env, run_cli
+from tests.support.daemon import REPO, run_cli
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.slow
 
 
-def bench(*parts: str, cwd: Path = REPO) -> tuple[int, str]:
-    done = run_cli("bench", *parts, cwd=cwd, env={QUICK_ENV: "1"}, timeout=240)
-    return done.returncode, done.stdout + done.stderr
-
-
-def run_cli_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m MODULE ARGS...` in the checkout, to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        env=daemon_env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def assert_ran(output: str, part: str, *table_lines: str) -> None:
+def assert_part_prints(part: str, *table_lines: str) -> None:
+    """`ocr-inbox bench PART` exits 0, prints these table lines and reports the part ok."""
+    done = run_cli("bench", part, cwd=REPO, env={QUICK_ENV: "1"}, timeout=240)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
     for line in table_lines:
         assert line in output, output[-3000:]
     assert f"| {part} | ok |" in output, output[-3000:]
@@ -43,10 +25,7 @@ def assert_ran(output: str, part: str, *table_lines: str) -> None:
 
 def test_overhead_compares_the_daemon_with_the_bare_engine() -> None:
     """(a) prints one row for the bare engine and rows for the daemon, with ratios."""
-    code, output = bench("overhead")
-    assert code == 0, output[-3000:]
-    assert_ran(
-        output,
+    assert_part_prints(
         "overhead",
         "| way | pages | wall s | CPU s | pages/s | vs bare |",
         "| bare engine:",
@@ -56,10 +35,7 @@ def test_overhead_compares_the_daemon_with_the_bare_engine() -> None:
 
 def test_latency_breaks_each_file_down_for_singles_and_a_burst() -> None:
     """(b) prints p50 and p95 of every stage for single files and for a burst."""
-    code, output = bench("latency")
-    assert code == 0, output[-3000:]
-    assert_ran(
-        output,
+    assert_part_prints(
         "latency",
         "| stage | single p50 | single p95 | burst p50 | burst p95 |",
         "| settle wait |",
@@ -69,10 +45,7 @@ def test_latency_breaks_each_file_down_for_singles_and_a_burst() -> None:
 
 def test_backlog_drops_files_and_times_a_start_up_over_finished_ones() -> None:
     """(c) prints the drop figures and the start-up figures, with nothing processed again."""
-    code, output = bench("backlog")
-    assert code == 0, output[-3000:]
-    assert_ran(
-        output,
+    assert_part_prints(
         "backlog",
         "| time to first output (from the first drop) |",
         "| journal on disk (sqlite3 + wal + shm) |",
@@ -83,10 +56,7 @@ def test_backlog_drops_files_and_times_a_start_up_over_finished_ones() -> None:
 def test_tesseract_comparison_scores_both_engines_per_page_type() -> None:
     """(d) prints CER, word recall and speed of both engines for every page type."""
     require_tool("tesseract")
-    code, output = bench("tesseract")
-    assert code == 0, output[-3000:]
-    assert_ran(
-        output,
+    assert_part_prints(
         "tesseract",
         "| page type | pages | CER ours | CER tesseract |",
         "| rotated 90 degrees |",
@@ -96,10 +66,7 @@ def test_tesseract_comparison_scores_both_engines_per_page_type() -> None:
 
 def test_tuning_measures_settings_and_workers() -> None:
     """The follow-through part prints engine settings and the workers comparison."""
-    code, output = bench("tuning")
-    assert code == 0, output[-3000:]
-    assert_ran(
-        output,
+    assert_part_prints(
         "tuning",
         "| configuration | threads | pages | CER |",
         "| 2 workers x 1 thread |",
@@ -108,8 +75,7 @@ def test_tuning_measures_settings_and_workers() -> None:
 
 def test_gpu_benchmark_script_runs_a_tiny_model_on_the_cpu() -> None:
     """bench/gpu_vlm.py --device cpu --tiny measures and prints its table (the GPU run's harness)."""
-    done = run_cli_module(
-        "bench.gpu_vlm",
+    done = run_cli(
         "--device",
         "cpu",
         "--tiny",
@@ -121,6 +87,9 @@ def test_gpu_benchmark_script_runs_a_tiny_model_on_the_cpu() -> None:
         "1",
         "--attention",
         "sdpa",
+        module="bench.gpu_vlm",
+        cwd=REPO,
+        timeout=240,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| attention | batch | prefill ms/page |" in done.stdout
@@ -131,6 +100,4 @@ def test_gpu_benchmark_script_runs_a_tiny_model_on_the_cpu() -> None:
 @pytest.mark.skipif(gpu_absent_reason() is not None, reason="needs an NVIDIA GPU")
 def test_gpu_part_measures_the_model_on_the_gpu() -> None:
     """With a GPU, `ocr-inbox bench gpu` runs the Qwen2-VL-2B-sized model and prints its table."""
-    code, output = bench("gpu")
-    assert code == 0, output[-3000:]
-    assert_ran(output, "gpu", "| attention | batch | prefill ms/page |", "| sdpa | 1 |")
+    assert_part_prints("gpu", "| attention | batch | prefill ms/page |", "| sdpa | 1 |")

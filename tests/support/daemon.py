@@ -240,11 +240,15 @@ def running_daemon(
 
 
 def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    module: str = "daemon",
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m daemon ARGS...` to completion."""
+    """`python -m daemon ARGS...` (or another `module`, e.g. a benchmark script) to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=daemon_env(env),
         capture_output=True,
