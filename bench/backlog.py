@@ -12,7 +12,7 @@ output writes (two files, fsync, rename) and logging.
    time to first output, throughput, peak RSS of the supervisor process
    (VmHWM from /proc, which the kernel keeps), the journal's size on disk.
 2. Start-up scan: an inbox of N inputs, each with its two outputs, whose
-   journal rows say done (written through daemon.journal.Journal admit and
+   journal rows say done (written through daemon.journal.sqlite.Journal admit and
    mark_done, as the daemon does). Inputs are distinct tiny files; the outputs
    are hard links to one pair (the scan skips outputs by name without reading
    them, so only their directory entries matter). The daemon starts on it;
@@ -35,9 +35,9 @@ from pathlib import Path
 
 from bench import report
 from bench.live import drop, running, settings_for, start
-from daemon.journal import Journal
+from daemon.journal.sqlite import Journal
 from daemon.settings import WatchSettings
-from daemon.watcher import Watcher
+from daemon.watching.watcher import Watcher
 from tests.support import pages
 from tests.support.daemon import record_time
 

@@ -1,7 +1,7 @@
 """The daemon's embedded engine called directly, in this process: the baseline of every part.
 
 The pages are what the worker would give the engine: the file's bytes opened
-with daemon.documents.open_document under the same limits (PDF pages rendered
+with daemon.documents.opening.open_document under the same limits (PDF pages rendered
 at limits.pdf_dpi), then RapidEngine.recognize page by page, as
 daemon.worker.main does for an engine whose batch size is 1.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from daemon.documents import open_document
+from daemon.documents.opening import open_document
 from daemon.settings import LimitsSettings, RapidModel
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.rapid import RapidEngine

@@ -4,7 +4,7 @@
 
 The pages: distinct A4 PNGs (200 DPI) of 12 pt prose. The bare engine: the
 daemon's RapidEngine built and loaded once in this process, then, for each
-file, what the worker does: daemon.documents.open_document on its bytes and
+file, what the worker does: daemon.documents.opening.open_document on its bytes and
 RapidEngine.recognize on each page; with the daemon's default settings and
 thread count ([worker] threads = 0: every core the process may use). The
 daemon: `ocr-inbox run` with the embedded `rapid` engine (the default chain)
@@ -33,7 +33,7 @@ import psutil
 from bench import pageset, report
 from bench.engine import rapid_engine
 from bench.live import BenchDaemon, drop, running, settings_for
-from daemon.documents import open_document
+from daemon.documents.opening import open_document
 from daemon.settings import LimitsSettings
 from daemon.worker.engines.rapid import RapidEngine
 from tests.support.daemon import record_time

@@ -114,7 +114,7 @@ def _load(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "bench":
-        from daemon.bench import main as bench_main
+        from daemon.benchmark_runner import main as bench_main
 
         return bench_main(args.parts)
     try:
@@ -133,10 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _once(settings: Settings, files: list[Path]) -> int:
-    from daemon.journal import Journal
-    from daemon.metrics import Metrics
-    from daemon.names import is_ignored
-    from daemon.supervisor import Supervisor
+    from daemon.journal.sqlite import Journal
+    from daemon.observing.metrics import Metrics
+    from daemon.supervising.arbiter import Supervisor
+    from daemon.watching.candidates import is_ignored
 
     paths: list[Path] = []
     for file in files:
@@ -151,10 +151,10 @@ def _once(settings: Settings, files: list[Path]) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon.journal import Journal
-    from daemon.metrics import Metrics
-    from daemon.supervisor import Supervisor
-    from daemon.systemd import Notifier
+    from daemon.journal.sqlite import Journal
+    from daemon.observing.metrics import Metrics
+    from daemon.observing.systemd_notify import Notifier
+    from daemon.supervising.arbiter import Supervisor
 
     journal = Journal.open(settings.state.dir)
     metrics = Metrics()
@@ -171,7 +171,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     )
     server = None
     if settings.metrics.enabled:
-        from daemon.metrics_server import MetricsServer
+        from daemon.observing.metrics_server import MetricsServer
 
         server = MetricsServer(
             metrics.registry, supervisor.ready_state, settings.metrics.host, settings.metrics.port

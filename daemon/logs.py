@@ -3,7 +3,7 @@
 JSON lines when stdout is not a terminal (systemd, pipes), readable console
 lines on a TTY. Each line carries the process role so the interleaved output
 of supervisor and workers can be told apart. When systemd connected stdout to
-the journal, records go to it natively instead (daemon.journald).
+the journal, records go to it natively instead (daemon.observing.systemd_journal).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from daemon import journald
+from daemon.observing import systemd_journal
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -53,11 +53,11 @@ def configure(level: str = "info", fmt: str = "auto", *, role: str = "supervisor
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
     factory: Any = structlog.WriteLoggerFactory(file=sys.stdout)
-    if wants_json(fmt) and journald.stream_is_journal(os.environ, sys.stdout):
+    if wants_json(fmt) and systemd_journal.stream_is_journal(os.environ, sys.stdout):
         # systemd connected stdout to the journal: send each record natively
         # so its fields (FILE, MODEL, OUTCOME, SECONDS, ...) are journal fields.
-        renderer = journald.renderer(renderer)
-        factory = journald.logger_factory(os.environ, sys.stdout)
+        renderer = systemd_journal.renderer(renderer)
+        factory = systemd_journal.logger_factory(os.environ, sys.stdout)
     structlog.configure(
         processors=[*shared, structlog.processors.UnicodeDecoder(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

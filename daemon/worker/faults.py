@@ -83,7 +83,7 @@ def classify(exc: BaseException) -> FaultKind:
     """Map an exception raised while loading or recognising to a fault kind."""
     # Local imports: these modules are cheap, but keep this module importable
     # without PIL in the supervisor's minimal paths.
-    from daemon.documents import BadInputError
+    from daemon.documents.opening import BadInputError
     from daemon.worker.engines.base import (
         DegenerateOutputError,
         EmptyOutputError,

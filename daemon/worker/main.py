@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 import structlog
 
 from daemon import logs
-from daemon.documents import BadInputError, Page, open_document
+from daemon.documents.opening import BadInputError, Page, open_document
 from daemon.protocol import (
     EXIT_CUDA_FATAL,
     EXIT_LOAD_FAILED,

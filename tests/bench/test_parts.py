@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.bench import QUICK_ENV, gpu_absent_reason
+from daemon.benchmark_runner import QUICK_ENV, gpu_absent_reason
 from tests.support.daemon import REPO, run_cli
 from tests.support.tools import require_tool
 

@@ -7,7 +7,7 @@ import json
 from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
-from daemon.metrics import Metrics
+from daemon.observing.metrics import Metrics
 from tests.support.metric_names import (
     DASHBOARD,
     dashboard_queries,

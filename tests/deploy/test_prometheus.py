@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from daemon import __version__
-from daemon.metrics import Metrics
-from daemon.metrics_server import MetricsServer
+from daemon.observing.metrics import Metrics
+from daemon.observing.metrics_server import MetricsServer
 from tests.support.prometheus_server import QUERY_TIMEOUT, Prometheus, prometheus_scraping
 from tests.support.tools import require_tool
 

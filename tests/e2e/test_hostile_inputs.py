@@ -1,6 +1,6 @@
 """Hostile inputs through the running daemon: each gets its defined outcome, and nothing is lost.
 
-tests/test_documents*.py prove how each file is decoded; these prove what the
+tests/documents/test_opening*.py prove how each file is decoded; these prove what the
 daemon makes of it: the error sidecar with its code (or the outputs), the log
 line, the input left byte for byte as it was, a worker whose memory stays
 bounded, and a daemon that goes on to process a normal file afterwards.

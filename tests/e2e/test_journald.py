@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from daemon import journald
+from daemon.observing import systemd_journal as journald
 from tests.support.daemon import Daemon, running_daemon, wait_until
 from tests.support.datagram import socket_path
 from tests.support.drops import drop_png, faulty_settings

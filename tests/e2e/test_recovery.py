@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from daemon.journal import Journal
+from daemon.journal.sqlite import Journal
 from tests.support.daemon import (
     Daemon,
     base_settings,

@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from daemon.journal import Journal
+from daemon.journal.sqlite import Journal
 from tests.support.daemon import (
     Daemon,
     base_settings,

@@ -1,6 +1,6 @@
 """A stand-in for journald's native socket: a real AF_UNIX datagram socket held by a test.
 
-It decodes the native protocol independently of daemon.journald (NAME=value
+It decodes the native protocol independently of daemon.observing.systemd_journal (NAME=value
 lines, the length-prefixed binary form, and entries passed as a memfd), so a
 test compares what the daemon sent against the protocol, not against itself.
 """

@@ -10,7 +10,7 @@ import pytest
 
 from daemon.cli import EXIT_USAGE
 from daemon.settings import LimitsSettings, RecoverySettings
-from daemon.supervisor import EXIT_NO_MODEL
+from daemon.supervising.arbiter import EXIT_NO_MODEL
 from tests.support.systemd_units import (
     executables,
     parse_exposure,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from daemon.documents import BadInputError
+from daemon.documents.opening import BadInputError
 from daemon.worker import faults
 from daemon.worker.engines.base import (
     DegenerateOutputError,
@@ -193,7 +193,7 @@ def test_bad_input_keeps_its_code() -> None:
     """BadInputError is bad_input with the documents module's code."""
     fault = faults.describe(BadInputError("corrupt", "the PNG stream is truncated"), page=0)
     assert (fault.kind, fault.detail, fault.page) == ("bad_input", {"code": "corrupt"}, 0)
-    assert fault.exception_type == "daemon.decoding.BadInputError"
+    assert fault.exception_type == "daemon.documents.decoding.BadInputError"
 
 
 def test_output_failures_and_missing_models_have_their_own_kinds() -> None:

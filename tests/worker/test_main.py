@@ -34,8 +34,8 @@ from daemon.protocol import (
     Shutdown,
 )
 from daemon.settings import FaultRule, FaultyModel
+from daemon.supervising.worker_handles import SPAWN
 from daemon.worker import run_worker
-from daemon.workers import SPAWN
 from tests.support.workers import drill_config
 
 WIDTH, HEIGHT = 400, 300

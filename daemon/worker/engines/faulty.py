@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import structlog
 from PIL import Image
 
-from daemon.documents import BadInputError
+from daemon.documents.opening import BadInputError
 from daemon.protocol import EngineInfo, Line, PageText
 from daemon.settings import FaultyModel
 from daemon.worker.engines.base import (

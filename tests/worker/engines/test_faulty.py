@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from daemon.documents import BadInputError
+from daemon.documents.opening import BadInputError
 from daemon.settings import FaultRule, FaultyModel
 from daemon.worker import faults
 from daemon.worker.engines.base import (

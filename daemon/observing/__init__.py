@@ -1,0 +1,1 @@
+"""Observing: what the daemon tells the outside: metrics, /healthz and /readyz, systemd, the journal of logs."""

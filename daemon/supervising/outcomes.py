@@ -1,0 +1,245 @@
+"""What became of a file, written everywhere it must be: outputs, journal, metrics, log.
+
+Each method records one final outcome (or one failed attempt to write it);
+the supervisor decides which applies and what happens to the file next.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon.journal.sqlite import Journal, State
+from daemon.observing.metrics import Metrics
+from daemon.outputs import content as payloads
+from daemon.outputs import writing as outputs
+from daemon.protocol import DocumentResult, Fault
+from daemon.tasks import FileTask
+
+log = structlog.get_logger("daemon.supervising.outcomes")
+
+
+class Outcomes:
+    def __init__(
+        self,
+        journal: Journal,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        indent: int | None,
+        retry_seconds: float = 30.0,
+        *,
+        keep_final: bool = False,
+    ) -> None:
+        self.journal = journal
+        self.metrics = metrics
+        self.clock = clock
+        self.indent = indent
+        self.retry_seconds = retry_seconds
+        # path -> done | failed | vanished | skipped, for `once`'s exit code. A
+        # daemon keeps none: it would grow by every file it ever finished.
+        self.final: dict[Path, str] = {}
+        self._keep_final = keep_final
+        # Error sidecars that could not be written yet (disk full, folder not
+        # writable): path -> (when to try again, the content's sha256, payload).
+        self._unwritten: dict[Path, tuple[float, str, dict[str, Any]]] = {}
+
+    def recognised(self, result: DocumentResult, model: str) -> None:
+        """Count the work a worker did, whether or not its outputs can be written yet."""
+        self.metrics.pages.labels(model=model).inc(len(result.pages))
+        tokens = sum(page.text.tokens or 0 for page in result.pages)
+        if tokens:
+            self.metrics.generated_tokens.labels(model=model).inc(tokens)
+        for page in result.pages:
+            self.metrics.page_inference_seconds.labels(model=model).observe(page.seconds)
+        if any("out of memory" in note for page in result.pages for note in page.notes):
+            # Recovered in the worker by a smaller retry: still an OOM worth seeing.
+            self.metrics.cuda_errors.labels(kind="oom").inc()
+        self.metrics.record_memory(result.memory)
+
+    def done(
+        self, task: FileTask, result: DocumentResult, model: str
+    ) -> outputs.OutputError | None:
+        """Write the pair of outputs and record the file done; the error if they cannot be written."""
+        now = self.clock()
+        queue_seconds = (task.dispatched_at or now) - task.queued_at
+        timings = {
+            "queue_seconds": queue_seconds,
+            "open_seconds": result.open_seconds,
+            "inference_seconds": result.inference_seconds,
+            "total_seconds": now - task.admitted_at,
+        }
+        if task.settle_seconds is not None:
+            timings["settle_seconds"] = task.settle_seconds
+        entry = self.journal.get(task.path)
+        known = [entry.md_sha256] if entry is not None and entry.md_sha256 else []
+        started = time.monotonic()
+        try:
+            outputs.write_success(
+                task.path,
+                payloads.markdown(result),
+                payloads.success(task, result, model, timings),
+                known_markdown_hashes=known,
+                before_commit=lambda digest: self.journal.note_markdown(task.path, digest),
+                indent=self.indent,
+            )
+        except outputs.OutputError as error:
+            self.output_error(error)
+            return error
+        write_seconds = time.monotonic() - started
+        # A file that changed under us is recorded for what was read; an
+        # impossible size keeps its new content from looking finished.
+        changed = result.sha256 != task.sha256
+        size, mtime = (-1, -1) if changed else (task.size, task.mtime_ns)
+        self.journal.mark_done(task.path, result.sha256, size, mtime)
+        total = self.clock() - task.admitted_at
+        self.metrics.files.labels(outcome="done").inc()
+        self.metrics.file_seconds.labels(outcome="done").observe(total)
+        self.metrics.last_success.set(time.time())
+        self.record_final(task.path, "done")
+        log.info(
+            "file.done",
+            file=str(task.path),
+            outcome="done",
+            model=model,
+            engine=result.engine.engine,
+            pages=len(result.pages),
+            seconds=round(total, 3),
+            queue_seconds=round(queue_seconds, 3),
+            inference_seconds=round(result.inference_seconds, 3),
+            write_seconds=round(write_seconds, 4),
+            settle_seconds=None if task.settle_seconds is None else round(task.settle_seconds, 3),
+            fallbacks=len(task.trail),
+        )
+        return None
+
+    def failed(
+        self, task: FileTask, fault: Fault, sha256: str | None, model: str | None, summary: str
+    ) -> None:
+        """Write the error sidecar and quarantine this content (not retried until it changes)."""
+        sha = sha256 or task.sha256
+        payload = payloads.failure(task, fault, sha256=sha, model_name=model, summary=summary)
+        try:
+            outputs.write_failure(task.path, payload, indent=self.indent)
+        except outputs.OutputError as error:
+            self.output_error(error)
+            if error.reason != "not_ours":
+                self._unwritten[task.path] = (self.clock() + self.retry_seconds, sha, payload)
+        self.journal.mark_failed(task.path, sha, task.size, task.mtime_ns, fault.message[:1000])
+        total = self.clock() - task.admitted_at
+        self.metrics.files.labels(outcome="failed").inc()
+        self.metrics.file_seconds.labels(outcome="failed").observe(total)
+        self.record_final(task.path, "failed")
+        log.error(
+            "file.failed",
+            file=str(task.path),
+            outcome="failed",
+            reason=fault.kind,
+            code=fault.detail.get("code"),
+            error=fault.message[:500],
+            model=model,
+            seconds=round(total, 3),
+            tried=[step["model"] for step in task.trail],
+        )
+
+    def retry_sidecars(self, now: float) -> None:
+        """Write the error sidecars that failed for want of space or permission, if still due.
+
+        The journal already says failed (the file is not processed again); only
+        the sidecar is missing. One whose file has changed or gone since is dropped.
+        """
+        for path, (due, sha, payload) in list(self._unwritten.items()):
+            if due > now:
+                continue
+            del self._unwritten[path]
+            entry = self.journal.get(path)
+            if entry is None or entry.state != State.FAILED or entry.sha256 != sha:
+                continue
+            try:
+                outputs.write_failure(path, payload, indent=self.indent)
+            except outputs.OutputError as error:
+                self.output_error(error)
+                if error.reason != "not_ours":
+                    self._unwritten[path] = (now + self.retry_seconds, sha, payload)
+                continue
+            log.info("file.error_written", file=str(path), code=payload["error"]["code"])
+
+    def blocked(self, task: FileTask, error: outputs.OutputError) -> None:
+        """An output path is taken by a file we did not write: give up on this content."""
+        log.error(
+            "file.failed",
+            file=str(task.path),
+            outcome="failed",
+            reason="output_in_the_way",
+            error=str(error),
+        )
+        self.journal.mark_failed(task.path, task.sha256, task.size, task.mtime_ns, str(error))
+        self.metrics.files.labels(outcome="failed").inc()
+        self.record_final(task.path, "failed")
+
+    def refused_name(self, path: Path, code: str, message: str) -> None:
+        """No output can be named after this file (too long, not UTF-8): say so, write nothing.
+
+        Not journaled (a name that is not UTF-8 cannot be stored): the watcher
+        hands the file on once per daemon start, so this is logged once per start.
+        """
+        log.error(
+            "file.failed", file=str(path), outcome="failed", reason=code, code=code, error=message
+        )
+        self.metrics.output_errors.labels(reason=code).inc()
+        self.metrics.files.labels(outcome="failed").inc()
+        self.record_final(path, "failed")
+
+    def vanished(self, path: Path, when: str) -> None:
+        log.info("file.vanished", file=str(path), when=when)
+        self.journal.forget(path)
+        self.metrics.files.labels(outcome="vanished").inc()
+        self.record_final(path, "vanished")
+
+    def skipped(self, path: Path, outcome: str) -> None:
+        log.info("file.skipped", file=str(path), reason="outputs exist for this content")
+        self.metrics.files.labels(outcome="skipped").inc()
+        self.record_final(path, outcome)
+
+    def unreadable(self, task: FileTask, message: str) -> None:
+        """No permission to read (or an I/O error): a sidecar once; rescans try again."""
+        existing = outputs.read_owned_json(outputs.OutputPaths.beside(task.path).error)
+        if existing is not None and existing.get("error", {}).get("code") == "unreadable":
+            return
+        fault = Fault(
+            kind="bad_input",
+            message=f"cannot read the file: {message}",
+            detail={"code": "unreadable"},
+        )
+        summary = "the file could not be read; it is tried again on the next rescan"
+        try:
+            outputs.write_failure(
+                task.path,
+                payloads.failure(task, fault, sha256="", model_name=None, summary=summary),
+                indent=self.indent,
+            )
+        except outputs.OutputError as error:
+            self.output_error(error)
+        # After the sidecar, as for every outcome: whoever reads the line finds the file.
+        log.error(
+            "file.failed",
+            file=str(task.path),
+            outcome="failed",
+            reason="unreadable",
+            code="unreadable",
+            error=message,
+        )
+        self.metrics.files.labels(outcome="failed").inc()
+        self.record_final(task.path, "failed")
+
+    def record_final(self, path: Path, outcome: str) -> None:
+        """Note what became of a file, where `once` will ask."""
+        if self._keep_final:
+            self.final[path] = outcome
+
+    def output_error(self, error: outputs.OutputError) -> None:
+        self.metrics.output_errors.labels(reason=error.reason).inc()
+        log.error("output.error", path=str(error.path), reason=error.reason, error=str(error))

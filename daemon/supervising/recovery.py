@@ -1,0 +1,231 @@
+"""The recovery policy: what a fault means for the file, for the model, for the daemon.
+
+- A fatal fault (crash, hang, sticky CUDA error) counts against the file and
+  the model. A file that killed the worker `attempts_per_model` times moves to
+  the next model; a model that failed `max_fatal_failures` times within the
+  window is demoted for the whole daemon; a cool-down brings the first back.
+  When a fault demotes the model, the demotion is the whole answer: the file
+  in hand simply waits for the next active model (no per-file fallback).
+- A file that comes back pending after a restart resumes after the last model
+  of its trail; its per-model attempt counts live in the journal.
+- Empty or degenerate output (and OOM or an engine error that survived the
+  worker's own retries) moves only that file to the next model.
+- A file with no model left gets an error sidecar: quarantined, never a loop.
+- A chain with no model left ends the daemon (exit 3, systemd restarts it),
+  leaving every pending file pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from daemon.journal.sqlite import Journal
+from daemon.observing.metrics import Metrics
+from daemon.protocol import Fault
+from daemon.settings import RecoverySettings
+from daemon.supervising.chain import ModelChain
+from daemon.supervising.file_queue import FileQueue
+from daemon.supervising.outcomes import Outcomes
+from daemon.tasks import FileTask
+
+log = structlog.get_logger("daemon.supervising.recovery")
+
+
+class Recovery:
+    def __init__(
+        self,
+        chain_names: list[str],
+        settings: RecoverySettings,
+        *,
+        journal: Journal,
+        queue: FileQueue,
+        outcomes: Outcomes,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        release: Callable[[FileTask], None],
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.queue = queue
+        self.outcomes = outcomes
+        self.metrics = metrics
+        self.clock = clock
+        self.release = release  # the supervisor lets a finished file go
+        self.chain = ModelChain(chain_names, settings, clock)
+        self.unloadable: set[str] = set()  # per-file fallback models that failed to load
+
+    def reset(self, chain_names: list[str], settings: RecoverySettings) -> None:
+        """New settings (SIGHUP): a fresh chain from its first model."""
+        self.settings = settings
+        self.chain = ModelChain(chain_names, settings, self.clock)
+        self.unloadable.clear()
+        self.metrics.set_active_model(None, 0)
+
+    @property
+    def active(self) -> str | None:
+        return self.chain.active
+
+    @property
+    def exhausted(self) -> bool:
+        return self.chain.exhausted
+
+    def usable(self, model: str) -> bool:
+        return model not in self.unloadable
+
+    def resume_model(self, trail: list[dict[str, Any]]) -> str | None:
+        """The model for a file that comes back pending with a trail (after a restart).
+
+        The trail lists the models the file already left; it goes on after the
+        last of them instead of starting again at the top of the chain.
+        """
+        if not trail:
+            return None
+        following = self._usable_after(str(trail[-1].get("model")))
+        position = self.chain.position
+        if following is None or position is None or self.chain.names.index(following) <= position:
+            return None  # the active model is that one, or already further down
+        return following
+
+    # --- faults --------------------------------------------------------------
+
+    def worker_lost(self, model: str, task: FileTask, reason: str, fault: Fault) -> None:
+        """A worker died (or must die) on this file: count it against the file and the model."""
+        attempts = self.journal.record_attempt(task.path, model)
+        demote = self.chain.record_fatal(model)
+        limit = self.settings.attempts_per_model
+        log.error(
+            "file.attempt_failed",
+            file=str(task.path),
+            model=model,
+            reason=reason,
+            attempt=attempts,
+            of=limit,
+        )
+        if demote:
+            # The model goes out of service for the whole daemon: that, not this
+            # file, is what gave way. The file waits for the next active model
+            # like every queued file, with no per-file fallback or trail entry
+            # (and with no model left it stays pending for the next start,
+            # rather than being quarantined for a broken GPU).
+            if task.model_override == model:
+                task.model_override = None
+            self.queue.push(task, self.clock(), front=True)
+            self._demote(reason)
+        elif attempts >= limit:
+            message = f"the worker was lost {attempts} times on this file"
+            task.trail.append({"model": model, "outcome": reason, "message": message})
+            self._next_model_for(task, model, fault, None)
+        else:
+            self.queue.push(task, self.clock(), front=True)
+
+    def model_failed_file(
+        self, model: str, task: FileTask, fault: Fault, sha256: str | None
+    ) -> None:
+        """The model could not do this one file (empty, degenerate, OOM, engine error)."""
+        if fault.kind == "oom":
+            self.metrics.cuda_errors.labels(kind="oom").inc()
+        task.trail.append({"model": model, "outcome": fault.kind, "message": fault.message[:500]})
+        self._next_model_for(task, model, fault, sha256)
+
+    def load_failed(self, model: str, fault: Fault) -> None:
+        log.error("model.load_failed", model=model, error=fault.message)
+        if model == self.chain.active:
+            self._demote("load_error")
+            return
+        self.unloadable.add(model)
+        for task in self.queue:
+            if task.model_override == model:
+                self.queue.drop(task)
+                task.trail.append(
+                    {"model": model, "outcome": "load_error", "message": fault.message[:500]}
+                )
+                self._next_model_for(task, model, fault, None)
+
+    def died_loading(self, model: str, reason: str, fault: Fault) -> None:
+        """A worker ended while loading `model` without reporting why.
+
+        A load that hung past load_deadline_seconds cannot load. A crash
+        counts as one fatal failure of the model: the kernel's OOM killer
+        strikes hardest while a model loads, and one such kill should not take
+        a good model out of service (or exit the daemon when it is the last);
+        max_fatal_failures crashes in the window do.
+        """
+        if reason == "hang":
+            self.load_failed(model, fault)
+            return
+        demote = self.chain.record_fatal(model)
+        failures = self.chain.recent_failures(model)
+        if demote or (model != self.chain.active and failures >= self.settings.max_fatal_failures):
+            self.load_failed(model, fault)
+            return
+        log.warning(
+            "model.load_interrupted",
+            model=model,
+            reason=reason,
+            failures=failures,
+            of=self.settings.max_fatal_failures,
+        )
+
+    def maintain(self, stopping: bool) -> None:
+        """After the cool-down on a fallback, try the first model again."""
+        if self.chain.cooldown_due() and not stopping:
+            first = self.chain.promote()
+            self.unloadable.clear()
+            log.info("chain.retry_first", model=first, after_seconds=self.settings.cooldown_seconds)
+            self.metrics.set_active_model(None, 0)
+
+    # --- moving down -----------------------------------------------------------
+
+    def _demote(self, reason: str) -> None:
+        old = self.chain.active
+        new = self.chain.demote()
+        while new is not None and new in self.unloadable:
+            new = self.chain.demote()
+        for task in self.queue:
+            if old is not None and task.model_override == old:
+                # Sent to the model that just went out of service: the active
+                # model (which follows it) takes the file instead.
+                self.queue.clear_override(task, self.clock())
+        self.metrics.fallbacks.labels(
+            from_model=old or "", to_model=new or "none", reason=reason, scope="daemon"
+        ).inc()
+        self.metrics.set_active_model(None, self.chain.position or 0)
+        if new is None:
+            # A daemon that stays up with no usable model is worse than one that
+            # exits: systemd restarts us. Pending files stay pending in the journal.
+            log.critical("chain.exhausted", last=old, reason=reason, held=self.queue.held)
+            return
+        log.warning("chain.fallback", from_model=old, to_model=new, reason=reason)
+
+    def _usable_after(self, model: str) -> str | None:
+        """The first model below `model` in the chain that has not failed to load."""
+        following = self.chain.after(model)
+        while following is not None and following in self.unloadable:
+            following = self.chain.after(following)
+        return following
+
+    def _next_model_for(self, task: FileTask, model: str, fault: Fault, sha256: str | None) -> None:
+        """One file moves to the model after `model`; with none left, an error sidecar."""
+        following = self._usable_after(model)
+        self.journal.record_trail(task.path, task.trail)
+        if following is None:
+            self.outcomes.failed(
+                task, fault, sha256, model, "every model of the chain failed on this file"
+            )
+            self.release(task)
+            return
+        self.metrics.fallbacks.labels(
+            from_model=model, to_model=following, reason=fault.kind, scope="file"
+        ).inc()
+        log.warning(
+            "file.fallback",
+            file=str(task.path),
+            from_model=model,
+            to_model=following,
+            reason=fault.kind,
+        )
+        task.model_override = following
+        self.queue.push(task, self.clock(), front=True)

@@ -1,0 +1,110 @@
+"""One watched inbox folder: attaching its observer, noticing it is gone, detaching.
+
+An inbox is attached while its observer runs and the folder at its path is
+the one the observer was started on (same device and inode): a folder that
+was deleted and created again needs a new observer, since inotify watches
+inodes, not names. Each problem (missing, not a folder, no permission) is
+logged once until the inbox attaches again. Used by the watcher's thread only.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from watchdog.observers.api import BaseObserver
+
+from daemon.settings import WatchSettings
+from daemon.watching.observers import Change, observer_alive, start_observer, stop_observer
+
+log = structlog.get_logger("daemon.watching.watcher")
+
+
+def inbox_root(path: Path) -> Path:
+    """The form of an inbox path that Candidate.inbox carries (absolute, symlinks kept)."""
+    return Path(os.path.abspath(path))
+
+
+@dataclass(slots=True)
+class Inbox:
+    path: Path  # inbox_root() of the configured path
+    real: str = ""  # realpath, to judge where symlinks point
+    observer: BaseObserver | None = None
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) when attached
+    problem: str | None = None  # the last problem logged, so each is logged once
+
+    @property
+    def attached(self) -> bool:
+        """The observer runs and still watches the folder now at this path."""
+        if self.observer is None or not observer_alive(self.observer):
+            return False
+        try:
+            result = os.stat(self.path)
+        except OSError:
+            return False
+        return (result.st_dev, result.st_ino) == self.identity
+
+    def attach(self, settings: WatchSettings, post: Callable[[Change], None]) -> bool:
+        """Start watching (creating the folder when create_missing); False, logged once, if not."""
+        try:
+            try:
+                result = os.stat(self.path)
+            except FileNotFoundError:
+                self._report("missing", settings)
+                if not settings.create_missing:
+                    return False
+                self.path.mkdir(parents=True, exist_ok=True)
+                log.info("watch.inbox_created", inbox=str(self.path))
+                result = os.stat(self.path)
+            if not stat.S_ISDIR(result.st_mode):
+                self._report("not_a_directory", settings)
+                return False
+            self.observer = start_observer(self.path, settings, post)
+        except OSError as error:
+            self._report(error.strerror or str(error), settings)
+            return False
+        self.identity = (result.st_dev, result.st_ino)
+        self.real = os.path.realpath(self.path)
+        self.problem = None
+        log.info(
+            "watch.inbox_attached",
+            inbox=str(self.path),
+            mode=settings.mode,
+            recursive=settings.recursive,
+        )
+        return True
+
+    def detach(self) -> None:
+        """Stop the observer, if any (waits for its thread)."""
+        observer, self.observer, self.identity = self.observer, None, None
+        if observer is not None:
+            stop_observer(observer)
+
+    def relative_parts(self, path: str, *, recursive: bool) -> list[str] | None:
+        """Path's components below the inbox; None when outside it or too deep for the mode."""
+        root = str(self.path) + os.sep
+        if not path.startswith(root):
+            return None
+        parts = path[len(root) :].split(os.sep)
+        if len(parts) > 1 and not recursive:
+            return None
+        return parts
+
+    def holds(self, target: str) -> bool:
+        """Whether a resolved path (a symlink's target) lies inside this inbox."""
+        return target == self.real or target.startswith(self.real + os.sep)
+
+    def _report(self, problem: str, settings: WatchSettings) -> None:
+        if self.problem == problem:
+            return
+        self.problem = problem
+        if problem == "missing":
+            log.warning(
+                "watch.inbox_missing", inbox=str(self.path), create_missing=settings.create_missing
+            )
+        else:
+            log.warning("watch.inbox_unavailable", inbox=str(self.path), reason=problem)
