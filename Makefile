@@ -26,8 +26,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check daemon tests bench
-	$(BIN)/ruff format --check daemon tests bench
+	$(BIN)/ruff check daemon harness tests bench
+	$(BIN)/ruff format --check daemon harness tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -38,8 +38,8 @@ from bench.live import drop, running, settings_for, start
 from daemon.journal.sqlite import Journal
 from daemon.settings import WatchSettings
 from daemon.watching.watcher import Watcher
-from tests.support import pages
-from tests.support.daemon import record_time
+from harness import pages
+from harness.driver import record_time
 
 FAKE = {"fake": {"engine": "faulty"}}
 OVERFLOW = "Inotify queue overflowed"  # watchdog's warning, on stderr

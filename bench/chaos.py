@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.support.chaos import ChaosPlan, figures, problems, run_chaos, table  # noqa: E402
+from harness.chaos import ChaosPlan, figures, problems, run_chaos, table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from typing import Any
 
 from bench import pageset, report
 from bench.live import BenchDaemon, drop, running, settings_for
-from tests.support.daemon import record_time
+from harness.driver import record_time
 
 STAGES = ("settle wait", "queue wait", "inference", "output write", "rest", "end to end")
 

@@ -1,7 +1,7 @@
 """A real `ocr-inbox run` for benchmarks: start it, drop files, follow its log cheaply.
 
 The daemon is started exactly as the end-to-end tests start it
-(tests.support.daemon.start_daemon), but at log level info and with a log
+(harness.driver.start_daemon), but at log level info and with a log
 follower that reads only new bytes and indexes events by name and file, so
 waiting for 10,000 outcomes does not cost the CPU the daemon is measured on.
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import Daemon, start_daemon
-from tests.support.inbox import drop as drop_file
+from harness.driver import Daemon, start_daemon
+from harness.inbox import drop as drop_file
 
 POLL_SECONDS = 0.2
 

@@ -36,7 +36,7 @@ from bench.live import BenchDaemon, drop, running, settings_for
 from daemon.documents.opening import open_document
 from daemon.settings import LimitsSettings
 from daemon.worker.engines.rapid import RapidEngine
-from tests.support.daemon import record_time
+from harness.driver import record_time
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

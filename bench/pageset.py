@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.support import pages
+from harness import pages
 
 A4 = (1654, 2339)
 QUICK_PAGE = (1240, 760)  # a third of A4's area: for runs that only check the harness

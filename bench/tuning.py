@@ -33,7 +33,7 @@ from bench.engine import page_images, rapid_engine, recognise
 from bench.live import drop, running, settings_for
 from bench.versus_tesseract import Score, score, total
 from daemon.settings import LimitsSettings, RapidModel
-from tests.support.daemon import record_time
+from harness.driver import record_time
 
 PDF = "multi-page PDF"
 

@@ -1,8 +1,8 @@
 """`ocr-inbox bench [PART ...]`: run the benchmarks kept in a checkout's bench/ folder.
 
 The benchmarks are not part of the installed package: they build page sets
-with the test suite's helpers (tests/support) and drive the daemon as a
-subprocess. So this command finds a checkout, in this order: the folder that
+with the helpers they share with the tests (harness/) and drive the daemon
+as a subprocess. So this command finds a checkout, in this order: the folder that
 holds the imported `daemon` package (an editable install, `pip install -e .`,
 which `make` does), then the current directory; and runs each part there as
 `python -m bench.<module>` with the checkout on PYTHONPATH, one process per
@@ -73,11 +73,13 @@ PARTS = (
 
 
 def find_checkout(candidates: Sequence[Path] | None = None) -> Path | None:
-    """The source tree holding bench/ and tests/support/, or None."""
+    """The source tree holding bench/ and harness/, or None."""
     if candidates is None:
         candidates = [Path(__file__).resolve().parents[1], Path.cwd()]
     for root in candidates:
-        if (root / "bench" / "__init__.py").is_file() and (root / "tests" / "support").is_dir():
+        if (root / "bench" / "__init__.py").is_file() and (
+            root / "harness" / "__init__.py"
+        ).is_file():
             return root
     return None
 

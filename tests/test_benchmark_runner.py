@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from daemon import benchmark_runner as bench
-from tests.support.daemon import REPO, run_cli
+from harness.driver import REPO, run_cli
 
 
 def test_the_checkout_is_found_from_the_package_or_the_working_directory(tmp_path: Path) -> None:
-    """The source tree with bench/ and tests/support/ is found; a folder without them is not."""
+    """The source tree with bench/ and harness/ is found; a folder without them is not."""
     assert bench.find_checkout() == REPO
     assert bench.find_checkout([tmp_path, REPO]) == REPO
     assert bench.find_checkout([tmp_path]) is None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.cli import _overrides, _parser, model_name_for
-from tests.support.daemon import run_cli
+from harness.driver import run_cli
 
 
 def test_version(tmp_path: Path) -> None:

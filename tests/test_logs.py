@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.support.daemon import daemon_env
+from harness.driver import daemon_env
 
 
 def _run(code: str) -> list[dict[str, object]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from daemon.settings import Settings, SettingsError, load_settings
-from tests.support.daemon import run_cli
+from harness.driver import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 

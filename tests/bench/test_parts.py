@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.benchmark_runner import QUICK_ENV, gpu_absent_reason
-from tests.support.daemon import REPO, run_cli
+from harness.driver import REPO, run_cli
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.slow

@@ -19,9 +19,9 @@ from daemon.documents.opening import (
     sniff_format,
 )
 from daemon.settings import LimitsSettings
+from harness.pages import render_page, save_jpeg_with_orientation
 from tests.support import hostile
 from tests.support.images import encoded, mean_difference
-from tests.support.pages import render_page, save_jpeg_with_orientation
 
 DEFAULT_LIMITS = LimitsSettings()
 

@@ -19,9 +19,9 @@ from PIL import Image
 
 from daemon.documents.opening import FORMATS, BadInputError, open_document
 from daemon.settings import LimitsSettings
+from harness.pages import render_page
 from tests.support import hostile
 from tests.support.images import encoded
-from tests.support.pages import render_page
 
 DEFAULT_LIMITS = LimitsSettings()
 CODES = frozenset(

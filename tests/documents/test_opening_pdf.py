@@ -13,9 +13,9 @@ from PIL import Image, ImageChops
 
 from daemon.documents.opening import BadInputError, open_document, pdf_render_scale
 from daemon.settings import LimitsSettings
+from harness.pages import render_page, save_pdf
 from tests.support import hostile
 from tests.support.images import dark_box
-from tests.support.pages import render_page, save_pdf
 
 DEFAULT_LIMITS = LimitsSettings()
 REPO_ROOT = Path(__file__).resolve().parents[2]

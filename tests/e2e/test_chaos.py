@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.chaos import ChaosPlan, figures, problems, run_chaos, table
+from harness.chaos import ChaosPlan, figures, problems, run_chaos, table
 
 pytestmark = pytest.mark.slow
 

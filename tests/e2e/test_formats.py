@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import pages
-from tests.support.daemon import base_settings, outputs_of, read_json, running_daemon
-from tests.support.drops import place
-from tests.support.pages import recall
+from harness import pages
+from harness.driver import base_settings, outputs_of, read_json, running_daemon
+from harness.drops import place
+from harness.pages import recall
 
 pytestmark = pytest.mark.slow
 

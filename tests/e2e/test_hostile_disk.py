@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.driver import outputs_of, read_json, start_daemon
+from harness.drops import faulty_settings, png_bytes
+from harness.inbox import drop, outcomes_of, sha256_of, wait_outcome
 from tests.support import hostile
-from tests.support.daemon import outputs_of, read_json, start_daemon
-from tests.support.drops import faulty_settings, png_bytes
 from tests.support.filesystems import fill, free_blocks, small_tmpfs
-from tests.support.inbox import drop, outcomes_of, sha256_of, wait_outcome
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.slow

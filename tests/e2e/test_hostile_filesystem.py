@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import Daemon, outputs_of, read_json, running_daemon
-from tests.support.drops import faulty_settings, png_bytes
-from tests.support.inbox import drop, outcomes_of, sha256_of, wait_outcome
+from harness.driver import Daemon, outputs_of, read_json, running_daemon
+from harness.drops import faulty_settings, png_bytes
+from harness.inbox import drop, outcomes_of, sha256_of, wait_outcome
 
 pytestmark = pytest.mark.slow
 

@@ -24,11 +24,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support import hostile, pages
-from tests.support.daemon import Daemon, base_settings, outputs_of, read_json, running_daemon
+from harness import pages
+from harness.driver import Daemon, base_settings, outputs_of, read_json, running_daemon
+from harness.inbox import drop, peak_rss_bytes, sha256_of, wait_outcome
+from harness.pages import recall
+from tests.support import hostile
 from tests.support.images import encoded
-from tests.support.inbox import drop, peak_rss_bytes, sha256_of, wait_outcome
-from tests.support.pages import recall
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support.daemon import read_json, running_daemon, wait_until
-from tests.support.drops import faulty_settings
-from tests.support.inbox import drop
+from harness.driver import read_json, running_daemon, wait_until
+from harness.drops import faulty_settings
+from harness.inbox import drop
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from harness.driver import outputs_of, read_json, running_daemon
+from harness.drops import faulty_settings, png_bytes
+from harness.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_outcome
 from tests.support import hostile
-from tests.support.daemon import outputs_of, read_json, running_daemon
-from tests.support.drops import faulty_settings, png_bytes
-from tests.support.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_outcome
 from tests.support.privileges import obeying_permissions
 
 pytestmark = pytest.mark.slow

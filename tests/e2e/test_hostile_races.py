@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import hostile, pages
-from tests.support.daemon import (
+from harness import pages
+from harness.driver import (
     Daemon,
     daemon_env,
     outputs_of,
@@ -25,8 +25,9 @@ from tests.support.daemon import (
     running_daemon,
     write_settings,
 )
-from tests.support.drops import faulty_settings, png_bytes
-from tests.support.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_outcome
+from harness.drops import faulty_settings, png_bytes
+from harness.inbox import ReadWatch, drop, outcomes_of, sha256_of, wait_outcome
+from tests.support import hostile
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from daemon.observing import systemd_journal as journald
-from tests.support.daemon import Daemon, running_daemon, wait_until
+from harness.driver import Daemon, running_daemon, wait_until
+from harness.drops import drop_png, faulty_settings
 from tests.support.datagram import socket_path
-from tests.support.drops import drop_png, faulty_settings
 from tests.support.journal_socket import JournalSocket
 from tests.support.tools import require_tool, unavailable
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support import pages
-from tests.support.daemon import (
+from harness import pages
+from harness.driver import (
     Daemon,
     outputs_of,
     read_json,
@@ -27,8 +27,8 @@ from tests.support.daemon import (
     start_daemon,
     wait_until,
 )
-from tests.support.drops import TINY, drop_png, faulty_settings
-from tests.support.inbox import sha256_of
+from harness.drops import TINY, drop_png, faulty_settings
+from harness.inbox import sha256_of
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import Daemon, running_daemon, wait_until
-from tests.support.drops import drop_pdf, drop_png, faulty_settings
+from harness.driver import Daemon, running_daemon, wait_until
+from harness.drops import drop_pdf, drop_png, faulty_settings
 from tests.support.metric_names import (
     names_declared_in_exposition,
     names_in_exposition,

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from daemon.journal.sqlite import Journal
-from tests.support.daemon import (
+from harness.driver import (
     Daemon,
     base_settings,
     outputs_of,
@@ -29,7 +29,7 @@ from tests.support.daemon import (
     start_daemon,
     wait_until,
 )
-from tests.support.drops import drop_png
+from harness.drops import drop_png
 
 pytestmark = pytest.mark.slow
 

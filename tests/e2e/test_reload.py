@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import Daemon, outputs_of, read_json, running_daemon, write_settings
+from harness.driver import Daemon, outputs_of, read_json, running_daemon, write_settings
+from harness.drops import drop_png, faulty_settings
 from tests.support.datagram import socket_path
-from tests.support.drops import drop_png, faulty_settings
 from tests.support.notify_socket import NotifySocket
 
 pytestmark = pytest.mark.slow

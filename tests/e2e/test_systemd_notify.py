@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon, record_time, running_daemon
+from harness.driver import Daemon, record_time, running_daemon
+from harness.drops import drop_png, faulty_settings
 from tests.support.datagram import socket_path
-from tests.support.drops import drop_png, faulty_settings
 from tests.support.notify_socket import NotifySocket
 
 pytestmark = pytest.mark.slow

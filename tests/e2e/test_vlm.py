@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.support import pages
-from tests.support.daemon import base_settings, outputs_of, read_json, run_cli, running_daemon
-from tests.support.drops import place
+from harness import pages
+from harness.driver import base_settings, outputs_of, read_json, run_cli, running_daemon
+from harness.drops import place
 from tests.support.tiny_models import tiny_model
 
 pytestmark = pytest.mark.slow

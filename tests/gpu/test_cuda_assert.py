@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.daemon import (
+from harness.driver import (
     base_settings,
     outputs_of,
     read_json,
     record_time,
     running_daemon,
 )
-from tests.support.drops import drop_png
+from harness.drops import drop_png
 
 pytestmark = [
     pytest.mark.gpu,

@@ -8,8 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.support import pages
-from tests.support.daemon import daemon_env, outputs_of, run_cli, write_settings
+from harness import pages
+from harness.driver import daemon_env, outputs_of, run_cli, write_settings
 
 FAKE = {"worker": {"chain": ["fake"]}, "models": {"fake": {"engine": "faulty"}}}
 

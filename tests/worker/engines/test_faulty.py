@@ -28,7 +28,7 @@ from daemon.worker.engines.base import (
     Runtime,
 )
 from daemon.worker.engines.faulty import CRASH_EXIT_CODE, FaultyEngine
-from tests.support.daemon import REPO, wait_until
+from harness.driver import REPO, wait_until
 
 PAGE = Image.new("RGB", (300, 200), "white")
 

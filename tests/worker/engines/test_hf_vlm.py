@@ -28,7 +28,7 @@ from daemon.worker.engines.base import (
     Runtime,
 )
 from daemon.worker.engines.hf_vlm import HfVlmEngine
-from tests.support.pages import render_page
+from harness.pages import render_page
 from tests.support.tiny_model_fixtures import forget_imported_code
 from tests.support.tiny_models import tiny_model
 

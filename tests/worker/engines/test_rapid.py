@@ -20,7 +20,7 @@ from daemon.protocol import PageText
 from daemon.settings import RapidModel
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.rapid import RapidEngine, intra_op_threads
-from tests.support.pages import (
+from harness.pages import (
     SAMPLE_LINES,
     render_page,
     render_titled_columns,

@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import DEFAULT_TIMEOUT, Daemon, wait_until
+from harness.driver import DEFAULT_TIMEOUT, Daemon, wait_until
 
 OUTCOME_EVENTS = ("file.done", "file.failed", "file.vanished")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import tomli_w
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TIMEOUT = 90.0
 
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support import pages
-from tests.support.daemon import base_settings
+from harness import pages
+from harness.driver import base_settings
 
 TINY = pages.render_page(("tiny",), width=200, height=120, font_px=20, margin=10)
 

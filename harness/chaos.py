@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from daemon.journal.sqlite import Journal
-from tests.support.daemon import (
+from harness.driver import (
     Daemon,
     base_settings,
     outputs_of,
@@ -32,7 +32,7 @@ from tests.support.daemon import (
     record_time,
     start_daemon,
 )
-from tests.support.drops import drop_png
+from harness.drops import drop_png
 
 # Probability per document on "flaky" (rules are tried in order; the first that fires wins).
 FAULT_MIX: dict[str, float] = {
