@@ -312,14 +312,25 @@ def write_failure(
     payload: dict[str, Any],
     *,
     known_markdown_hashes: Iterable[str] = (),
+    before_commit: Callable[[], None] | None = None,
     indent: int | None = 2,
 ) -> OutputPaths:
-    """Write the error sidecar for `source`; remove an older pair of ours."""
+    """Write the error sidecar for `source`; remove an older pair of ours.
+
+    `before_commit()` runs after the temp file is durable and before its rename.
+    """
     paths = OutputPaths.beside(source)
     if _regular_file(paths.error) is not None and read_owned_json(paths.error) is None:
         raise OutputError("not_ours", paths.error, "a file not written by ocr-inbox is in the way")
     body = dict(payload, generator=GENERATOR)
     temp = _write_temp(paths.error, encode_json(body, indent))
+    if before_commit is not None:
+        try:
+            before_commit()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
     _commit([(temp, paths.error)])
     _fsync_folder(source.parent)
     existing = read_owned_json(paths.json)
