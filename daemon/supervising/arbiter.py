@@ -135,9 +135,9 @@ class Supervisor:
         try:
             self._start()
             while not self._finished():
-                self._turn()
+                self.turn()
         finally:
-            self._shutdown()
+            self.shutdown()
             self.signals.restore()
         if not self._watch:
             # `once` answers one question: did every file get its outputs? (A
@@ -152,7 +152,8 @@ class Supervisor:
 
     # --- the loop --------------------------------------------------------------
 
-    def _turn(self) -> None:
+    def turn(self) -> None:
+        """One turn of the loop (run() turns it; tests may turn it by hand)."""
         self._handle_signals()
         for arrival in self.intake.drain():
             self.flow.admit(arrival)
@@ -278,7 +279,7 @@ class Supervisor:
             return len(self.queue) == 0 and not self.pool.in_flight() and not self.intake.busy()
         return False
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         self.health.stopping()
         self._stop_watcher()
         self.workforce.shutdown(immediately=self.stop_now)
