@@ -2,19 +2,38 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two installs, two stamps, so that neither is mistaken for the other:
+# BASE_STAMP is the daemon with its embedded engine and no torch (`make run`);
+# STAMP is everything the suite, the linters and the benchmarks need
+# (base + the vlm and test extras + mypy and ruff), which includes the base.
+BASE_STAMP := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
+# Options for `make run`, e.g. make run ARGS="--metrics-port 9500".
+ARGS ?=
 
 .PHONY: run test lint typecheck bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# A full install serves `make run` as well: only a base install is done here
+# when the full one is missing or older than pyproject.toml.
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then \
+		echo "make: $(STAMP) is current; it includes the base install"; \
+	else \
+		$(BIN)/python -m pip install --quiet -e .; \
+	fi
+	touch $(BASE_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(BASE_STAMP)
 	mkdir -p inbox
-	$(BIN)/ocr-inbox run --inbox ./inbox --state-dir ./.state
+	$(BIN)/ocr-inbox run --inbox ./inbox --state-dir ./.state $(ARGS)
 
 # Test files run in parallel, one file per process: most tests wait on settle
 # windows, deadlines and child processes rather than on the CPU, so three
@@ -26,8 +45,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check daemon tests bench
-	$(BIN)/ruff format --check daemon tests bench
+	$(BIN)/ruff check daemon tests bench scripts
+	$(BIN)/ruff format --check daemon tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
