@@ -10,8 +10,10 @@ BASE_STAMP := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 # Options for `make run`, e.g. make run ARGS="--metrics-port 9500".
 ARGS ?=
+# Where `make gpu-wheelhouse` puts what travels to a bare GPU machine (ignored by git).
+GPU_WHEELHOUSE := .gpu-check/wheelhouse
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench gpu-wheelhouse gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,5 +58,14 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/ocr-inbox bench $(PARTS)
 
+# The GPU check (scripts/gpu_check.py, README "Checking a GPU machine").
+# gpu-wheelhouse: the wheels a bare GPU image lacks, for an offline install there.
+gpu-wheelhouse: $(BASE_STAMP)
+	$(BIN)/python -m scripts.gpu_wheelhouse --out $(GPU_WHEELHOUSE)
+
+# gpu-check: the same check on a GPU box with network, in the full .venv.
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py --python $(BIN)/python $(ARGS)
+
 clean:
-	rm -rf $(VENV) .state .pytest_cache .mypy_cache
+	rm -rf $(VENV) .state .pytest_cache .mypy_cache .gpu-check
