@@ -65,7 +65,7 @@ def step_install(ctx: Context, limit: float, outcome: Outcome) -> None:
         ctx.python = ctx.args.python
         outcome.notes.append(f"no install: using {ctx.python} as it is (--python)")
     else:
-        ctx.python = str(install_from_wheelhouse(ctx, limit, outcome))
+        ctx.python = str(install_from_wheelhouse(ctx, deadline, outcome))
     # From the scratch folder: the installed package answers, not the checkout.
     probe = ctx.run(
         "install",
@@ -81,7 +81,8 @@ def step_install(ctx: Context, limit: float, outcome: Outcome) -> None:
         raise StepFailed("torch sees no CUDA device here")
 
 
-def install_from_wheelhouse(ctx: Context, limit: float, outcome: Outcome) -> Path:
+def install_from_wheelhouse(ctx: Context, deadline: float, outcome: Outcome) -> Path:
+    """The venv with every wheel of the wheelhouse (reused when it already holds them)."""
     wheelhouse = ctx.args.wheelhouse
     manifest_path = wheelhouse / "manifest.json"
     if not manifest_path.is_file():
@@ -116,9 +117,11 @@ def install_from_wheelhouse(ctx: Context, limit: float, outcome: Outcome) -> Pat
     # --no-compile: byte-compiling all of transformers takes longer than the
     # rest of the install; the steps compile what they import as they go.
     install = [*pip, "install", "--no-index", "--no-deps", "--no-compile", "--quiet", *wheels]
-    finished = ctx.run("install", install, limit, checkout_on_path=False)
-    require_finished(finished, limit, "pip install from the wheelhouse")
-    check = ctx.run("install", [*pip, "check"], 30, checkout_on_path=False)
+    left = deadline - time.monotonic()
+    finished = ctx.run("install", install, left, checkout_on_path=False)
+    require_finished(finished, left, "pip install from the wheelhouse")
+    left = max(deadline - time.monotonic(), MIN_PROBE_SECONDS)
+    check = ctx.run("install", [*pip, "check"], left, checkout_on_path=False)
     # Informational: the image may carry its own unmet requirements, and
     # ocr-inbox's rapidocr stays home (scripts/gpu_wheelhouse.py LEFT_HOME).
     complaints = [
