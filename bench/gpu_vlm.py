@@ -1,11 +1,15 @@
 """GPU benchmark: a Qwen2-VL-2B-sized model with random weights, fixed output length.
 
     python bench/gpu_vlm.py [--batches 1,4,8] [--attention sdpa,eager] [--new-tokens 64]
+                            [--model-dir FOLDER]
 
 The model is built from Qwen2-VL-2B-Instruct's architecture numbers (no
 download) with random bf16 weights, so its answers are noise; what it measures
 is what the hardware does with that shape of model. Every page generates
 exactly --new-tokens tokens (min_new_tokens = max_new_tokens), so runs compare.
+With --model-dir it loads such a model from a folder (bench/gpu_model.py
+writes one) with from_pretrained, as the daemon does, and times the load;
+without, it builds the model in memory and reports how long that took.
 
 Per attention implementation and batch size it reports:
 - prefill ms per page: generate(max_new_tokens=1) over the batch (vision tower +
@@ -14,7 +18,8 @@ Per attention implementation and batch size it reports:
 - the decode bound: memory bandwidth / bytes of language-model weights, the rate
   at which a memory-bound decoder can read its weights once per step (times the
   batch, since a batch shares each read);
-- peak VRAM (torch.cuda.max_memory_allocated).
+- peak VRAM (torch.cuda.max_memory_allocated);
+- model load seconds (from_pretrained onto the device, or the in-memory build).
 
 Without a GPU it says so and exits 2 (use --device cpu --tiny to check the
 script itself on a CPU).
@@ -84,6 +89,7 @@ class Row:
     decode_tokens_per_s: float
     peak_vram_bytes: int
     bound_tokens_per_s: float | None
+    load_seconds: float
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -95,6 +101,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N (or cpu with --tiny)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model: check the script")
+    parser.add_argument(
+        "--model-dir", default=None, help="load the model from this folder (bench/gpu_model.py)"
+    )
     parser.add_argument(
         "--bandwidth-gbs", type=float, default=None, help="memory bandwidth if torch cannot tell"
     )
@@ -135,6 +144,30 @@ def build_model(tiny: bool, attention: str, dtype: Any, device: Any) -> Any:
     return model.eval()
 
 
+def synchronize(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load_model(
+    args: argparse.Namespace, attention: str, dtype: Any, device: Any
+) -> tuple[Any, float]:
+    """The model on the device and the seconds that took (a load from disk, or a build)."""
+    began = time.perf_counter()
+    if args.model_dir:
+        from transformers import Qwen2VLForConditionalGeneration
+
+        model = Qwen2VLForConditionalGeneration.from_pretrained(
+            args.model_dir, dtype=dtype, attn_implementation=attention, device_map={"": device}
+        ).eval()
+    else:
+        model = build_model(args.tiny, attention, dtype, device)
+    synchronize(device)
+    return model, time.perf_counter() - began
+
+
 def language_model_bytes(model: Any) -> int:
     """Bytes a decode step reads: the language model's weights (tied ones once)."""
     seen: set[int] = set()
@@ -147,13 +180,9 @@ def language_model_bytes(model: Any) -> int:
     return total
 
 
-def page_inputs(
-    size: tuple[int, int], batch: int, tiny: bool, device: Any, dtype: Any
-) -> dict[str, Any]:
-    """One rendered page per batch row, as Qwen2-VL's processor would lay it out."""
-    import torch
+def render_page(size: tuple[int, int]) -> Any:
+    """A white page with a line of text every 40 pixels."""
     from PIL import Image, ImageDraw
-    from transformers import Qwen2VLImageProcessor
 
     page = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(page)
@@ -161,12 +190,31 @@ def page_inputs(
         draw.text(
             (40, line + 20), f"Invoice 48213 line {line // 40}: delivered copper wire", fill="black"
         )
+    return page
+
+
+def page_inputs(
+    size: tuple[int, int], batch: int, config: Any, device: Any, dtype: Any
+) -> dict[str, Any]:
+    """One rendered page per batch row, as Qwen2-VL's processor would lay it out.
+
+    The image token ids come from the model's config, so a model built here
+    and one loaded from a folder (with its own tokenizer's ids) both work.
+    """
+    import torch
+    from transformers import Qwen2VLImageProcessor
+
+    page = render_page(size)
     # Qwen2-VL's own default range; a page of this size is used as is (multiples of 28).
     images = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 16384)
     pixels = images(images=[page] * batch, return_tensors="pt")
     image_tokens = int(pixels["image_grid_thw"][0].prod()) // 4
-    tokens = TINY_IMAGE_TOKENS if tiny else IMAGE_TOKENS
-    prompt = [tokens["start"], *[tokens["image"]] * image_tokens, tokens["end"], *range(100, 140)]
+    start, image, end = (
+        config.vision_start_token_id,
+        config.image_token_id,
+        config.vision_end_token_id,
+    )
+    prompt = [start, *[image] * image_tokens, end, *range(100, 140)]
     input_ids = torch.tensor([prompt] * batch)
     return {
         "input_ids": input_ids.to(device),
@@ -181,7 +229,6 @@ def timed_generate(model: Any, inputs: dict[str, Any], new_tokens: int, device: 
     import torch
 
     arguments = {key: value for key, value in inputs.items() if key != "image_tokens"}
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
     synchronize(device)
     began = time.perf_counter()
     with torch.inference_mode():
@@ -219,9 +266,9 @@ def render(rows: list[Row], header: list[str]) -> str:
     lines = [*header, ""]
     lines.append(
         "| attention | batch | prefill ms/page | decode tok/s (batch) | decode tok/s per page "
-        "| % of decode bound | peak VRAM GiB |"
+        "| % of decode bound | peak VRAM GiB | model load s |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         share = (
             f"{100 * row.decode_tokens_per_s / row.bound_tokens_per_s:.0f}%"
@@ -231,7 +278,7 @@ def render(rows: list[Row], header: list[str]) -> str:
         lines.append(
             f"| {row.attention} | {row.batch} | {row.prefill_ms_per_page:.1f} "
             f"| {row.decode_tokens_per_s:.1f} | {row.decode_tokens_per_s / row.batch:.1f} "
-            f"| {share} | {row.peak_vram_bytes / 2**30:.2f} |"
+            f"| {share} | {row.peak_vram_bytes / 2**30:.2f} | {row.load_seconds:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -249,9 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_NO_GPU
-    if device.type != "cuda" and not args.tiny:
+    if device.type != "cuda" and not (args.tiny or args.model_dir):
         print(
-            "gpu_vlm benchmark: a 2B model on the CPU is not a GPU benchmark; add --tiny",
+            "gpu_vlm benchmark: a 2B model on the CPU is not a GPU benchmark; add --tiny "
+            "(or --model-dir with a tiny model's folder)",
             file=sys.stderr,
         )
         return EXIT_NO_GPU
@@ -270,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     header: list[str] = []
     for attention in args.attention.split(","):
-        model = build_model(args.tiny, attention, dtype, device)
+        model, load_seconds = load_model(args, attention, dtype, device)
         weights = language_model_bytes(model)
         bound_per_sequence = bandwidth * 1e9 / weights if bandwidth else None
         if not header:
@@ -284,12 +332,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"Device: {name} ({capability}); torch {torch.__version__}, "
                 f"transformers {transformers.__version__}, {str(dtype).removeprefix('torch.')}",
                 f"Model: Qwen2-VL-2B-sized{' (TINY)' if args.tiny else ''}, random weights, "
-                f"{parameters / 1e9:.2f} B parameters; language model {weights / 1e9:.2f} GB",
+                f"{parameters / 1e9:.2f} B parameters; language model {weights / 1e9:.2f} GB; "
+                + (
+                    f"loaded from {args.model_dir} with from_pretrained"
+                    if args.model_dir
+                    else "built in memory (model load s: the build; --model-dir times a load)"
+                ),
                 f"Memory bandwidth: {f'{bandwidth:.0f} GB/s' if bandwidth else 'unknown'}; decode bound "
                 f"{f'{bound_per_sequence:.0f} tokens/s per sequence' if bound_per_sequence else 'n/a'}",
             ]
         for batch in batches:
-            inputs = page_inputs((width, height), batch, args.tiny, device, dtype)
+            inputs = page_inputs((width, height), batch, model.config, device, dtype)
             if len(header) == 3:
                 header.append(
                     f"Page: {width}x{height} px -> {inputs['image_tokens']} image tokens; "
@@ -297,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             prefill_ms, decode_rate, peak = measure(model, inputs, batch, args, device)
             bound = bound_per_sequence * batch if bound_per_sequence else None
-            rows.append(Row(attention, batch, prefill_ms, decode_rate, peak, bound))
+            rows.append(Row(attention, batch, prefill_ms, decode_rate, peak, bound, load_seconds))
             print(f"  {attention} batch {batch}: done", file=sys.stderr)
         del model
         if device.type == "cuda":

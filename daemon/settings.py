@@ -183,6 +183,7 @@ class FaultRule(Section):
         "leak",
         "oom",
         "oom_transient",
+        "oom_real",
         "cuda_fatal",
         "cuda_assert_real",
         "empty",

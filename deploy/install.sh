@@ -2,12 +2,15 @@
 # Install ocr-inbox as a systemd service, or remove it again.
 #
 #   sudo deploy/install.sh                 install or upgrade, enable and start
+#   sudo deploy/install.sh --vlm           the same, with the vlm extra (PyTorch,
+#                                          transformers: vision-language models)
 #   sudo deploy/install.sh --uninstall     stop, disable, remove unit and venv
 #
 # What it sets up:
 #   user/group  ocr-inbox (system account, no login, home /var/lib/ocr-inbox),
 #               added to the video and render groups where they exist (GPU access)
-#   /opt/ocr-inbox/venv                    the package and its dependencies
+#   /opt/ocr-inbox/venv                    the package and its dependencies (the
+#                                          embedded engine; --vlm adds the extra)
 #   /etc/ocr-inbox/settings.toml           copied from the repo only if absent
 #   /srv/ocr-inbox, the inboxes            from [watch] inboxes; relative paths
 #                                          resolve under /srv/ocr-inbox
@@ -22,7 +25,7 @@
 #                    outside DIR is changed and no service is started
 #   --settings FILE  the settings file to install when none exists
 #                    (default: settings.toml in the repo)
-#   --skip-venv      do not create the virtual environment (pip is slow: torch)
+#   --skip-venv      do not create the virtual environment (pip is slow with --vlm)
 #   --no-user        do not create the service user (it must exist to chown)
 #   --no-systemctl   do not call systemctl at all
 set -euo pipefail
@@ -37,6 +40,7 @@ ROOT=${DESTDIR:-}
 SETTINGS_SOURCE=""
 ACTION=install
 SKIP_VENV=0
+PACKAGE_EXTRAS=""  # "[vlm]" with --vlm (pyproject.toml's optional dependencies)
 CREATE_USER=1
 USE_SYSTEMCTL=1
 CHANGED=0
@@ -55,6 +59,7 @@ while (($#)); do
         --settings) (($# >= 2)) || die "--settings needs a file"; SETTINGS_SOURCE=$2; shift ;;
         --settings=*) SETTINGS_SOURCE=${1#--settings=} ;;
         --skip-venv) SKIP_VENV=1 ;;
+        --vlm) PACKAGE_EXTRAS="[vlm]" ;;
         --no-user) CREATE_USER=0 ;;
         --no-systemctl) USE_SYSTEMCTL=0 ;;
         -h | --help) usage; exit 0 ;;
@@ -283,9 +288,13 @@ build_venv() {
             die "cannot create a venv (on Debian/Ubuntu: apt-get install python3-venv)"
         say "created $VENV"
     fi
-    say "installing the package into $VENV (torch is large: this takes a while)"
+    if [[ -n $PACKAGE_EXTRAS ]]; then
+        say "installing the package with $PACKAGE_EXTRAS into $VENV (PyTorch is large: this takes a while)"
+    else
+        say "installing the package into $VENV"
+    fi
     "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SOURCE_DIR"
+    "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SOURCE_DIR$PACKAGE_EXTRAS"
 }
 
 # --- install / uninstall ---------------------------------------------------------

@@ -1,11 +1,18 @@
-"""Engine registry: names in the settings map to classes imported lazily in the worker."""
+"""Engine registry: names in the settings map to classes imported lazily in the worker.
+
+Only the engine a model asks for is imported, in the worker that runs it: the
+registry itself imports nothing heavy, so the supervisor may read it and a
+worker running the embedded engine never imports torch (the base install has
+none). An engine whose packages are missing says which extra brings them.
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
-from daemon.worker.engines.base import Engine, Runtime
+from daemon.worker.engines.base import Engine, EngineError, Runtime
 
 # Import paths, not classes: the supervisor may read this table without
 # importing torch, onnxruntime or transformers.
@@ -15,10 +22,31 @@ ENGINES: dict[str, str] = {
     "faulty": "daemon.worker.engines.faulty:FaultyEngine",
 }
 
+# The install extra that brings an engine's packages (pyproject.toml).
+ENGINE_EXTRAS: dict[str, str] = {"hf_vlm": "vlm"}
+
+
+class MissingExtraError(EngineError):
+    """An engine's packages are not installed: the message names the extra that brings them."""
+
+
+def engine_class(engine: str) -> Callable[[str, Any, Runtime], Engine]:
+    """Import the module of `engine` (and nothing else) and return its class."""
+    module_name, _, class_name = ENGINES[engine].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        extra = ENGINE_EXTRAS.get(engine)
+        if extra is None or (error.name or "").startswith("daemon"):
+            raise
+        raise MissingExtraError(
+            f"the {engine} engine needs {error.name!r}, which is not installed: "
+            f"pip install 'ocr-inbox[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
+        ) from error
+    found: Callable[[str, Any, Runtime], Engine] = getattr(module, class_name)
+    return found
+
 
 def build_engine(name: str, model: Any, runtime: Runtime) -> Engine:
     """Instantiate the engine class for `model.engine` (not yet loaded)."""
-    module_name, _, class_name = ENGINES[model.engine].partition(":")
-    engine_class = getattr(importlib.import_module(module_name), class_name)
-    engine: Engine = engine_class(name, model, runtime)
-    return engine
+    return engine_class(model.engine)(name, model, runtime)

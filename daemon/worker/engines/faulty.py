@@ -6,7 +6,8 @@ a flag: `crash` exits the process, `segfault` raises SIGSEGV, `hang` stops
 answering (`stuck` also ignores SIGTERM), `leak` grows the process, and the
 CUDA-style faults raise the very messages PyTorch raises, so the same
 classification and recovery run as in production; `cuda_assert_real`
-triggers a real device-side assert on a GPU. Without a matching rule it
+triggers a real device-side assert on a GPU, and `oom_real` a real
+out-of-memory error there. Without a matching rule it
 "recognises" a page as a line naming the file and the page size, which tests
 can check.
 """
@@ -139,6 +140,12 @@ class FaultyEngine(Engine):
             if area >= self._full_area:
                 raise RuntimeError(CUDA_OOM_MESSAGE)
             return
+        if fault == "oom_real":
+            area = max(image.width * image.height for image in pages)
+            if self._full_area is None:
+                self._full_area = area
+            _gpu_allocation(too_big=area >= self._full_area)
+            return
         if fault == "cuda_fatal":
             raise RuntimeError(CUDA_ASSERT_MESSAGE)
         if fault == "cuda_assert_real":
@@ -172,6 +179,26 @@ def _device_side_assert() -> None:
     torch.nn.functional.embedding(index, table)
     torch.cuda.synchronize()  # kernels run asynchronously: the assert surfaces here
     raise EngineError("the out-of-range index did not trigger a device-side assert")
+
+
+def _gpu_allocation(too_big: bool) -> None:
+    """At full size, ask the GPU for twice its memory: a real torch.OutOfMemoryError.
+
+    Once the worker has shrunk the page, allocate and sum a small tensor
+    instead: proof that the CUDA context survived the out-of-memory error in
+    this same process (it is the one CUDA error that leaves it usable).
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EngineError("the oom_real fault needs a CUDA device")
+    if too_big:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.empty(2 * total, dtype=torch.uint8, device="cuda")
+        raise EngineError("allocating twice the GPU's memory did not fail")
+    small = torch.ones(1 << 20, device="cuda")
+    if int(small.sum().item()) != 1 << 20:
+        raise EngineError("the GPU computed a wrong sum after the out-of-memory error")
 
 
 def _hang() -> None:

@@ -191,6 +191,21 @@ def test_oom_transient_fails_at_full_size_and_fits_smaller() -> None:
         fake.recognize([smaller])
 
 
+def test_oom_real_is_a_real_oom_at_full_size_on_cuda_and_an_engine_error_without() -> None:
+    """oom_real: on a GPU a real OOM at full size and a working small computation once shrunk; else an engine error."""
+    fake = engine({"fault": "oom_real"})
+    fake.begin_job("big.png")
+    smaller = PAGE.resize((210, 140))
+    if not torch.cuda.is_available():
+        with pytest.raises(EngineError, match="needs a CUDA device"):
+            fake.recognize([PAGE])
+        return
+    with pytest.raises(torch.OutOfMemoryError) as caught:
+        fake.recognize([PAGE])
+    assert faults.is_oom(caught.value)
+    assert fake.recognize([smaller])[0].text == "big.png 210x140"
+
+
 def test_leak_grows_the_process_by_leak_megabytes_per_page() -> None:
     """leak keeps leak_megabytes of touched memory per page, resident in the process."""
     # In a fresh process: in the test runner's own process, memory freed by
