@@ -10,7 +10,7 @@ pick on this device, the parameter count, and the build and save seconds.
 The architecture numbers are Qwen2-VL-2B-Instruct's (bench/gpu_vlm.py), so
 `ocr-inbox once` on this folder loads, probes and runs a model of the real
 size through the daemon's own worker (scripts/gpu_check.py does). The
-tokenizer is the tiny byte-level BPE of tests/support/tiny_models.py: the
+tokenizer is the tiny byte-level BPE of harness/tiny_models.py: the
 model's vocabulary stays the real 151,936 rows, the text it writes is noise
 (ids the tokenizer does not know decode to nothing, so an empty answer is a
 likely outcome, and the daemon's empty-output sidecar the documented result).
@@ -63,7 +63,7 @@ def build(out: Path, device_name: str, tiny: bool) -> dict[str, Any]:
     )
     from transformers.utils import logging as transformers_logging
 
-    from tests.support.tiny_models import tiny_model
+    from harness.tiny_models import tiny_model
 
     transformers_logging.disable_progress_bar()  # per-shard bars in the check's logs say nothing
     device = torch.device(device_name)

@@ -11,7 +11,7 @@ import pytest
 
 from daemon.doctor import EXIT_FIRST_MODEL_FAILS, EXIT_OK, run_doctor
 from daemon.settings import Settings
-from tests.support.tiny_models import tiny_model
+from harness.tiny_models import tiny_model
 
 
 def settings_with(chain: list[str], models: dict[str, Any]) -> Settings:

@@ -16,7 +16,7 @@ import pytest
 from harness import pages
 from harness.driver import base_settings, outputs_of, read_json, run_cli, running_daemon
 from harness.drops import place
-from tests.support.tiny_models import tiny_model
+from harness.tiny_models import tiny_model
 
 pytestmark = pytest.mark.slow
 

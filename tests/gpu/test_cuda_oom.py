@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.daemon import base_settings, outputs_of, read_json, running_daemon
-from tests.support.drops import drop_png
+from harness.driver import base_settings, outputs_of, read_json, running_daemon
+from harness.drops import drop_png
 
 pytestmark = [
     pytest.mark.gpu,

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.daemon import base_settings, outputs_of, read_json, running_daemon
-from tests.support.drops import drop_png
-from tests.support.tiny_models import tiny_model
+from harness.driver import base_settings, outputs_of, read_json, running_daemon
+from harness.drops import drop_png
+from harness.tiny_models import tiny_model
 
 pytestmark = [
     pytest.mark.gpu,

@@ -18,7 +18,7 @@ from daemon.settings import HfVlmModel
 from daemon.worker import hardware
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
-from tests.support.tiny_models import tiny_model
+from harness.tiny_models import tiny_model
 
 pytestmark = [
     pytest.mark.gpu,

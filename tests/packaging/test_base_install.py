@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import pages
 from scripts import package_source
-from tests.support import pages
 
 pytestmark = pytest.mark.slow
 

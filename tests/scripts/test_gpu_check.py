@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.driver import REPO, daemon_env
 from scripts import gpu_wheelhouse
 from scripts.gpu_check_steps import StepFailed, judge_once
 from scripts.limited_run import Finished
-from tests.support.daemon import REPO, daemon_env
 
 SCRIPT = REPO / "scripts" / "gpu_check.py"
 

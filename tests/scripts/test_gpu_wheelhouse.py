@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.driver import REPO
 from scripts import gpu_wheelhouse
 from scripts.gpu_wheelhouse import Pinned, Travelling
-from tests.support.daemon import REPO
 
 PYPROJECT = REPO / "pyproject.toml"
 # What the image has in any version that our pins accept (issue 19): never travels.

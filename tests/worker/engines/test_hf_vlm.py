@@ -29,8 +29,8 @@ from daemon.worker.engines.base import (
 )
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from harness.pages import render_page
+from harness.tiny_models import tiny_model
 from tests.support.tiny_model_fixtures import forget_imported_code
-from tests.support.tiny_models import tiny_model
 
 CPU = Runtime(device="cpu")
 MAX_NEW_TOKENS = 6

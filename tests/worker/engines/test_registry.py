@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.support.daemon import REPO, daemon_env
+from harness.driver import REPO, daemon_env
 
 
 def _run(code: str) -> dict[str, object]:

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from daemon.worker.families.base import Family, FamilyError, Generated, cut_at_stop
-from tests.support.tiny_models import QWEN_SPECIALS
-from tests.support.tiny_models import _tokenizer as trained_tokenizer
+from harness.tiny_models import QWEN_SPECIALS
+from harness.tiny_models import _tokenizer as trained_tokenizer
 
 
 def test_answer_is_cut_at_its_first_stop_token() -> None:

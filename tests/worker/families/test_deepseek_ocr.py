@@ -10,7 +10,7 @@ from daemon.settings import HfVlmModel
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from daemon.worker.families.deepseek_ocr import DeepseekOcrFamily, clean_markdown, grounded_blocks
-from tests.support.tiny_models import tiny_model
+from harness.tiny_models import tiny_model
 
 GROUNDED = (
     "<|ref|>title<|/ref|><|det|>[[100, 50, 900, 120]]<|/det|>\n# Invoice 48213\n\n"

@@ -9,7 +9,7 @@ import pytest
 
 from daemon.worker.families import FAMILIES, build_family
 from daemon.worker.families.detect import detect_family
-from tests.support.tiny_models import tiny_model
+from harness.tiny_models import tiny_model
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from daemon.settings import HfVlmModel
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from daemon.worker.families.dots_ocr import PROMPT_LAYOUT_ALL_EN, PROMPT_OCR, DotsOcrFamily
-from tests.support.tiny_models import tiny_model
+from harness.tiny_models import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from PIL import Image
 from daemon.settings import HfVlmModel
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
-from tests.support.tiny_models import tiny_model
+from harness.tiny_models import tiny_model
 
 
 def test_family_setting_overrides_recognition(tiny_models_root: Path) -> None:

@@ -11,7 +11,7 @@ from daemon.settings import HfVlmModel
 from daemon.worker.engines.base import EngineError, Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from daemon.worker.families.got_ocr2 import GotOcr2Family
-from tests.support.tiny_models import tiny_model
+from harness.tiny_models import tiny_model
 
 
 def test_loads_falling_back_to_eager_and_answers_a_batch(tiny_models_root: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from daemon.worker.engines.base import ModelNotFoundError
 from daemon.worker.families.locate import is_hub_id, locate_model, read_model_config
-from tests.support.tiny_models import tiny_model
+from harness.tiny_models import tiny_model
 
 
 @pytest.fixture

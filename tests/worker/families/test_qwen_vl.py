@@ -11,7 +11,7 @@ from daemon.settings import HfVlmModel
 from daemon.worker.engines.base import Runtime
 from daemon.worker.engines.hf_vlm import HfVlmEngine
 from daemon.worker.families.qwen_vl import Qwen2VlFamily, unfence
-from tests.support.tiny_models import tiny_model
+from harness.tiny_models import tiny_model
 
 
 @pytest.mark.parametrize(
