@@ -80,9 +80,29 @@ class RecoverySettings(Section):
     max_worker_rss_megabytes: int = Field(default=0, ge=0)
 
 
+OutputFormat = Literal["md", "json", "txt", "hocr", "pdf"]
+
+
 class OutputSettings(Section):
+    # What is written for each input: NAME.ocr.<format>. The JSON is the
+    # daemon's record of a finished file (it lists the set and proves it ours),
+    # so it is always part of the set.
+    formats: list[OutputFormat] = Field(default_factory=lambda: ["md", "json"], min_length=1)
+    # A PDF page that already has a text layer keeps it alone unless this is on.
+    pdf_text_over_existing_text: bool = False
     json_indent: int | None = 2
     retry_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _json_is_the_record(self) -> OutputSettings:
+        if "json" not in self.formats:
+            raise ValueError(
+                'formats must include "json": the .ocr.json is the daemon\'s record that a'
+                " file is done and which outputs are its own"
+            )
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError("formats lists a format twice")
+        return self
 
 
 class MetricsSettings(Section):
