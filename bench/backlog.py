@@ -37,6 +37,7 @@ from bench import report
 from bench.live import drop, running, settings_for, start
 from daemon.journal.sqlite import Journal
 from daemon.settings import WatchSettings
+from daemon.watching.candidates import Candidate
 from daemon.watching.watcher import Watcher
 from harness import pages
 from harness.driver import record_time
@@ -168,12 +169,12 @@ def scan_in_process(inbox: Path, state: Path, count: int) -> tuple[float, int]:
     finished = threading.Event()
     handed: list[Path] = []
 
-    def already_final(path: Path, size: int, mtime_ns: int) -> bool:
+    def already_final(candidate: Candidate) -> bool:
         nonlocal asked
         asked += 1
         if asked >= count:
             finished.set()
-        return journal.is_final(path, size, mtime_ns)
+        return journal.is_final(candidate.path, candidate.size, candidate.mtime_ns)
 
     watcher = Watcher(
         WatchSettings(inboxes=[inbox]),

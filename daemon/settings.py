@@ -29,6 +29,20 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def inbox_root(path: Path) -> Path:
+    """An inbox as the daemon holds it: absolute, symlinks kept (a share mounted
+    through a link keeps the name it was configured with)."""
+    return Path(os.path.abspath(path))
+
+
+def inbox_name(path: Path) -> str:
+    """The name an inbox of the `[watch] inboxes` list goes by: its folder's last
+    path component ("/" for the root). The journal knows a file by this name and
+    its path relative to the inbox, so hosts that mount one share at different
+    places agree on it."""
+    return inbox_root(path).name or "/"
+
+
 class WatchSettings(Section):
     inboxes: list[Path] = Field(default_factory=lambda: [Path("./inbox")], min_length=1)
     recursive: bool = False
@@ -37,6 +51,24 @@ class WatchSettings(Section):
     settle_seconds: float = Field(default=2.0, ge=0)
     rescan_interval_seconds: float = Field(default=300.0, gt=0)
     create_missing: bool = True
+
+    @model_validator(mode="after")
+    def _inbox_names_distinct(self) -> WatchSettings:
+        roots: dict[str, Path] = {}
+        for path in self.inboxes:
+            name, root = inbox_name(path), inbox_root(path)
+            other = roots.setdefault(name, root)
+            if other != root:
+                raise ValueError(
+                    f"inboxes: {other} and {root} would both be named {name!r} (an inbox is"
+                    " named after its folder's last component, and the journal knows each"
+                    " file by that name); rename or move one of the folders"
+                )
+        return self
+
+    def named_inboxes(self) -> dict[str, Path]:
+        """Each inbox's name and root (see inbox_name)."""
+        return {inbox_name(path): inbox_root(path) for path in self.inboxes}
 
 
 class StateSettings(Section):

@@ -95,3 +95,28 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "settings file not found" in result.stderr
+
+
+def test_inboxes_whose_names_clash_are_refused(tmp_path: Path) -> None:
+    """Two inboxes named alike (same last folder) stop `run` with exit 2 and a message saying how to fix it."""
+    with pytest.raises(SettingsError) as error:
+        load_settings(None, {"watch": {"inboxes": ["/srv/a/scans", "/srv/b/scans"]}})
+    message = str(error.value)
+    assert "/srv/a/scans and /srv/b/scans would both be named 'scans'" in message
+    assert "rename or move one of the folders" in message
+    first, second = tmp_path / "a" / "scans", tmp_path / "b" / "scans"
+    result = run_cli("run", "--inbox", str(first), "--inbox", str(second), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "would both be named 'scans'" in result.stderr
+    assert not first.exists() and not second.exists()  # refused before anything was created
+
+
+def test_inboxes_are_named_after_their_folder() -> None:
+    """An inbox's name is its folder's last component; one folder listed twice is one inbox."""
+    settings, _ = load_settings(
+        None, {"watch": {"inboxes": ["/srv/scans", "/srv/scans/", "/srv/letters"]}}
+    )
+    assert settings.watch.named_inboxes() == {
+        "scans": Path("/srv/scans"),
+        "letters": Path("/srv/letters"),
+    }

@@ -170,7 +170,9 @@ class Supervisor:
             from daemon.watching.watcher import Watcher
 
             watcher = Watcher(
-                self.settings.watch, self.intake.on_stable, already_final=self.journal.is_final
+                self.settings.watch,
+                self.intake.on_stable,
+                already_final=lambda c: self.journal.is_final(c.path, c.size, c.mtime_ns),
             )
             watcher.start()
             self.watcher = watcher

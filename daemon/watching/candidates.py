@@ -1,14 +1,19 @@
-"""Which file names are ours to process, and why the others are not.
+"""Candidates: which files are ours to process, and the record of one handed on.
 
 Judged by name alone: hidden files and folders, partial downloads, editors'
 and sync tools' temp files, lock files, the daemon's own outputs and temp
 files, and unsupported types are never candidates. Symlinks and non-files are
 the watcher's business.
+
+A Candidate is what crosses from the watcher's thread to the intake: a file
+that has stopped changing. It lives here, not in the watcher, so the intake
+and the supervisor can name it without importing watchdog.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.outputs.writing import ERROR_SUFFIX, JSON_SUFFIX, MARKDOWN_SUFFIX, TEMP_SUFFIX
@@ -71,3 +76,16 @@ def is_ignored(path: Path, inbox: Path | None = None) -> str | None:
     else:
         parts = path.parts
     return parts_reason(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A file that has stopped changing, handed on to the supervisor."""
+
+    path: Path  # absolute, inside `inbox`
+    inbox: Path  # the inbox root it was found under: os.path.abspath of the configured path
+    size: int
+    mtime_ns: int
+    # The watcher's clock (time.monotonic unless injected) when this file was
+    # first seen in this round of settling: the settle time is now - first_seen.
+    first_seen: float | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -24,18 +24,14 @@ from daemon.watching.observers import Change, observer_alive, start_observer, st
 log = structlog.get_logger("daemon.watching.watcher")
 
 
-def inbox_root(path: Path) -> Path:
-    """The form of an inbox path that Candidate.inbox carries (absolute, symlinks kept)."""
-    return Path(os.path.abspath(path))
-
-
 @dataclass(slots=True)
 class Inbox:
-    path: Path  # inbox_root() of the configured path
+    path: Path  # daemon.settings.inbox_root() of the configured path
     real: str = ""  # realpath, to judge where symlinks point
     observer: BaseObserver | None = None
     identity: tuple[int, int] | None = None  # (st_dev, st_ino) when attached
     problem: str | None = None  # the last problem logged, so each is logged once
+    symlinks_noted: set[Path] = field(default_factory=set)  # each is logged once
 
     @property
     def attached(self) -> bool:
@@ -97,6 +93,17 @@ class Inbox:
     def holds(self, target: str) -> bool:
         """Whether a resolved path (a symlink's target) lies inside this inbox."""
         return target == self.real or target.startswith(self.real + os.sep)
+
+    def note_symlink(self, path: Path) -> None:
+        """A symlink in the inbox is never a candidate: say so once, louder when it points out."""
+        if path in self.symlinks_noted:
+            return
+        self.symlinks_noted.add(path)
+        target = os.path.realpath(path)
+        if self.holds(target):
+            log.debug("watch.ignored", path=str(path), reason="symlink", target=target)
+        else:
+            log.info("watch.symlink_outside", path=str(path), target=target)
 
     def _report(self, problem: str, settings: WatchSettings) -> None:
         if self.problem == problem:

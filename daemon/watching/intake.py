@@ -23,6 +23,8 @@ from pathlib import Path
 
 import structlog
 
+from daemon.watching.candidates import Candidate
+
 log = structlog.get_logger("daemon.watching.intake")
 
 CHUNK = 1024 * 1024
@@ -66,15 +68,11 @@ class Intake:
         self._rechecks: set[Future[None]] = set()  # submitted, not yet done or cancelled
         self._lock = threading.Lock()
 
-    def on_stable(self, candidate: object) -> None:
+    def on_stable(self, candidate: Candidate) -> None:
         """Watcher callback (its thread): hash the file and queue the arrival."""
-        path: Path = candidate.path  # type: ignore[attr-defined]
-        inbox: Path = candidate.inbox  # type: ignore[attr-defined]
-        size: int = candidate.size  # type: ignore[attr-defined]
-        mtime_ns: int = candidate.mtime_ns  # type: ignore[attr-defined]
-        first_seen = getattr(candidate, "first_seen", None)
-        settle = time.monotonic() - first_seen if isinstance(first_seen, float) else None
-        self.put(path, inbox, size, mtime_ns, settle)
+        first_seen = candidate.first_seen
+        settle = time.monotonic() - first_seen if first_seen is not None else None
+        self.put(candidate.path, candidate.inbox, candidate.size, candidate.mtime_ns, settle)
 
     def put(
         self, path: Path, inbox: Path, size: int, mtime_ns: int, settle: float | None = None

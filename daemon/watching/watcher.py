@@ -6,22 +6,16 @@ on a queue and does nothing else. The watcher's own thread owns all state: it
 stats, scans, settles (see daemon.watching.stability) and calls `on_stable` and
 `already_final`, so both callbacks run on that thread, never concurrently.
 
-What is a candidate (see is_ignored): a regular file with a supported suffix,
-not hidden and not anyone's temp file. Symlinks are never followed: a symlink
-is never a candidate, whatever it points to (a target inside the inbox is
-processed under its own name; a target outside gets one log line), and in
-recursive mode symlinked folders are not descended into.
+A candidate is a regular file whose name is ours (daemon.watching.candidates).
+Symlinks are never followed: a symlink is never a candidate, whatever it
+points to, and in recursive mode symlinked folders are not descended into.
 
-Safety nets: a full scan at start (the backlog), every rescan_interval_seconds,
-and on rescan(); a scan of every folder that appears (inotify misses files
-created before the watch on a new folder is set). Scans ask `already_final`
-first, so finished files cost one stat each, and skip a file already handed
-on with the same device, inode, size and mtime that is not final yet (the
-supervisor has it). Every second the inboxes are checked: one deleted (or
-replaced, or whose observer died) is re-attached (see daemon.watching.inboxes), and
-created again when create_missing. Where inotify cannot start (its per-user
-limits), an inbox falls back to polling with a warning rather than going
-unwatched.
+Safety nets: scans (daemon.watching.scanning), which ask `already_final`
+first, so finished files cost one stat each. Every second the inboxes are
+checked: one deleted (or replaced, or whose observer died) is re-attached
+(daemon.watching.inboxes), and created again when create_missing. Where
+inotify cannot start (its per-user limits), an inbox falls back to polling
+with a warning rather than going unwatched.
 """
 
 from __future__ import annotations
@@ -31,20 +25,19 @@ import queue
 import stat
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
-from daemon.settings import WatchSettings
-from daemon.watching.candidates import name_reason, parts_reason
-from daemon.watching.inboxes import Inbox, inbox_root
+from daemon.settings import WatchSettings, inbox_root
+from daemon.watching.candidates import Candidate, parts_reason
+from daemon.watching.handoff import Handoff
+from daemon.watching.inboxes import Inbox
 from daemon.watching.observers import Change, forget_lost_events, watch_for_lost_events
+from daemon.watching.scanning import Scans, walk
 from daemon.watching.stability import FileState, SettleTracker
-
-__all__ = ["Candidate", "Watcher", "inbox_root"]
 
 log = structlog.get_logger(__name__)
 
@@ -54,34 +47,11 @@ _SCAN_STEPS_PER_TURN = 2000
 _HANDOFFS_PER_TURN = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A file that has stopped changing, handed on to the supervisor."""
-
-    path: Path  # absolute, inside `inbox`
-    inbox: Path  # the inbox root it was found under: os.path.abspath of the configured path
-    size: int
-    mtime_ns: int
-    # The watcher's clock (time.monotonic unless injected) when this file was
-    # first seen in this round of settling: the settle time is now - first_seen.
-    first_seen: float | None = None
-
-
 @dataclass(slots=True)
 class _Command:
     run: Callable[[], None]
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
-
-
-@dataclass(slots=True)
-class _ScanJob:
-    steps: Iterator[None]
-    full: bool
-    done: threading.Event | None = None
-    reason: str = ""  # why a full scan runs: start, periodic, requested, events_lost, attached
-    started: float = 0.0
-    entries: int = 0
 
 
 class Watcher:
@@ -92,23 +62,18 @@ class Watcher:
         settings: WatchSettings,
         on_stable: Callable[[Candidate], None],
         *,
-        already_final: Callable[[Path, int, int], bool] = lambda p, s, m: False,
+        already_final: Callable[[Candidate], bool] = lambda candidate: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._on_stable = on_stable
-        self._already_final = already_final
+        self._handoff = Handoff(on_stable, already_final)
         self._clock = clock
         self._tracker = SettleTracker(settings.settle_seconds)
         self._inboxes: dict[Path, Inbox] = {
             root: Inbox(root) for root in map(inbox_root, settings.inboxes)
         }
         self._changes: queue.SimpleQueue[Change | _Command | None] = queue.SimpleQueue()
-        self._scans: deque[_ScanJob] = deque()
-        # What was handed on and is not known final yet: a rescan must not hand
-        # a queued file on again. Pruned by every full scan.
-        self._handed: dict[Path, tuple[int, int, int, int]] = {}
-        self._symlinks_noted: set[Path] = set()
+        self._scans = Scans(clock)
         self._thread: threading.Thread | None = None
         self._lifecycle = threading.Lock()
         self._running = False
@@ -175,7 +140,7 @@ class Watcher:
 
         def queue_scan() -> None:
             self._check_inboxes()
-            self._scans.append(self._full_scan_job("requested", done))
+            self._scans.add_full(self._full_scan(), "requested", done)
 
         self._call(queue_scan)
         self._wait(done)
@@ -231,10 +196,10 @@ class Watcher:
                     self._next_rescan = now
                     rescan_reason = "events_lost"
                 if now >= self._next_rescan:
-                    if not any(job.full for job in self._scans):
-                        self._scans.append(self._full_scan_job(rescan_reason))
+                    if not self._scans.full_scan_waiting:
+                        self._scans.add_full(self._full_scan(), rescan_reason)
                     self._next_rescan = now + self._settings.rescan_interval_seconds
-                self._advance_scans(_SCAN_STEPS_PER_TURN)
+                self._scans.advance(_SCAN_STEPS_PER_TURN, settling=lambda: len(self._tracker))
                 self._hand_on_settled()
         except Exception:
             log.exception("watch.crashed")
@@ -301,7 +266,7 @@ class Watcher:
         except OSError:
             return  # gone already; its events are stale
         if stat.S_ISLNK(result.st_mode):
-            self._note_symlink(inbox, Path(path))
+            inbox.note_symlink(Path(path))
         elif stat.S_ISREG(result.st_mode):
             self._tracker.track(Path(path), inbox.path, FileState.of(result), self._clock())
 
@@ -317,17 +282,7 @@ class Watcher:
             return
         if is_folder:
             # Files written before the observer watched this folder send no events.
-            self._scans.append(_ScanJob(self._walk(inbox, path, full=False), full=False))
-
-    def _note_symlink(self, inbox: Inbox, path: Path) -> None:
-        if path in self._symlinks_noted:
-            return
-        self._symlinks_noted.add(path)
-        target = os.path.realpath(path)
-        if inbox.holds(target):
-            log.debug("watch.ignored", path=str(path), reason="symlink", target=target)
-        else:
-            log.info("watch.symlink_outside", path=str(path), target=target)
+            self._scans.add_partial(self._walk(inbox, path, full=False))
 
     def _hand_on_settled(self) -> None:
         for _ in range(_HANDOFFS_PER_TURN):
@@ -341,71 +296,18 @@ class Watcher:
             path, state = settled.path, settled.state
             if path in self._tracker or not self._in_scope(path, settled.inbox):
                 continue
-            if self._handed.get(path) == state.content_key:
+            if self._handoff.handed(path, state):
                 log.debug("watch.unchanged", path=str(path))
                 continue
-            if self._is_final(path, state):
+            candidate = Candidate(
+                path, settled.inbox, state.size, state.mtime_ns, settled.first_seen
+            )
+            if self._handoff.is_final(candidate):
                 log.debug("watch.already_final", path=str(path))
                 continue
-            log.info("watch.stable", path=str(path), size=state.size, inbox=str(settled.inbox))
-            try:
-                self._on_stable(
-                    Candidate(path, settled.inbox, state.size, state.mtime_ns, settled.first_seen)
-                )
-            except Exception:
-                log.exception("watch.handoff_failed", path=str(path))
-                continue
-            self._handed[path] = state.content_key
-
-    def _is_final(self, path: Path, state: FileState) -> bool:
-        try:
-            final = self._already_final(path, state.size, state.mtime_ns)
-        except Exception:
-            # The journal's problem must not stop the watcher; the file gets
-            # handed on and the supervisor decides.
-            log.exception("watch.already_final_failed", path=str(path))
-            return False
-        if final:
-            self._handed.pop(path, None)
-        return final
+            self._handoff.hand_on(candidate, state)
 
     # --- scanning -------------------------------------------------------------
-
-    def _advance_scans(self, budget: int) -> None:
-        while self._scans and budget > 0:
-            job = self._scans[0]
-            try:
-                while budget > 0:
-                    next(job.steps)
-                    job.entries += 1
-                    budget -= 1
-            except StopIteration:
-                self._scans.popleft()
-                if job.full:
-                    log.info(
-                        "watch.scan_finished",
-                        reason=job.reason,
-                        entries=job.entries,
-                        seconds=round(self._clock() - job.started, 3),
-                        settling=len(self._tracker),
-                    )
-                if job.done is not None:
-                    job.done.set()
-
-    def _full_scan_job(
-        self,
-        reason: str,
-        done: threading.Event | None = None,
-        steps: Iterator[None] | None = None,
-    ) -> _ScanJob:
-        """A scan whose end is logged (watch.scan_finished); every inbox unless `steps`."""
-        return _ScanJob(
-            steps if steps is not None else self._full_scan(),
-            full=True,
-            done=done,
-            reason=reason,
-            started=self._clock(),
-        )
 
     def _full_scan(self) -> Iterator[None]:
         for inbox in list(self._inboxes.values()):
@@ -413,59 +315,32 @@ class Watcher:
                 yield from self._walk(inbox, str(inbox.path), full=True)
 
     def _walk(self, inbox: Inbox, top: str, *, full: bool) -> Iterator[None]:
-        """Offer every candidate under top; yields after each entry so events keep flowing."""
-        folders = [top]
+        """Offer every candidate under top to the settle tracker, one entry per step."""
         # Handed-on files this scan does not find are gone: forget them. Only
         # those handed on before it started: later ones may be behind it.
-        unseen = {path for path in self._handed if path.is_relative_to(top)} if full else set()
-        while folders:
-            if self._inboxes.get(inbox.path) is not inbox or inbox.observer is None:
-                return  # detached or removed meanwhile; its next attach scans again
-            folder = folders.pop()
-            try:
-                with os.scandir(folder) as entries:
-                    for entry in entries:
-                        self._scan_entry(inbox, entry, folders, unseen)
-                        yield
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError as error:
-                log.warning("watch.scan_failed", path=folder, error=error.strerror or str(error))
-                if folder == top:
-                    return  # an unreadable inbox: keep what we know of it
-        for path in unseen:
-            self._handed.pop(path, None)
+        unseen = self._handoff.under(top) if full else set()
 
-    def _scan_entry(
-        self, inbox: Inbox, entry: os.DirEntry[str], folders: list[str], unseen: set[Path]
-    ) -> None:
-        name = entry.name
-        if name.startswith("."):
-            return
-        try:
-            if entry.is_symlink():
-                if name_reason(name) is None:
-                    self._note_symlink(inbox, Path(entry.path))
-                return
-            if entry.is_dir(follow_symlinks=False):
-                if self._settings.recursive:
-                    folders.append(entry.path)
-                return
-            if name_reason(name) is not None:
-                return
-            result = entry.stat(follow_symlinks=False)
-        except OSError:
-            return
-        if not stat.S_ISREG(result.st_mode):
-            return
-        path = Path(entry.path)
-        unseen.discard(path)
+        def found_file(path: Path, state: FileState) -> None:
+            unseen.discard(path)
+            self._offer(inbox, path, state)
+
+        whole = yield from walk(
+            top,
+            recursive=self._settings.recursive,
+            watched=lambda: self._inboxes.get(inbox.path) is inbox and inbox.observer is not None,
+            found_file=found_file,
+            found_symlink=inbox.note_symlink,
+        )
+        if whole:
+            self._handoff.forget(unseen)
+
+    def _offer(self, inbox: Inbox, path: Path, state: FileState) -> None:
+        """A scan found a regular file: track it unless it is settling, final or handed on."""
         if path in self._tracker:
             return
-        state = FileState.of(result)
-        if self._is_final(path, state):
+        if self._handoff.is_final(Candidate(path, inbox.path, state.size, state.mtime_ns)):
             return
-        if self._handed.get(path) == state.content_key:
+        if self._handoff.handed(path, state):
             return  # handed on and not final yet: the supervisor has it
         self._tracker.track(path, inbox.path, state, self._clock())
 
@@ -483,8 +358,7 @@ class Watcher:
         if not inbox.attach(self._settings, self._changes.put):
             return False
         # After the observer starts: whatever the scan misses, an event reports.
-        steps = self._walk(inbox, str(inbox.path), full=True)
-        self._scans.append(self._full_scan_job("attached", steps=steps))
+        self._scans.add_full(self._walk(inbox, str(inbox.path), full=True), "attached")
         return True
 
     def _in_scope(self, path: Path, inbox: Path) -> bool:

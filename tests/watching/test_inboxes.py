@@ -7,8 +7,8 @@ from pathlib import Path
 
 import structlog.testing
 
-from daemon.settings import WatchSettings
-from daemon.watching.inboxes import Inbox, inbox_root
+from daemon.settings import WatchSettings, inbox_root
+from daemon.watching.inboxes import Inbox
 from daemon.watching.observers import Change
 
 

@@ -19,12 +19,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.settings import WatchSettings
-from daemon.watching.watcher import (
-    Candidate,
-    Watcher,
-    inbox_root,
-)
+from daemon.settings import WatchSettings, inbox_root
+from daemon.watching.candidates import Candidate
+from daemon.watching.watcher import Watcher
 
 # watchdog's recursive inotify emitter may add the watch for a new folder twice
 # (once for its IN_CREATE, once while walking its parent) and warns about it
@@ -228,9 +225,9 @@ def test_already_final_files_cost_a_stat_and_no_callback(
     fresh.write_bytes(b"new")
     asked: list[tuple[Path, int, int]] = []
 
-    def already_final(path: Path, size: int, mtime_ns: int) -> bool:
-        asked.append((path, size, mtime_ns))
-        return finished.get(path) == (size, mtime_ns)
+    def already_final(candidate: Candidate) -> bool:
+        asked.append((candidate.path, candidate.size, candidate.mtime_ns))
+        return finished.get(candidate.path) == (candidate.size, candidate.mtime_ns)
 
     watcher, handoffs = start_watcher(settings_for([inbox]), already_final=already_final)
     handoffs.wait_for(fresh)
@@ -628,7 +625,7 @@ def test_failing_already_final_does_not_stop_the_watcher(
 ) -> None:
     """An exception from already_final is logged and the file is handed on (the supervisor decides)."""
 
-    def already_final(path: Path, size: int, mtime_ns: int) -> bool:
+    def already_final(candidate: Candidate) -> bool:
         raise OSError("journal unavailable")
 
     page = inbox / "backlog.png"
@@ -669,10 +666,10 @@ def test_lost_inotify_events_trigger_an_immediate_rescan(
     pretend_final = threading.Event()
     pretend_final.set()
 
-    def already_final(path: Path, size: int, mtime_ns: int) -> bool:
+    def already_final(candidate: Candidate) -> bool:
         # The start-up scan is told the file is finished, as if its event had
         # been the one the kernel dropped.
-        return pretend_final.is_set() and path == missed
+        return pretend_final.is_set() and candidate.path == missed
 
     _, handoffs = start_watcher(
         settings_for([inbox], "native", rescan_interval_seconds=3600.0),
