@@ -115,11 +115,15 @@ class RecoverySettings(Section):
 OutputFormat = Literal["md", "json", "txt", "hocr", "pdf"]
 
 
+def _default_formats() -> list[OutputFormat]:
+    return ["md", "json"]
+
+
 class OutputSettings(Section):
     # What is written for each input: NAME.ocr.<format>. The JSON is the
     # daemon's record of a finished file (it lists the set and proves it ours),
     # so it is always part of the set.
-    formats: list[OutputFormat] = Field(default_factory=lambda: ["md", "json"], min_length=1)
+    formats: list[OutputFormat] = Field(default_factory=_default_formats, min_length=1)
     # A PDF page that already has a text layer keeps it alone unless this is on.
     pdf_text_over_existing_text: bool = False
     json_indent: int | None = 2
@@ -213,11 +217,46 @@ class FaultRule(Section):
     probability: float = Field(default=1.0, ge=0, le=1)
 
 
+Rectangle = tuple[float, float, float, float]  # x0, y0, x1, y1 in page pixels
+
+
+class KnownWord(Section):
+    text: str
+    box: Rectangle
+
+
+class KnownLine(Section):
+    text: str
+    box: Rectangle | None = None
+    words: list[KnownWord] = Field(default_factory=list)
+
+
+class KnownBlock(Section):
+    category: str = "text"
+    text: str
+    box: Rectangle | None = None
+
+
+class KnownAnswer(Section):
+    """What the test engine "reads" on every page of a file whose name matches.
+
+    Lines with boxes stand for an engine like the embedded one; `text` alone
+    (or blocks) for a VLM that gives Markdown without positions. Tests use it
+    for scripts the embedded engine cannot read (Cyrillic, CJK).
+    """
+
+    match: str = "*"
+    lines: list[KnownLine] = Field(default_factory=list)
+    blocks: list[KnownBlock] = Field(default_factory=list)
+    text: str | None = None
+
+
 class FaultyModel(Section):
     """A fault-injection engine for tests and drills; never for production inboxes."""
 
     engine: Literal["faulty"] = "faulty"
     rules: list[FaultRule] = Field(default_factory=list)
+    answers: list[KnownAnswer] = Field(default_factory=list)
     seed: int | None = None
     load_fault: Literal["none", "error", "crash", "hang", "cuda_fatal"] = "none"
     page_seconds: float = Field(default=0.0, ge=0)

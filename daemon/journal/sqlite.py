@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS files (
     attempts    TEXT NOT NULL DEFAULT '{}',
     trail       TEXT NOT NULL DEFAULT '[]',
     error       TEXT,
-    md_sha256   TEXT,
+    md_sha256   TEXT,  -- the hashes of the output set last noted, space-separated
     admitted_at REAL NOT NULL,
     updated_at  REAL NOT NULL
 );
@@ -68,7 +68,8 @@ class Entry:
     attempts: dict[str, int] = field(default_factory=dict)
     trail: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    md_sha256: str | None = None
+    # Hashes of the outputs (other than the JSON) of the set last about to be committed.
+    output_hashes: tuple[str, ...] = ()
     admitted_at: float = 0.0
 
 
@@ -215,16 +216,16 @@ class Journal:
                 (json.dumps(trail), time.time(), str(path)),
             )
 
-    def note_markdown(self, path: Path, md_sha256: str) -> None:
-        """Remember the hash of the Markdown about to be written (before the rename).
+    def note_outputs(self, path: Path, hashes: list[str]) -> None:
+        """Remember the hashes of the outputs about to be renamed into place.
 
-        Ownership of a `.ocr.md` is proved by this hash or by our `.ocr.json`;
-        noting it first covers a crash between the two renames.
+        Ownership of an output is proved by its hash here or in our `.ocr.json`;
+        noting them first covers a crash between the renames and the JSON's.
         """
         with self._transaction() as db:
             db.execute(
                 "UPDATE files SET md_sha256 = ?, updated_at = ? WHERE path = ?",
-                (md_sha256, time.time(), str(path)),
+                (" ".join(hashes), time.time(), str(path)),
             )
 
     def mark_done(self, path: Path, sha256: str, size: int, mtime_ns: int) -> None:
@@ -286,6 +287,6 @@ def _entry(row: sqlite3.Row) -> Entry:
         attempts=json.loads(row["attempts"]),
         trail=json.loads(row["trail"]),
         error=row["error"],
-        md_sha256=row["md_sha256"],
+        output_hashes=tuple((row["md_sha256"] or "").split()),
         admitted_at=row["admitted_at"],
     )

@@ -176,7 +176,9 @@ def _overlay(
     shown = geometry.given_size((float(upright[0]), float(upright[1])), rotation)
     to_user = geometry.compose(
         geometry.upright_to_given((float(upright[0]), float(upright[1])), rotation),
-        geometry.shown_to_user_space(page.cropbox, int(page.obj.get(Name.Rotate, 0)), shown),
+        geometry.shown_to_user_space(
+            [float(value) for value in page.cropbox], int(page.obj.get(Name.Rotate, 0)), shown
+        ),
     )
     form = pdf.make_stream(
         content,

@@ -41,6 +41,7 @@ from daemon.protocol import (
     JobFailed,
     Loaded,
     LoadFailed,
+    PdfRequest,
     Progress,
 )
 from daemon.settings import Settings, SettingsError
@@ -318,6 +319,8 @@ class Supervisor:
             settle_seconds=arrival.settle_seconds,
             trail=trail,
             model_override=self.recovery.resume_model(trail),
+            formats=tuple(self.settings.outputs.formats),
+            pdf_over_existing_text=self.settings.outputs.pdf_text_over_existing_text,
         )
         self.queue.push(task, self.clock())
         log.debug("file.queued", file=str(path), waiting=len(self.queue))
@@ -580,7 +583,7 @@ class Supervisor:
             task.job_id = self._job_ids
             task.dispatched_at = now
             idle.remove(worker)
-            if not worker.send(Job(task.job_id, str(task.path))):
+            if not worker.send(job_for(task)):
                 self.queue.push(task, now, front=True)  # the sentinel will say why
                 continue
             worker.state = WorkerState.BUSY
@@ -705,3 +708,11 @@ class Supervisor:
                 log.warning("settings.needs_restart", section=key)
         log.info("settings.reloaded", generation=self.generation, chain=new.worker.chain)
         self.health.reloaded()
+
+
+def job_for(task: FileTask) -> Job:
+    """The worker's instructions for a file: its path, and a PDF to build if one is wanted."""
+    assert task.job_id is not None
+    wants_pdf = "pdf" in task.formats
+    request = PdfRequest(over_existing_text=task.pdf_over_existing_text) if wants_pdf else None
+    return Job(task.job_id, str(task.path), pdf=request)

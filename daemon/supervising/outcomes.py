@@ -17,6 +17,7 @@ from daemon.journal.sqlite import Journal, State
 from daemon.observing.metrics import Metrics
 from daemon.outputs import content as payloads
 from daemon.outputs import writing as outputs
+from daemon.outputs.hocr import hocr
 from daemon.protocol import DocumentResult, Fault
 from daemon.tasks import FileTask
 
@@ -75,15 +76,15 @@ class Outcomes:
         if task.settle_seconds is not None:
             timings["settle_seconds"] = task.settle_seconds
         entry = self.journal.get(task.path)
-        known = [entry.md_sha256] if entry is not None and entry.md_sha256 else []
+        known = entry.output_hashes if entry is not None else ()
         started = time.monotonic()
         try:
             outputs.write_success(
                 task.path,
-                payloads.markdown(result),
+                output_files(task, result),
                 payloads.success(task, result, model, timings),
-                known_markdown_hashes=known,
-                before_commit=lambda digest: self.journal.note_markdown(task.path, digest),
+                known_hashes=known,
+                before_commit=lambda hashes: self.journal.note_outputs(task.path, hashes),
                 indent=self.indent,
             )
         except outputs.OutputError as error:
@@ -107,6 +108,7 @@ class Outcomes:
             model=model,
             engine=result.engine.engine,
             pages=len(result.pages),
+            formats=list(task.formats),
             seconds=round(total, 3),
             queue_seconds=round(queue_seconds, 3),
             inference_seconds=round(result.inference_seconds, 3),
@@ -243,3 +245,23 @@ class Outcomes:
     def output_error(self, error: outputs.OutputError) -> None:
         self.metrics.output_errors.labels(reason=error.reason).inc()
         log.error("output.error", path=str(error.path), reason=error.reason, error=str(error))
+
+
+def output_files(task: FileTask, result: DocumentResult) -> dict[str, bytes]:
+    """The chosen outputs other than the JSON, as bytes, in the order they are renamed."""
+    files: dict[str, bytes] = {}
+    for format in task.formats:
+        if format == "md":
+            files["md"] = payloads.markdown(result).encode("utf-8")
+        elif format == "txt":
+            files["txt"] = payloads.plain_text(result).encode("utf-8")
+        elif format == "hocr":
+            files["hocr"] = hocr(result, task.name).encode("utf-8")
+        elif format == "pdf":
+            if result.pdf is None:
+                # Not reached: a job for a file that wants a PDF asks the worker
+                # for one. Should it happen, the JSON lists the set as written.
+                log.error("output.pdf_missing", file=str(task.path))
+                continue
+            files["pdf"] = result.pdf.data
+    return files

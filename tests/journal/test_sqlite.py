@@ -77,16 +77,16 @@ def test_pending_rows_survive_kill_9(tmp_path: Path) -> None:
 
 
 def test_trail_and_markdown_hash_are_kept(tmp_path: Path) -> None:
-    """The fallback trail and the hash of the Markdown we wrote are stored per file."""
+    """The fallback trail and the hashes of the output set about to be committed are stored per file."""
     journal = Journal.open(tmp_path)
     path = tmp_path / "a.png"
     journal.admit(path, tmp_path, 1, 1, SHA_A)
     journal.record_trail(path, [{"model": "qwen", "outcome": "empty_output"}])
-    journal.note_markdown(path, "c" * 64)
+    journal.note_outputs(path, ["c" * 64, "d" * 64])
     entry = journal.get(path)
     assert entry is not None
     assert entry.trail == [{"model": "qwen", "outcome": "empty_output"}]
-    assert entry.md_sha256 == "c" * 64
+    assert entry.output_hashes == ("c" * 64, "d" * 64)
 
 
 def test_forget_and_reopen(tmp_path: Path) -> None:

@@ -188,8 +188,10 @@ class RapidEngine(Engine):
         scores = getattr(result, "scores", None)
         if boxes is None or texts is None or scores is None or len(texts) == 0:
             return blank_page(image, details, rotation)
-        page = assemble_page(image, boxes, texts, scores, rotation, details)
-        return attach_words(page, getattr(result, "word_results", None), len(texts), image.size)
+        assembled = assemble_page(image, boxes, texts, scores, rotation, details)
+        return attach_words(
+            assembled, getattr(result, "word_results", None), len(texts), image.size
+        )
 
     def _detect(self, image: Image.Image) -> _Detection | None:
         """Run the detector; None when the page holds no text."""
