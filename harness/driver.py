@@ -24,6 +24,8 @@ from typing import Any
 
 import tomli_w
 
+from daemon.outputs.paths import ERROR_SUFFIX, FORMAT_SUFFIXES
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TIMEOUT = 90.0
 
@@ -280,9 +282,9 @@ def wait_until(
 
 
 def outputs_of(path: Path) -> dict[str, Path]:
-    """The daemon's outputs that exist for an input (keys: md, json, error)."""
+    """The daemon's outputs that exist for an input (keys: md, json, txt, hocr, pdf, error)."""
     found = {}
-    for key, suffix in (("md", ".ocr.md"), ("json", ".ocr.json"), ("error", ".ocr.error.json")):
+    for key, suffix in (*FORMAT_SUFFIXES.items(), ("error", ERROR_SUFFIX)):
         candidate = path.with_name(path.name + suffix)
         if candidate.exists():
             found[key] = candidate

@@ -10,7 +10,7 @@ bbox inside its page, so that nothing recognised is left out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 from daemon import __version__
 from daemon.outputs.plain import markdown_to_plain, page_plain_text
@@ -56,7 +56,8 @@ def _page(page: PageResult, name: str) -> list[str]:
     text = page.text
     width, height = upright_size(text.details, page.width, page.height, text.rotation)
     number = page.index + 1
-    title = f"image {quoteattr(name)[1:-1]}; bbox 0 0 {width} {height}; ppageno {page.index}"
+    image = escape(name, {'"': "&quot;"})
+    title = f"image &quot;{image}&quot;; bbox 0 0 {width} {height}; ppageno {page.index}"
     out = [f'<div class="ocr_page" id="page_{number}" title="{title}">\n']
     boxed = [line for line in text.lines if line.box is not None]
     if boxed:

@@ -26,6 +26,7 @@ from daemon.searchable_pdf import font
 
 INVISIBLE = 3  # text render mode: no fill, no stroke
 MIN_SIZE = 0.5  # pixels; a degenerate box still carries its text
+ROW_MARGIN = 0.1  # of a row's height, above and below text laid without boxes
 
 Quad = Sequence[Point]
 
@@ -156,8 +157,16 @@ def _rows(text: str, area: tuple[float, float, float, float]) -> list[_Run]:
         return []
     x0, y0, x1, y1 = area
     row_height = (y1 - y0) / len(lines)
+    # Each row a little inside its share: a baseline on the page's very edge
+    # is dropped by some text extractors (poppler) as off the page.
     return [
-        _Run(line, (x0, y0 + row_height * (index + 1)), x1 - x0, row_height, 0.0)
+        _Run(
+            line,
+            (x0, y0 + row_height * (index + 1 - ROW_MARGIN)),
+            x1 - x0,
+            row_height * (1 - 2 * ROW_MARGIN),
+            0.0,
+        )
         for index, line in enumerate(lines)
     ]
 
