@@ -12,7 +12,7 @@ output writes (two files, fsync, rename) and logging.
    time to first output, throughput, peak RSS of the supervisor process
    (VmHWM from /proc, which the kernel keeps), the journal's size on disk.
 2. Start-up scan: an inbox of N inputs, each with its two outputs, whose
-   journal rows say done (written through daemon.journal.sqlite.Journal admit and
+   journal rows say done (written through SqliteJournal's admit, claim and
    mark_done, as the daemon does). Inputs are distinct tiny files; the outputs
    are hard links to one pair (the scan skips outputs by name without reading
    them, so only their directory entries matter). The daemon starts on it;
@@ -35,8 +35,9 @@ from pathlib import Path
 
 from bench import report
 from bench.live import drop, running, settings_for, start
-from daemon.journal.sqlite import Journal
-from daemon.settings import WatchSettings
+from daemon.journal.interface import FileKey
+from daemon.journal.sqlite import SqliteJournal
+from daemon.settings import WatchSettings, inbox_root
 from daemon.watching.candidates import Candidate
 from daemon.watching.watcher import Watcher
 from harness import pages
@@ -57,7 +58,9 @@ def tiny_png(seed: int) -> bytes:
 
 def state_bytes(state: Path) -> int:
     """The journal's size on disk: the database, its write-ahead log and shared memory."""
-    return sum(path.stat().st_size for path in state.glob(f"{Journal.FILENAME}*") if path.is_file())
+    return sum(
+        path.stat().st_size for path in state.glob(f"{SqliteJournal.FILENAME}*") if path.is_file()
+    )
 
 
 def drop_backlog(root: Path, count: int, settle: float, rescan: float) -> list[list[object]]:
@@ -133,7 +136,7 @@ def finished_inbox(root: Path, count: int) -> tuple[Path, Path]:
     sources = root / "outputs"
     sources.mkdir()
     sha = "0" * 64  # never compared: the scan trusts the journal's (size, mtime)
-    journal = Journal.open(state)
+    journal = SqliteJournal.open(state)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         for index in range(count):
@@ -149,8 +152,10 @@ def finished_inbox(root: Path, count: int) -> tuple[Path, Path]:
             os.link(markdown, inbox / f"{path.name}.ocr.md")
             os.link(payload, inbox / f"{path.name}.ocr.json")
             info = path.stat()
-            journal.admit(path, inbox, info.st_size, info.st_mtime_ns, sha)
-            journal.mark_done(path, sha, info.st_size, info.st_mtime_ns)
+            key = FileKey.of(path, inbox_root(inbox))
+            journal.admit(key, info.st_size, info.st_mtime_ns, sha)
+            journal.claim(key)
+            journal.mark_done(key, sha, info.st_size, info.st_mtime_ns)
     finally:
         journal.close()
     return inbox, state
@@ -164,7 +169,7 @@ def scan_in_process(inbox: Path, state: Path, count: int) -> tuple[float, int]:
     the scan has finished when every input has been asked about. Returns the
     seconds from start() to that point and how many files were handed on.
     """
-    journal = Journal.open(state)
+    journal = SqliteJournal.open(state)
     asked = 0
     finished = threading.Event()
     handed: list[Path] = []
@@ -174,7 +179,8 @@ def scan_in_process(inbox: Path, state: Path, count: int) -> tuple[float, int]:
         asked += 1
         if asked >= count:
             finished.set()
-        return journal.is_final(candidate.path, candidate.size, candidate.mtime_ns)
+        key = FileKey.of(candidate.path, candidate.inbox)
+        return journal.is_final(key, candidate.size, candidate.mtime_ns)
 
     watcher = Watcher(
         WatchSettings(inboxes=[inbox]),
@@ -228,7 +234,10 @@ def startup_over_finished(root: Path, count: int, settle: float) -> list[list[ob
             "finished inputs (each with .ocr.md and .ocr.json)",
             f"{count:,} ({3 * count:,} directory entries)",
         ],
-        ["building that state (files + Journal.admit/mark_done)", f"{build_seconds:.1f} s"],
+        [
+            "building that state (files + SqliteJournal admit/claim/mark_done)",
+            f"{build_seconds:.1f} s",
+        ],
         ["daemon start (process spawn) to `daemon.started`", f"{started - began:.2f} s"],
         ["daemon start to `daemon.ready` (model loaded)", f"{ready - began:.2f} s"],
         ["daemon start to the end of its start-up scan", scan_line],

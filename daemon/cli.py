@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _once(settings: Settings, files: list[Path]) -> int:
-    from daemon.journal.sqlite import Journal
+    from daemon.journal.sqlite import SqliteJournal
     from daemon.observing.metrics import Metrics
     from daemon.supervising.arbiter import Supervisor
     from daemon.watching.candidates import is_ignored
@@ -145,18 +145,24 @@ def _once(settings: Settings, files: list[Path]) -> int:
         if reason is not None and "unsupported" in reason:
             print(f"ocr-inbox: {file}: {reason}", file=sys.stderr)
         paths.append(path)
-    supervisor = Supervisor(settings, journal=Journal.open(None), metrics=Metrics(), watch=False)
+    supervisor = Supervisor(
+        settings, journal=SqliteJournal.open(None), metrics=Metrics(), watch=False
+    )
     supervisor.add_files(paths)
     return supervisor.run()
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon.journal.sqlite import Journal
+    from daemon.journal.sqlite import JournalError, SqliteJournal
     from daemon.observing.metrics import Metrics
     from daemon.observing.systemd_notify import Notifier
     from daemon.supervising.arbiter import Supervisor
 
-    journal = Journal.open(settings.state.dir)
+    try:
+        journal = SqliteJournal.open(settings.state.dir)
+    except JournalError as error:
+        print(f"ocr-inbox: {settings.state.dir}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     metrics = Metrics()
 
     def reload_settings() -> Settings:

@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.journal.interface import FileKey
 from daemon.protocol import DocumentResult
 
 
 @dataclass(eq=False)
 class FileTask:
     path: Path
-    inbox: Path
+    inbox: Path  # the inbox root it was found under ("/" for `once`)
     sha256: str  # content admitted (the worker reports what it actually read)
     size: int
     mtime_ns: int
@@ -31,6 +32,7 @@ class FileTask:
     unwritten: DocumentResult | None = None
     last_model: str | None = None  # the model that produced `unwritten`
     not_before: float = 0.0  # monotonic; a delayed retry waits until then
+    claimed: bool = False  # this daemon holds the file's claim in the journal
     # What is written for this file ([outputs] now; an inbox's profile may choose
     # its own): chosen at admission, so a result is written as it was asked for.
     formats: tuple[str, ...] = ("md", "json")
@@ -39,3 +41,8 @@ class FileTask:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def key(self) -> FileKey:
+        """The file as the journal knows it."""
+        return FileKey.of(self.path, self.inbox)

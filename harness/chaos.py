@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from daemon.journal.sqlite import Journal
+from daemon.journal.sqlite import SqliteJournal
 from harness.driver import (
     Daemon,
     base_settings,
@@ -281,7 +281,7 @@ def problems(result: ChaosResult) -> list[str]:
         found.append("the chain was exhausted")
     if result.exit_code != 0:
         found.append(f"the daemon stopped with exit code {result.exit_code}")
-    journal = Journal.open(result.root / "state")
+    journal = SqliteJournal.open(result.root / "state")
     try:
         counts = journal.counts()
     finally:

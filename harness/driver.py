@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ from typing import Any
 
 import tomli_w
 
+from daemon.journal.interface import FileKey
 from daemon.outputs.paths import ERROR_SUFFIX, FORMAT_SUFFIXES
+from daemon.settings import inbox_root
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TIMEOUT = 90.0
@@ -161,10 +164,23 @@ class Daemon:
                     return float(sample.value)
         return 0.0
 
+    def journal_key(self, path: Path) -> FileKey:
+        """How the journal knows `path`: by the configured inbox that holds it."""
+        configured = tomllib.loads(self.config.read_text("utf-8")).get("watch", {})
+        for inbox in configured.get("inboxes", [str(self.inbox)]):
+            root = inbox_root(self.root / inbox)  # relative inboxes are the daemon's cwd's
+            if path.is_relative_to(root):
+                return FileKey.of(path, root)
+        raise AssertionError(f"{path} is in none of the daemon's inboxes")
+
     def journal_state(self, path: Path) -> str | None:
         """The journal's state for `path` (pending, done, failed), read beside the running daemon."""
+        key = self.journal_key(path)
         with sqlite3.connect(self.state_dir / "journal.sqlite3", timeout=30) as db:
-            row = db.execute("SELECT state FROM files WHERE path = ?", (str(path),)).fetchone()
+            row = db.execute(
+                "SELECT state FROM files WHERE inbox = ? AND relative = ?",
+                (key.inbox, key.relative),
+            ).fetchone()
         return None if row is None else str(row[0])
 
     # --- life ------------------------------------------------------------------

@@ -1,14 +1,22 @@
-"""SQLite state: what was seen, what is pending, what is done or failed.
+"""The journal in one SQLite file in the state folder: the default, for one daemon.
 
-One row per input path, keyed by path and holding the SHA-256 of the content
-it describes. A restart (even after kill -9) reads the pending rows back, and
-a file whose row says done for the same content is not done again. The row
+One row per file, keyed by its inbox's name and its path relative to the
+inbox (daemon.journal.interface), holding the SHA-256 of the content it
+describes. A restart (even after kill -9) reads the pending rows back, and a
+file whose row says done for the same content is not done again. The row
 also keeps, per model, how many times this content killed a worker, so a
 poison file is quarantined across daemon restarts too.
 
-Only the supervisor's main thread uses a Journal (sqlite3 connections are not
-shared between threads); the watcher asks `is_final`, which reads an
-in-memory index guarded by a lock.
+Claims are trivial with one node: a pending row can always be claimed, and
+the claims live in this object (a restart starts with none). They are kept
+anyway, so a caller that writes without claiming fails here as it would
+against a shared journal.
+
+A state folder written by an earlier release is migrated when opened
+(SCHEMA_VERSION 1 keyed rows by absolute path; 2 by inbox name and relative
+path). Only the supervisor's main thread uses a journal (sqlite3
+connections are not shared between threads); the watcher asks `is_final`,
+which reads an in-memory index guarded by a lock.
 """
 
 from __future__ import annotations
@@ -19,17 +27,21 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+import structlog
+
+from daemon.journal.interface import Admission, ClaimLost, Entry, FileKey, State
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
-    path        TEXT PRIMARY KEY,
     inbox       TEXT NOT NULL,
+    relative    TEXT NOT NULL,
     size        INTEGER NOT NULL,
     mtime_ns    INTEGER NOT NULL,
     sha256      TEXT NOT NULL,
@@ -39,56 +51,39 @@ CREATE TABLE IF NOT EXISTS files (
     error       TEXT,
     md_sha256   TEXT,  -- the hashes of the output set last noted, space-separated
     admitted_at REAL NOT NULL,
-    updated_at  REAL NOT NULL
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (inbox, relative)
 );
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, admitted_at);
 """
 
-
-class State(StrEnum):
-    PENDING = "pending"  # admitted, no final outcome yet
-    DONE = "done"  # outputs written for this content
-    FAILED = "failed"  # error sidecar written for this content (quarantined)
-
-
-class Admission(StrEnum):
-    NEW = "new"  # new path or new content: queue it
-    PENDING = "pending"  # already pending (e.g. an event after a restart): keep its place
-    UNCHANGED = "unchanged"  # final for the same content: nothing to do
+_COLUMNS = (
+    "size, mtime_ns, sha256, state, attempts, trail, error, md_sha256, admitted_at, updated_at"
+)
+_WHERE_KEY = "WHERE inbox = ? AND relative = ?"
 
 
-@dataclass(slots=True)
-class Entry:
-    path: str
-    inbox: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    state: State
-    attempts: dict[str, int] = field(default_factory=dict)
-    trail: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    # Hashes of the outputs (other than the JSON) of the set last about to be committed.
-    output_hashes: tuple[str, ...] = ()
-    admitted_at: float = 0.0
+class JournalError(Exception):
+    """The journal cannot be opened as it is (a newer release wrote it)."""
 
 
-class Journal:
-    """The daemon's durable memory. Open with Journal.open(state_dir)."""
+class SqliteJournal:
+    """The daemon's durable memory. Open with SqliteJournal.open(state_dir)."""
 
     FILENAME = "journal.sqlite3"
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
         self._final_lock = threading.Lock()
-        # path -> (size, mtime_ns) of rows in a final state: lets a rescan of
+        # key -> (size, mtime_ns) of rows in a final state: lets a rescan of
         # 100,000 finished files cost one stat each and no database query.
-        self._final: dict[str, tuple[int, int]] = {}
+        self._final: dict[FileKey, tuple[int, int]] = {}
+        self._claims: set[FileKey] = set()
         self._load_final_index()
 
     @classmethod
-    def open(cls, state_dir: Path | None) -> Journal:
-        """Open (creating) the journal in state_dir; None keeps it in memory (`once`)."""
+    def open(cls, state_dir: Path | None) -> SqliteJournal:
+        """Open (creating or migrating) the journal in state_dir; None keeps it in memory (`once`)."""
         if state_dir is None:
             connection = sqlite3.connect(":memory:", isolation_level=None)
         else:
@@ -104,11 +99,11 @@ class Journal:
             # check in the supervisor covers.
             connection.execute("PRAGMA synchronous=NORMAL")
         connection.row_factory = sqlite3.Row
-        connection.executescript(SCHEMA)
-        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        _prepare(connection)
         return cls(connection)
 
     def close(self) -> None:
+        self._claims.clear()
         self._db.close()
 
     @contextmanager
@@ -123,12 +118,11 @@ class Journal:
 
     # --- reads -----------------------------------------------------------
 
-    def get(self, path: Path | str) -> Entry | None:
-        row = self._db.execute("SELECT * FROM files WHERE path = ?", (str(path),)).fetchone()
+    def get(self, key: FileKey) -> Entry | None:
+        row = self._db.execute(f"SELECT * FROM files {_WHERE_KEY}", _params(key)).fetchone()
         return _entry(row) if row is not None else None
 
     def pending(self) -> list[Entry]:
-        """Rows still waiting for an outcome, oldest first (read at start-up)."""
         rows = self._db.execute(
             "SELECT * FROM files WHERE state = ? ORDER BY admitted_at", (State.PENDING.value,)
         ).fetchall()
@@ -138,26 +132,21 @@ class Journal:
         rows = self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
         return {row[0]: row[1] for row in rows}
 
-    def is_final(self, path: Path, size: int, mtime_ns: int) -> bool:
-        """True when this exact file (path, size, mtime) already has its outcome.
-
-        Called from the watcher's thread; reads only the in-memory index.
-        """
+    def is_final(self, key: FileKey, size: int, mtime_ns: int) -> bool:
+        """Called from the watcher's thread; reads only the in-memory index."""
         with self._final_lock:
-            return self._final.get(str(path)) == (size, mtime_ns)
+            return self._final.get(key) == (size, mtime_ns)
 
-    # --- writes ----------------------------------------------------------
+    # --- seeing files ------------------------------------------------------
 
-    def admit(self, path: Path, inbox: Path, size: int, mtime_ns: int, sha256: str) -> Admission:
-        """Record a stable file. NEW means: queue it."""
-        key = str(path)
+    def admit(self, key: FileKey, size: int, mtime_ns: int, sha256: str) -> Admission:
         now = time.time()
         with self._transaction() as db:
-            row = db.execute("SELECT * FROM files WHERE path = ?", (key,)).fetchone()
+            row = db.execute(f"SELECT * FROM files {_WHERE_KEY}", _params(key)).fetchone()
             if row is not None and row["sha256"] == sha256:
                 db.execute(
-                    "UPDATE files SET size = ?, mtime_ns = ?, updated_at = ? WHERE path = ?",
-                    (size, mtime_ns, now, key),
+                    f"UPDATE files SET size = ?, mtime_ns = ?, updated_at = ? {_WHERE_KEY}",
+                    (size, mtime_ns, now, *_params(key)),
                 )
                 if row["state"] == State.PENDING.value:
                     return Admission.PENDING
@@ -166,12 +155,10 @@ class Journal:
             # New path, or new content at a known path: start afresh (the
             # attempts of old content say nothing about new content).
             db.execute(
-                "INSERT OR REPLACE INTO files (path, inbox, size, mtime_ns, sha256, state,"
-                " attempts, trail, error, md_sha256, admitted_at, updated_at)"
+                f"INSERT OR REPLACE INTO files (inbox, relative, {_COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?, '{}', '[]', NULL, ?, ?, ?)",
                 (
-                    key,
-                    str(inbox),
+                    *_params(key),
                     size,
                     mtime_ns,
                     sha256,
@@ -184,102 +171,121 @@ class Journal:
         self._drop_final(key)
         return Admission.NEW
 
-    def reopen(self, path: Path) -> None:
-        """Make a final row pending again (its outputs were removed by someone)."""
+    def reopen(self, key: FileKey) -> None:
         with self._transaction() as db:
             db.execute(
                 "UPDATE files SET state = ?, attempts = '{}', trail = '[]', error = NULL,"
-                " updated_at = ? WHERE path = ?",
-                (State.PENDING.value, time.time(), str(path)),
+                f" updated_at = ? {_WHERE_KEY}",
+                (State.PENDING.value, time.time(), *_params(key)),
             )
-        self._drop_final(str(path))
+        self._drop_final(key)
 
-    def record_attempt(self, path: Path, model: str) -> int:
-        """Count one worker death for this content on this model; returns the new count."""
-        key = str(path)
+    def forget(self, key: FileKey) -> None:
         with self._transaction() as db:
-            row = db.execute("SELECT attempts FROM files WHERE path = ?", (key,)).fetchone()
+            db.execute(f"DELETE FROM files {_WHERE_KEY}", _params(key))
+        self._claims.discard(key)
+        self._drop_final(key)
+
+    # --- claims ------------------------------------------------------------
+
+    def claim(self, key: FileKey) -> bool:
+        row = self._db.execute(f"SELECT state FROM files {_WHERE_KEY}", _params(key)).fetchone()
+        if row is None or row["state"] != State.PENDING.value:
+            return False
+        self._claims.add(key)
+        return True
+
+    def release(self, key: FileKey) -> None:
+        self._claims.discard(key)
+
+    def fence(self, key: FileKey) -> None:
+        if key not in self._claims:
+            raise ClaimLost(key)
+
+    # --- working on a claimed file ------------------------------------------
+
+    def record_attempt(self, key: FileKey, model: str) -> int:
+        self.fence(key)
+        with self._transaction() as db:
+            row = db.execute(f"SELECT attempts FROM files {_WHERE_KEY}", _params(key)).fetchone()
             if row is None:
-                return 1
+                raise ClaimLost(key)
             attempts: dict[str, int] = json.loads(row["attempts"])
             attempts[model] = attempts.get(model, 0) + 1
             db.execute(
-                "UPDATE files SET attempts = ?, updated_at = ? WHERE path = ?",
-                (json.dumps(attempts), time.time(), key),
+                f"UPDATE files SET attempts = ?, updated_at = ? {_WHERE_KEY}",
+                (json.dumps(attempts), time.time(), *_params(key)),
             )
         return attempts[model]
 
-    def record_trail(self, path: Path, trail: list[dict[str, Any]]) -> None:
+    def record_trail(self, key: FileKey, trail: list[dict[str, Any]]) -> None:
+        self._update(key, "trail = ?", json.dumps(trail))
+
+    def note_outputs(self, key: FileKey, hashes: list[str]) -> None:
+        # Ownership of an output is proved by its hash here or in our `.ocr.json`;
+        # noting them before the renames covers a crash before the JSON's. (The
+        # column's name is from when the Markdown was the only such output.)
+        self._update(key, "md_sha256 = ?", " ".join(hashes))
+
+    def mark_done(self, key: FileKey, sha256: str, size: int, mtime_ns: int) -> None:
+        self._finish(key, State.DONE, sha256, size, mtime_ns, None)
+
+    def mark_failed(self, key: FileKey, sha256: str, size: int, mtime_ns: int, error: str) -> None:
+        self._finish(key, State.FAILED, sha256, size, mtime_ns, error)
+
+    def _update(self, key: FileKey, assignment: str, value: object) -> None:
+        self.fence(key)
         with self._transaction() as db:
             db.execute(
-                "UPDATE files SET trail = ?, updated_at = ? WHERE path = ?",
-                (json.dumps(trail), time.time(), str(path)),
+                f"UPDATE files SET {assignment}, updated_at = ? {_WHERE_KEY}",
+                (value, time.time(), *_params(key)),
             )
-
-    def note_outputs(self, path: Path, hashes: list[str]) -> None:
-        """Remember the hashes of the outputs about to be renamed into place.
-
-        Ownership of an output is proved by its hash here or in our `.ocr.json`;
-        noting them first covers a crash between the renames and the JSON's.
-        """
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE files SET md_sha256 = ?, updated_at = ? WHERE path = ?",
-                (" ".join(hashes), time.time(), str(path)),
-            )
-
-    def mark_done(self, path: Path, sha256: str, size: int, mtime_ns: int) -> None:
-        self._finish(path, State.DONE, sha256, size, mtime_ns, None)
-
-    def mark_failed(self, path: Path, sha256: str, size: int, mtime_ns: int, error: str) -> None:
-        self._finish(path, State.FAILED, sha256, size, mtime_ns, error)
-
-    def forget(self, path: Path) -> None:
-        """Drop a row (the file vanished before its turn)."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM files WHERE path = ?", (str(path),))
-        self._drop_final(str(path))
 
     def _finish(
         self,
-        path: Path,
+        key: FileKey,
         state: State,
         sha256: str,
         size: int,
         mtime_ns: int,
         error: str | None,
     ) -> None:
-        key = str(path)
+        self.fence(key)
         with self._transaction() as db:
             db.execute(
                 "UPDATE files SET state = ?, sha256 = ?, size = ?, mtime_ns = ?, error = ?,"
-                " updated_at = ? WHERE path = ?",
-                (state.value, sha256, size, mtime_ns, error, time.time(), key),
+                f" updated_at = ? {_WHERE_KEY}",
+                (state.value, sha256, size, mtime_ns, error, time.time(), *_params(key)),
             )
+        self._claims.discard(key)
         self._set_final(key, size, mtime_ns)
 
     # --- the in-memory index of final rows ----------------------------------
 
     def _load_final_index(self) -> None:
         rows = self._db.execute(
-            "SELECT path, size, mtime_ns FROM files WHERE state != ?", (State.PENDING.value,)
+            "SELECT inbox, relative, size, mtime_ns FROM files WHERE state != ?",
+            (State.PENDING.value,),
         ).fetchall()
         with self._final_lock:
-            self._final = {row[0]: (row[1], row[2]) for row in rows}
+            self._final = {FileKey(row[0], row[1]): (row[2], row[3]) for row in rows}
 
-    def _set_final(self, key: str, size: int, mtime_ns: int) -> None:
+    def _set_final(self, key: FileKey, size: int, mtime_ns: int) -> None:
         with self._final_lock:
             self._final[key] = (size, mtime_ns)
 
-    def _drop_final(self, key: str) -> None:
+    def _drop_final(self, key: FileKey) -> None:
         with self._final_lock:
             self._final.pop(key, None)
 
 
+def _params(key: FileKey) -> tuple[str, str]:
+    return (key.inbox, key.relative)
+
+
 def _entry(row: sqlite3.Row) -> Entry:
     return Entry(
-        path=row["path"],
-        inbox=row["inbox"],
+        key=FileKey(row["inbox"], row["relative"]),
         size=row["size"],
         mtime_ns=row["mtime_ns"],
         sha256=row["sha256"],
@@ -290,3 +296,74 @@ def _entry(row: sqlite3.Row) -> Entry:
         output_hashes=tuple((row["md_sha256"] or "").split()),
         admitted_at=row["admitted_at"],
     )
+
+
+# --- schema versions -----------------------------------------------------------
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """Create the schema in a new journal, or bring an older one up to SCHEMA_VERSION."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"the journal is at schema version {version}, written by a newer ocr-inbox;"
+            f" this one reads up to {SCHEMA_VERSION}"
+        )
+    columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    if "path" in columns:  # version 1 (or a version-1 file whose version was never set)
+        _migrate_from_1(db)
+    db.executescript(SCHEMA)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _migrate_from_1(db: sqlite3.Connection) -> None:
+    """Version 1 keyed rows by absolute path, with the inbox's absolute path beside it.
+
+    Each row is re-keyed by the inbox's name and its path below the inbox, in
+    one transaction: a kill in the middle leaves version 1 whole. Two rows can
+    only meet on one key if two inboxes had the same name, which the settings
+    now refuse: the one updated last is kept (the other's outputs on disk
+    still keep its file from being done twice).
+    """
+    began = time.monotonic()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = db.execute("SELECT * FROM files ORDER BY updated_at").fetchall()
+        db.execute("ALTER TABLE files RENAME TO files_v1")
+        db.execute("DROP INDEX IF EXISTS files_by_state")
+        # Statement by statement: executescript() would commit the transaction first.
+        for statement in SCHEMA.strip().split(";"):
+            if statement.strip():
+                db.execute(statement)
+        for row in rows:
+            key = _key_from_1(row["path"], row["inbox"])
+            db.execute(
+                f"INSERT OR REPLACE INTO files (inbox, relative, {_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *_params(key),
+                    *(row[column] for column in _COLUMNS.split(", ")),
+                ),
+            )
+        db.execute("DROP TABLE files_v1")
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    log.info(
+        "journal.migrated",
+        from_version=1,
+        to_version=SCHEMA_VERSION,
+        rows=len(rows),
+        seconds=round(time.monotonic() - began, 3),
+    )
+
+
+def _key_from_1(path: str, inbox: str) -> FileKey:
+    try:
+        return FileKey.of(Path(path), Path(inbox))
+    except ValueError:
+        # Not below its inbox (no release wrote such a row): keyed by its
+        # absolute path, as `once` keys files.
+        return FileKey.of(Path(path), Path("/"))

@@ -10,7 +10,10 @@ import datetime as dt
 from dataclasses import asdict
 from typing import Any
 
+import structlog
+
 from daemon import __version__
+from daemon.outputs.hocr import hocr
 from daemon.outputs.plain import page_plain_text
 from daemon.protocol import DocumentResult, Fault, Line, PageResult, SearchablePdf
 from daemon.searchable_pdf.geometry import upright_size
@@ -19,6 +22,8 @@ from daemon.tasks import FileTask
 SCHEMA_VERSION = 1
 PAGE_SEPARATOR = "\n\n---\n\n"
 FORM_FEED = "\f"
+
+log = structlog.get_logger(__name__)
 
 
 def _now_iso() -> str:
@@ -162,3 +167,23 @@ def failure(
         "fallback_trail": list(task.trail),
         "retry": "the file is not retried until its content changes (or its outputs are removed and the daemon restarts)",
     }
+
+
+def output_files(task: FileTask, result: DocumentResult) -> dict[str, bytes]:
+    """The chosen outputs other than the JSON, as bytes, in the order they are renamed."""
+    files: dict[str, bytes] = {}
+    for format in task.formats:
+        if format == "md":
+            files["md"] = markdown(result).encode("utf-8")
+        elif format == "txt":
+            files["txt"] = plain_text(result).encode("utf-8")
+        elif format == "hocr":
+            files["hocr"] = hocr(result, task.name).encode("utf-8")
+        elif format == "pdf":
+            if result.pdf is None:
+                # Not reached: a job for a file that wants a PDF asks the worker
+                # for one. Should it happen, the JSON lists the set as written.
+                log.error("output.pdf_missing", file=str(task.path))
+                continue
+            files["pdf"] = result.pdf.data
+    return files

@@ -250,20 +250,42 @@ def write_failure(
     source: Path,
     payload: dict[str, Any],
     *,
+    known_hashes: Iterable[str] = (),
+    before_commit: Callable[[], None] | None = None,
     indent: int | None = 2,
 ) -> OutputPaths:
-    """Write the error sidecar for `source`; remove an older set of ours."""
+    """Write the error sidecar for `source`; remove an older set of ours.
+
+    `before_commit()` runs after the temp file is durable and before its rename.
+    `known_hashes` (the journal's) make outputs of a set whose JSON never
+    landed ours to remove.
+    """
     paths = OutputPaths.beside(source)
     if regular_file(paths.error) is not None and read_owned_json(paths.error) is None:
         raise OutputError("not_ours", paths.error, "a file not written by ocr-inbox is in the way")
     body = dict(payload, generator=GENERATOR)
     temp = _write_temp(paths.error, encode_json(body, indent))
+    if before_commit is not None:
+        try:
+            before_commit()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
     _commit([(temp, paths.error)])
     _fsync_folder(source.parent)
     existing = read_owned_json(paths.json)
+    listed = listed_outputs(existing)
+    known = set(known_hashes)
+    for format in FORMAT_SUFFIXES:
+        target = paths.of(format)
+        if format in listed:
+            _remove_if_ours(target, listed[format])
+        elif format != "json" and known:
+            with contextlib.suppress(OutputError, OSError):
+                if regular_file(target) is not None and file_sha256(target) in known:
+                    target.unlink()
     if existing is not None:
-        for format, digest in listed_outputs(existing).items():
-            _remove_if_ours(paths.of(format), digest)
         with contextlib.suppress(FileNotFoundError):
             paths.json.unlink()  # `existing` says it is ours
     return paths

@@ -1,6 +1,6 @@
-"""The fallback chain of models, and the backoff between worker restarts.
+"""The fallback chain of models: which one serves, and when to move down or back up.
 
-Pure bookkeeping with an injectable clock: the supervisor asks, this module
+Pure bookkeeping with an injectable clock: recovery asks, this module
 answers, and tests drive it without processes.
 """
 
@@ -10,37 +10,6 @@ from collections import deque
 from collections.abc import Callable
 
 from daemon.settings import RecoverySettings
-
-# Seconds to wait before the n-th consecutive restart: 0, 1, 1, 2, 3, 5, 8, ...
-# The first restart is immediate; repeated ones back off so a crash loop
-# does not spin on a GPU that needs a moment (or an operator).
-
-
-class RestartBackoff:
-    """Fibonacci delays between consecutive restarts, capped; reset by a success."""
-
-    def __init__(self) -> None:
-        self._previous: float
-        self._current: float
-        self.restarts: int
-        self.reset()
-
-    def next_delay(self, cap_seconds: float) -> float:
-        """The delay before the next restart, advancing the sequence.
-
-        The cap is passed on each call, so a reloaded backoff_cap_seconds
-        applies to a slot that is already backing off.
-        """
-        delay = min(self._current, cap_seconds)
-        self._previous, self._current = self._current, self._previous + self._current
-        self.restarts += 1
-        return delay
-
-    def reset(self) -> None:
-        # Seeded so that the sequence runs 0, 1, 1, 2, 3, ...
-        self._previous = 1.0
-        self._current = 0.0
-        self.restarts = 0
 
 
 class ModelChain:

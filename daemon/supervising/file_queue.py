@@ -20,6 +20,7 @@ class FileQueue:
         self._queue: deque[FileTask] = deque()
         self._delayed: list[FileTask] = []
         self._held: dict[Path, FileTask] = {}  # queued, delayed or in flight
+        self._flying: set[FileTask] = set()  # taken for a worker and not back yet
         self._followups: dict[Path, Arrival] = {}  # new arrivals for files in flight
         self.overrides: Counter[str] = Counter()  # queued files per fallback model
 
@@ -38,9 +39,14 @@ class FileQueue:
     def get(self, path: Path) -> FileTask | None:
         return self._held.get(path)
 
+    def in_flight(self, task: FileTask) -> bool:
+        """Taken for a worker (and not pushed, delayed, dropped or released since)."""
+        return task in self._flying
+
     def push(self, task: FileTask, now: float, *, front: bool = False) -> None:
         """Queue a file (at the front for a retry, so a retried file keeps its turn)."""
         task.queued_at = now
+        self._flying.discard(task)
         if front:
             self._queue.appendleft(task)
         else:
@@ -53,6 +59,7 @@ class FileQueue:
         """Out of the queue and into flight (still held)."""
         self._queue.remove(task)
         self._uncount(task)
+        self._flying.add(task)
 
     def clear_override(self, task: FileTask, now: float) -> None:
         """A queued file's fallback model is out of service: the active model takes
@@ -63,6 +70,7 @@ class FileQueue:
 
     def delay(self, task: FileTask, until: float) -> None:
         task.not_before = until
+        self._flying.discard(task)
         self._delayed.append(task)
         self._held[task.path] = task
 
@@ -79,10 +87,12 @@ class FileQueue:
             self.take(task)
         if task in self._delayed:
             self._delayed.remove(task)
+        self._flying.discard(task)
         self._held.pop(task.path, None)
 
     def release(self, task: FileTask) -> Arrival | None:
         """A file leaves the daemon's hands; returns an arrival that came meanwhile."""
+        self._flying.discard(task)
         if self._held.get(task.path) is task:
             del self._held[task.path]
         return self._followups.pop(task.path, None)

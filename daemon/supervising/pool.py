@@ -2,7 +2,8 @@
 
 The pool knows processes, deadlines and restart backoff; it does not know
 files or the chain. The supervisor asks it for workers and is told what
-happened (messages, exits).
+happened (messages, exits). How a worker is started is injected (`start`),
+so tests run the pool, and the supervisor around it, on scripted workers.
 """
 
 from __future__ import annotations
@@ -11,17 +12,49 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 
 import structlog
 
 from daemon.protocol import FromWorker, Shutdown, WorkerConfig
-from daemon.supervising.chain import RestartBackoff
 from daemon.supervising.worker_handles import WorkerHandle, WorkerState
 
 log = structlog.get_logger("daemon.supervising.pool")
 
 FALLBACK_SLOT = "fallback:"
+
+# How a worker is started: (slot, config, generation, now, load deadline) -> its handle.
+StartWorker = Callable[[str, WorkerConfig, int, float, float], WorkerHandle]
+
+
+# Seconds to wait before the n-th consecutive restart: 0, 1, 1, 2, 3, 5, 8, ...
+# The first restart is immediate; repeated ones back off so a crash loop
+# does not spin on a GPU that needs a moment (or an operator).
+class RestartBackoff:
+    """Fibonacci delays between consecutive restarts, capped; reset by a success."""
+
+    def __init__(self) -> None:
+        self._previous: float
+        self._current: float
+        self.restarts: int
+        self.reset()
+
+    def next_delay(self, cap_seconds: float) -> float:
+        """The delay before the next restart, advancing the sequence.
+
+        The cap is passed on each call, so a reloaded backoff_cap_seconds
+        applies to a slot that is already backing off.
+        """
+        delay = min(self._current, cap_seconds)
+        self._previous, self._current = self._current, self._previous + self._current
+        self.restarts += 1
+        return delay
+
+    def reset(self) -> None:
+        # Seeded so that the sequence runs 0, 1, 1, 2, 3, ...
+        self._previous = 1.0
+        self._current = 0.0
+        self.restarts = 0
 
 
 def fallback_slot(model: str) -> str:
@@ -33,11 +66,19 @@ def is_fallback_slot(slot: str) -> bool:
 
 
 class WorkerPool:
-    def __init__(self, *, backoff_cap: float, grace: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        backoff_cap: float,
+        grace: float,
+        clock: Callable[[], float],
+        start: StartWorker = WorkerHandle.spawn,
+    ) -> None:
         self.workers: list[WorkerHandle] = []
         self.backoff_cap = backoff_cap
         self.grace = grace
         self.clock = clock
+        self._start = start
         self._backoff: dict[str, RestartBackoff] = {}
         self._restart_due: dict[str, float] = {}
 
@@ -66,7 +107,7 @@ class WorkerPool:
     def spawn(
         self, slot: str, config: WorkerConfig, generation: int, load_deadline: float
     ) -> WorkerHandle:
-        worker = WorkerHandle.spawn(slot, config, generation, self.clock(), load_deadline)
+        worker = self._start(slot, config, generation, self.clock(), load_deadline)
         self.workers.append(worker)
         self._restart_due.pop(slot, None)
         log.info("worker.started", slot=slot, model=config.model_name, pid=worker.pid)
@@ -170,10 +211,10 @@ class WorkerPool:
         restart = self.next_restart(now)
         if restart is not None:
             timeout = min(timeout, restart - now)
-        objects: list[object] = [wake_fd]
+        objects: list[Connection | int] = [wake_fd]
         for worker in self.workers:
             objects.extend((worker.conn, worker.sentinel))
-        wait(objects, max(0.0, timeout))  # type: ignore[arg-type]
+        wait(objects, max(0.0, timeout))
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(wake_fd, 4096):
                 pass

@@ -10,28 +10,56 @@
   of its trail; its per-model attempt counts live in the journal.
 - Empty or degenerate output (and OOM or an engine error that survived the
   worker's own retries) moves only that file to the next model.
-- A file with no model left gets an error sidecar: quarantined, never a loop.
+- A file with no model left is quarantined (its error sidecar), never a loop.
 - A chain with no model left ends the daemon (exit 3, systemd restarts it),
   leaving every pending file pending.
+
+This module decides and does nothing else: it owns the chain and answers with
+a Decision, which daemon.supervising.file_flow carries out (the queue, the
+journal through the ledger, the outputs). Its clock is injected, so tests
+prove the policy without processes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from daemon.journal.sqlite import Journal
 from daemon.observing.metrics import Metrics
 from daemon.protocol import Fault
 from daemon.settings import RecoverySettings
 from daemon.supervising.chain import ModelChain
-from daemon.supervising.file_queue import FileQueue
-from daemon.supervising.outcomes import Outcomes
 from daemon.tasks import FileTask
 
-log = structlog.get_logger("daemon.supervising.recovery")
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """Queue the file again, at the front, for `model` (None: whichever model is active)."""
+
+    model: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """No model is left for this file: its error sidecar, and never again for this content."""
+
+    summary: str
+
+
+Verdict = Requeue | Quarantine
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    file: Verdict | None = None  # what becomes of the file in hand, if there is one
+    left: dict[str, Any] | None = None  # the step the file's trail gains (model, outcome, message)
+    demoted: str | None = None  # out of service: the active model takes its queued files
+    unloadable: str | None = None  # a per-file model that cannot load: its files move on
 
 
 class Recovery:
@@ -40,20 +68,14 @@ class Recovery:
         chain_names: list[str],
         settings: RecoverySettings,
         *,
-        journal: Journal,
-        queue: FileQueue,
-        outcomes: Outcomes,
         metrics: Metrics,
         clock: Callable[[], float],
-        release: Callable[[FileTask], None],
+        held: Callable[[], int] = lambda: 0,
     ) -> None:
         self.settings = settings
-        self.journal = journal
-        self.queue = queue
-        self.outcomes = outcomes
         self.metrics = metrics
         self.clock = clock
-        self.release = release  # the supervisor lets a finished file go
+        self.held = held  # how many files the daemon holds, for the log when the chain ends
         self.chain = ModelChain(chain_names, settings, clock)
         self.unloadable: set[str] = set()  # per-file fallback models that failed to load
 
@@ -91,9 +113,8 @@ class Recovery:
 
     # --- faults --------------------------------------------------------------
 
-    def worker_lost(self, model: str, task: FileTask, reason: str, fault: Fault) -> None:
-        """A worker died (or must die) on this file: count it against the file and the model."""
-        attempts = self.journal.record_attempt(task.path, model)
+    def worker_lost(self, model: str, task: FileTask, reason: str, attempts: int) -> Decision:
+        """A worker died (or must die) on this file, for the `attempts`-th time on this model."""
         demote = self.chain.record_fatal(model)
         limit = self.settings.attempts_per_model
         log.error(
@@ -110,41 +131,29 @@ class Recovery:
             # like every queued file, with no per-file fallback or trail entry
             # (and with no model left it stays pending for the next start,
             # rather than being quarantined for a broken GPU).
-            if task.model_override == model:
-                task.model_override = None
-            self.queue.push(task, self.clock(), front=True)
-            self._demote(reason)
-        elif attempts >= limit:
+            override = None if task.model_override == model else task.model_override
+            return Decision(Requeue(override), demoted=self._demote(reason))
+        if attempts >= limit:
             message = f"the worker was lost {attempts} times on this file"
-            task.trail.append({"model": model, "outcome": reason, "message": message})
-            self._next_model_for(task, model, fault, None)
-        else:
-            self.queue.push(task, self.clock(), front=True)
+            left = {"model": model, "outcome": reason, "message": message}
+            return Decision(self.next_model_for(task, model, reason), left=left)
+        return Decision(Requeue(task.model_override))
 
-    def model_failed_file(
-        self, model: str, task: FileTask, fault: Fault, sha256: str | None
-    ) -> None:
+    def model_failed_file(self, model: str, task: FileTask, fault: Fault) -> Decision:
         """The model could not do this one file (empty, degenerate, OOM, engine error)."""
         if fault.kind == "oom":
             self.metrics.cuda_errors.labels(kind="oom").inc()
-        task.trail.append({"model": model, "outcome": fault.kind, "message": fault.message[:500]})
-        self._next_model_for(task, model, fault, sha256)
+        left = {"model": model, "outcome": fault.kind, "message": fault.message[:500]}
+        return Decision(self.next_model_for(task, model, fault.kind), left=left)
 
-    def load_failed(self, model: str, fault: Fault) -> None:
+    def load_failed(self, model: str, fault: Fault) -> Decision:
         log.error("model.load_failed", model=model, error=fault.message)
         if model == self.chain.active:
-            self._demote("load_error")
-            return
+            return Decision(demoted=self._demote("load_error"))
         self.unloadable.add(model)
-        for task in self.queue:
-            if task.model_override == model:
-                self.queue.drop(task)
-                task.trail.append(
-                    {"model": model, "outcome": "load_error", "message": fault.message[:500]}
-                )
-                self._next_model_for(task, model, fault, None)
+        return Decision(unloadable=model)
 
-    def died_loading(self, model: str, reason: str, fault: Fault) -> None:
+    def died_loading(self, model: str, reason: str, fault: Fault) -> Decision:
         """A worker ended while loading `model` without reporting why.
 
         A load that hung past load_deadline_seconds cannot load. A crash
@@ -154,13 +163,11 @@ class Recovery:
         max_fatal_failures crashes in the window do.
         """
         if reason == "hang":
-            self.load_failed(model, fault)
-            return
+            return self.load_failed(model, fault)
         demote = self.chain.record_fatal(model)
         failures = self.chain.recent_failures(model)
         if demote or (model != self.chain.active and failures >= self.settings.max_fatal_failures):
-            self.load_failed(model, fault)
-            return
+            return self.load_failed(model, fault)
         log.warning(
             "model.load_interrupted",
             model=model,
@@ -168,6 +175,7 @@ class Recovery:
             failures=failures,
             of=self.settings.max_fatal_failures,
         )
+        return Decision()
 
     def maintain(self, stopping: bool) -> None:
         """After the cool-down on a fallback, try the first model again."""
@@ -177,18 +185,31 @@ class Recovery:
             log.info("chain.retry_first", model=first, after_seconds=self.settings.cooldown_seconds)
             self.metrics.set_active_model(None, 0)
 
+    def next_model_for(self, task: FileTask, model: str, reason: str) -> Verdict:
+        """One file moves to the model after `model`; with none left, it is quarantined."""
+        following = self._usable_after(model)
+        if following is None:
+            return Quarantine("every model of the chain failed on this file")
+        self.metrics.fallbacks.labels(
+            from_model=model, to_model=following, reason=reason, scope="file"
+        ).inc()
+        log.warning(
+            "file.fallback",
+            file=str(task.path),
+            from_model=model,
+            to_model=following,
+            reason=reason,
+        )
+        return Requeue(following)
+
     # --- moving down -----------------------------------------------------------
 
-    def _demote(self, reason: str) -> None:
+    def _demote(self, reason: str) -> str | None:
+        """The active model goes out of service; returns it."""
         old = self.chain.active
         new = self.chain.demote()
         while new is not None and new in self.unloadable:
             new = self.chain.demote()
-        for task in self.queue:
-            if old is not None and task.model_override == old:
-                # Sent to the model that just went out of service: the active
-                # model (which follows it) takes the file instead.
-                self.queue.clear_override(task, self.clock())
         self.metrics.fallbacks.labels(
             from_model=old or "", to_model=new or "none", reason=reason, scope="daemon"
         ).inc()
@@ -196,9 +217,10 @@ class Recovery:
         if new is None:
             # A daemon that stays up with no usable model is worse than one that
             # exits: systemd restarts us. Pending files stay pending in the journal.
-            log.critical("chain.exhausted", last=old, reason=reason, held=self.queue.held)
-            return
-        log.warning("chain.fallback", from_model=old, to_model=new, reason=reason)
+            log.critical("chain.exhausted", last=old, reason=reason, held=self.held())
+        else:
+            log.warning("chain.fallback", from_model=old, to_model=new, reason=reason)
+        return old
 
     def _usable_after(self, model: str) -> str | None:
         """The first model below `model` in the chain that has not failed to load."""
@@ -206,26 +228,3 @@ class Recovery:
         while following is not None and following in self.unloadable:
             following = self.chain.after(following)
         return following
-
-    def _next_model_for(self, task: FileTask, model: str, fault: Fault, sha256: str | None) -> None:
-        """One file moves to the model after `model`; with none left, an error sidecar."""
-        following = self._usable_after(model)
-        self.journal.record_trail(task.path, task.trail)
-        if following is None:
-            self.outcomes.failed(
-                task, fault, sha256, model, "every model of the chain failed on this file"
-            )
-            self.release(task)
-            return
-        self.metrics.fallbacks.labels(
-            from_model=model, to_model=following, reason=fault.kind, scope="file"
-        ).inc()
-        log.warning(
-            "file.fallback",
-            file=str(task.path),
-            from_model=model,
-            to_model=following,
-            reason=fault.kind,
-        )
-        task.model_override = following
-        self.queue.push(task, self.clock(), front=True)

@@ -14,6 +14,10 @@ import os
 import signal
 from collections import deque
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from signal import _HANDLER  # what signal.signal() takes and returns (typeshed)
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -23,7 +27,7 @@ class LoopSignals:
         self._pending: deque[int] = deque()
         # wake_fd is what the loop waits on; the loop drains it after waking.
         self.wake_fd, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, _HANDLER] = {}
 
     def install(self) -> None:
         """Route SIGTERM, SIGINT and SIGHUP here (main thread only)."""
@@ -33,7 +37,7 @@ class LoopSignals:
     def restore(self) -> None:
         """Give the signals back to the handlers they had before install()."""
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+            signal.signal(signum, handler)
         self._previous.clear()
 
     def wake(self) -> None:

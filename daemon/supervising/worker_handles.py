@@ -21,7 +21,7 @@ import psutil
 import structlog
 
 from daemon import logs
-from daemon.protocol import EngineInfo, FromWorker, ToWorker, WorkerConfig
+from daemon.protocol import EngineInfo, FromWorker, Job, PdfRequest, ToWorker, WorkerConfig
 from daemon.settings import Settings
 from daemon.worker import run_worker
 
@@ -122,6 +122,28 @@ class WorkerHandle:
             return True
         except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
             return False
+
+    def assign(self, task: FileTask, job_id: int, now: float, deadline_seconds: float) -> bool:
+        """Send this file to the worker as job `job_id`; False when the pipe is broken."""
+        # The PDF is built in the worker (it parses the input); only when wanted.
+        wanted = "pdf" in task.formats
+        pdf = PdfRequest(over_existing_text=task.pdf_over_existing_text) if wanted else None
+        if not self.send(Job(job_id, str(task.path), pdf=pdf)):
+            return False  # the sentinel will say why
+        task.job_id = job_id
+        self.state = WorkerState.BUSY
+        self.task = task
+        self.idle_since = None
+        self.deadline = now + deadline_seconds
+        return True
+
+    def take_task(self, job_id: int) -> FileTask | None:
+        """The file the worker just answered for (job `job_id`); None if it answered another."""
+        task, self.task, self.deadline = self.task, None, None
+        if task is None or task.job_id != job_id:
+            log.error("worker.protocol_error", slot=self.slot, job_id=job_id)
+            return None
+        return task
 
     def receive_all(self) -> list[FromWorker]:
         """Every message waiting on the pipe, without blocking."""

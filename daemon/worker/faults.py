@@ -1,6 +1,6 @@
 """Classify a failure from the real exception type and message.
 
-The class decides what happens next (DESIGN.md, data flow step 6): a sticky
+The class decides what happens next (docs/architecture.md, "The way of one file"): a sticky
 CUDA error poisons the CUDA context of the whole process (PyTorch does not
 reset it), so the worker must exit; an out-of-memory error is recoverable in
 the same process; bad input is final for that content. torch is never

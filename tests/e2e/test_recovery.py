@@ -18,7 +18,8 @@ from typing import Any
 import psutil
 import pytest
 
-from daemon.journal.sqlite import Journal
+from daemon.journal.interface import FileKey
+from daemon.journal.sqlite import SqliteJournal
 from harness.driver import (
     Daemon,
     base_settings,
@@ -66,15 +67,20 @@ def rule(match: str, fault: str, probability: float = 1.0) -> dict[str, Any]:
 
 
 def journal_rows(state_dir: Path) -> dict[str, dict[str, Any]]:
-    """path -> {state, attempts, trail} straight from the SQLite journal."""
-    journal = Journal.open(state_dir)
+    """path -> {state, attempts, trail} straight from the SQLite journal (inbox: state_dir/../inbox)."""
+    journal = SqliteJournal.open(state_dir)
     try:
-        rows = journal._db.execute("SELECT path FROM files").fetchall()
-        entries = [journal.get(row[0]) for row in rows]
+        rows = journal._db.execute("SELECT inbox, relative FROM files").fetchall()
+        entries = [journal.get(FileKey(*row)) for row in rows]
     finally:
         journal.close()
+    inbox = state_dir.parent / "inbox"
     return {
-        entry.path: {"state": entry.state.value, "attempts": entry.attempts, "trail": entry.trail}
+        str(inbox / entry.key.relative): {
+            "state": entry.state.value,
+            "attempts": entry.attempts,
+            "trail": entry.trail,
+        }
         for entry in entries
         if entry is not None
     }
@@ -547,7 +553,7 @@ def test_outputs_written_before_the_journal_are_not_done_again(tmp_path: Path) -
         daemon.wait_for("file.done", file=str(target))
     before = {key: path.read_bytes() for key, path in outputs_of(target).items()}
     # What a kill -9 in that window leaves behind: outputs on disk, the row pending.
-    with sqlite3.connect(tmp_path / "state" / Journal.FILENAME) as db:
+    with sqlite3.connect(tmp_path / "state" / SqliteJournal.FILENAME) as db:
         db.execute("UPDATE files SET state = 'pending'")
     with running_daemon(tmp_path, settings, log_name="again.log") as again:
         again.wait_for("file.skipped", file=str(target))

@@ -1,55 +1,63 @@
-"""The journal: exactly-once bookkeeping that survives restarts."""
+"""The SQLite journal: exactly-once bookkeeping that survives restarts, keyed by inbox and relative path."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from daemon.journal.sqlite import Admission, Journal, State
+import pytest
+
+from daemon.journal.interface import Admission, ClaimLost, FileKey, State
+from daemon.journal.sqlite import SCHEMA_VERSION, JournalError, SqliteJournal
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
+A = FileKey("scans", "a.png")
+B = FileKey("scans", "sub/b.png")
 
 
 def test_new_then_pending_then_unchanged(tmp_path: Path) -> None:
     """A new file is NEW; seen again while pending it keeps its place; once done it is UNCHANGED."""
-    journal = Journal.open(tmp_path)
-    path, inbox = tmp_path / "in" / "a.png", tmp_path / "in"
-    assert journal.admit(path, inbox, 10, 1, SHA_A) is Admission.NEW
-    assert journal.admit(path, inbox, 10, 1, SHA_A) is Admission.PENDING
-    journal.mark_done(path, SHA_A, 10, 1)
-    assert journal.admit(path, inbox, 10, 2, SHA_A) is Admission.UNCHANGED
-    assert journal.get(path).state is State.DONE  # type: ignore[union-attr]
+    journal = SqliteJournal.open(tmp_path)
+    assert journal.admit(A, 10, 1, SHA_A) is Admission.NEW
+    assert journal.admit(A, 10, 1, SHA_A) is Admission.PENDING
+    assert journal.claim(A)
+    journal.mark_done(A, SHA_A, 10, 1)
+    assert journal.admit(A, 10, 2, SHA_A) is Admission.UNCHANGED
+    entry = journal.get(A)
+    assert entry is not None and entry.state is State.DONE and entry.key == A
 
 
 def test_changed_content_is_new_and_forgets_attempts(tmp_path: Path) -> None:
-    """New content at a known path is admitted afresh, without the old content's attempt counts."""
-    journal = Journal.open(tmp_path)
-    path, inbox = tmp_path / "a.png", tmp_path
-    journal.admit(path, inbox, 10, 1, SHA_A)
-    assert journal.record_attempt(path, "qwen") == 1
-    assert journal.record_attempt(path, "qwen") == 2
-    journal.mark_failed(path, SHA_A, 10, 1, "poison")
-    assert journal.admit(path, inbox, 11, 2, SHA_B) is Admission.NEW
-    entry = journal.get(path)
+    """New content at a known key is admitted afresh, without the old content's attempt counts."""
+    journal = SqliteJournal.open(tmp_path)
+    journal.admit(A, 10, 1, SHA_A)
+    assert journal.claim(A)
+    assert journal.record_attempt(A, "qwen") == 1
+    assert journal.record_attempt(A, "qwen") == 2
+    journal.mark_failed(A, SHA_A, 10, 1, "poison")
+    assert journal.admit(A, 11, 2, SHA_B) is Admission.NEW
+    entry = journal.get(A)
     assert entry is not None
     assert entry.state is State.PENDING and entry.attempts == {} and entry.sha256 == SHA_B
 
 
 def test_final_index_answers_without_the_database(tmp_path: Path) -> None:
-    """is_final matches exactly (path, size, mtime) of finished files, and survives reopening."""
-    journal = Journal.open(tmp_path)
-    path = tmp_path / "a.png"
-    journal.admit(path, tmp_path, 10, 5, SHA_A)
-    assert not journal.is_final(path, 10, 5)
-    journal.mark_done(path, SHA_A, 10, 5)
-    assert journal.is_final(path, 10, 5)
-    assert not journal.is_final(path, 10, 6)
+    """is_final matches exactly (key, size, mtime) of finished files, and survives reopening."""
+    journal = SqliteJournal.open(tmp_path)
+    journal.admit(A, 10, 5, SHA_A)
+    assert not journal.is_final(A, 10, 5)
+    journal.claim(A)
+    journal.mark_done(A, SHA_A, 10, 5)
+    assert journal.is_final(A, 10, 5)
+    assert not journal.is_final(A, 10, 6)
+    assert not journal.is_final(FileKey("letters", "a.png"), 10, 5)  # another inbox, another file
     journal.close()
-    assert Journal.open(tmp_path).is_final(path, 10, 5)
+    assert SqliteJournal.open(tmp_path).is_final(A, 10, 5)
 
 
 def test_pending_rows_survive_kill_9(tmp_path: Path) -> None:
@@ -58,12 +66,14 @@ def test_pending_rows_survive_kill_9(tmp_path: Path) -> None:
         f"""
         import os, signal
         from pathlib import Path
-        from daemon.journal.sqlite import Journal
-        j = Journal.open(Path({str(tmp_path)!r}))
+        from daemon.journal.interface import FileKey
+        from daemon.journal.sqlite import SqliteJournal
+        j = SqliteJournal.open(Path({str(tmp_path)!r}))
         for i in range(50):
-            j.admit(Path(f"/in/{{i}}.png"), Path("/in"), i, i, f"{{i:064d}}")
+            j.admit(FileKey("in", f"{{i}}.png"), i, i, f"{{i:064d}}")
         for i in range(20):
-            j.mark_done(Path(f"/in/{{i}}.png"), f"{{i:064d}}", i, i)
+            j.claim(FileKey("in", f"{{i}}.png"))
+            j.mark_done(FileKey("in", f"{{i}}.png"), f"{{i:064d}}", i, i)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
@@ -71,40 +81,145 @@ def test_pending_rows_survive_kill_9(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=Path(__file__).parents[2], check=False
     )
     assert result.returncode == -9
-    journal = Journal.open(tmp_path)
+    journal = SqliteJournal.open(tmp_path)
     assert len(journal.pending()) == 30
     assert journal.counts() == {"pending": 30, "done": 20}
 
 
-def test_trail_and_markdown_hash_are_kept(tmp_path: Path) -> None:
+def test_trail_and_output_hashes_are_kept(tmp_path: Path) -> None:
     """The fallback trail and the hashes of the output set about to be committed are stored per file."""
-    journal = Journal.open(tmp_path)
-    path = tmp_path / "a.png"
-    journal.admit(path, tmp_path, 1, 1, SHA_A)
-    journal.record_trail(path, [{"model": "qwen", "outcome": "empty_output"}])
-    journal.note_outputs(path, ["c" * 64, "d" * 64])
-    entry = journal.get(path)
+    journal = SqliteJournal.open(tmp_path)
+    journal.admit(A, 1, 1, SHA_A)
+    journal.claim(A)
+    journal.record_trail(A, [{"model": "qwen", "outcome": "empty_output"}])
+    journal.note_outputs(A, ["c" * 64, "e" * 64])
+    entry = journal.get(A)
     assert entry is not None
     assert entry.trail == [{"model": "qwen", "outcome": "empty_output"}]
-    assert entry.output_hashes == ("c" * 64, "d" * 64)
+    assert entry.output_hashes == ("c" * 64, "e" * 64)
 
 
 def test_forget_and_reopen(tmp_path: Path) -> None:
     """A vanished file's row is dropped; a finished row can be made pending again."""
-    journal = Journal.open(tmp_path)
-    a, b = tmp_path / "a.png", tmp_path / "b.png"
-    journal.admit(a, tmp_path, 1, 1, SHA_A)
-    journal.forget(a)
-    assert journal.get(a) is None
-    journal.admit(b, tmp_path, 1, 1, SHA_B)
-    journal.mark_done(b, SHA_B, 1, 1)
-    journal.reopen(b)
-    assert journal.get(b).state is State.PENDING  # type: ignore[union-attr]
-    assert not journal.is_final(b, 1, 1)
+    journal = SqliteJournal.open(tmp_path)
+    journal.admit(A, 1, 1, SHA_A)
+    journal.forget(A)
+    assert journal.get(A) is None
+    journal.admit(B, 1, 1, SHA_B)
+    journal.claim(B)
+    journal.mark_done(B, SHA_B, 1, 1)
+    journal.reopen(B)
+    entry = journal.get(B)
+    assert entry is not None and entry.state is State.PENDING
+    assert not journal.is_final(B, 1, 1)
+
+
+def test_work_on_a_file_needs_its_claim(tmp_path: Path) -> None:
+    """Writes for a file need its claim; the outcome ends it; only pending rows can be claimed."""
+    journal = SqliteJournal.open(tmp_path)
+    assert not journal.claim(A)  # no row
+    journal.admit(A, 1, 1, SHA_A)
+    with pytest.raises(ClaimLost):
+        journal.record_attempt(A, "qwen")
+    with pytest.raises(ClaimLost):
+        journal.fence(A)
+    assert journal.claim(A) and journal.claim(A)  # granted again to the node that holds it
+    journal.fence(A)
+    journal.mark_done(A, SHA_A, 1, 1)
+    with pytest.raises(ClaimLost):
+        journal.note_outputs(A, ["c" * 64])
+    assert not journal.claim(A)  # done: nothing to claim
+    journal.admit(B, 1, 1, SHA_B)
+    journal.claim(B)
+    journal.release(B)
+    with pytest.raises(ClaimLost):
+        journal.mark_failed(B, SHA_B, 1, 1, "no claim")
+    journal.claim(B)
+    journal.forget(B)
+    with pytest.raises(ClaimLost):
+        journal.fence(B)
 
 
 def test_uses_write_ahead_logging(tmp_path: Path) -> None:
     """The database file is in WAL mode (readers never block the daemon's writes)."""
-    Journal.open(tmp_path).close()
-    connection = sqlite3.connect(tmp_path / Journal.FILENAME)
+    SqliteJournal.open(tmp_path).close()
+    connection = sqlite3.connect(tmp_path / SqliteJournal.FILENAME)
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# The schema of the release before inbox names, as that release wrote it.
+SCHEMA_1 = """
+CREATE TABLE IF NOT EXISTS files (
+    path        TEXT PRIMARY KEY,
+    inbox       TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempts    TEXT NOT NULL DEFAULT '{}',
+    trail       TEXT NOT NULL DEFAULT '[]',
+    error       TEXT,
+    md_sha256   TEXT,
+    admitted_at REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_state ON files (state, admitted_at);
+"""
+
+
+def _journal_of_version_1(state: Path, rows: list[tuple[object, ...]]) -> None:
+    state.mkdir()
+    db = sqlite3.connect(state / SqliteJournal.FILENAME, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(SCHEMA_1)
+    db.execute("PRAGMA user_version=1")
+    db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.close()
+
+
+def test_a_journal_of_the_previous_release_is_migrated_on_open(tmp_path: Path) -> None:
+    """A version-1 journal (rows by absolute path) opens re-keyed by inbox name: nothing pending or done is lost."""
+    state = tmp_path / "state"
+    trail = json.dumps([{"model": "qwen", "outcome": "empty_output", "message": "no text"}])
+    _journal_of_version_1(
+        state,
+        [
+            ("/srv/scans/a.png", "/srv/scans", 10, 1, SHA_A, "pending", '{"qwen": 1}', trail,
+             None, None, 100.0, 101.0),
+            ("/srv/scans/sub/b.png", "/srv/scans", 20, 2, SHA_B, "done", "{}", "[]",
+             None, "d" * 64, 90.0, 95.0),
+            ("/srv/letters/c.pdf", "/srv/letters", 30, 3, "c" * 64, "failed", "{}", "[]",
+             "poison", None, 80.0, 85.0),
+        ],
+    )  # fmt: skip
+    journal = SqliteJournal.open(state)
+    assert sqlite3.connect(state / SqliteJournal.FILENAME).execute(
+        "PRAGMA user_version"
+    ).fetchone() == (SCHEMA_VERSION,)
+    [pending] = journal.pending()
+    assert pending.key == FileKey("scans", "a.png")
+    assert (pending.size, pending.mtime_ns, pending.sha256) == (10, 1, SHA_A)
+    assert pending.attempts == {"qwen": 1}
+    assert pending.trail == json.loads(trail)
+    assert pending.admitted_at == 100.0
+    done = journal.get(FileKey("scans", "sub/b.png"))
+    assert done is not None and done.state is State.DONE and done.output_hashes == ("d" * 64,)
+    failed = journal.get(FileKey("letters", "c.pdf"))
+    assert failed is not None and failed.state is State.FAILED and failed.error == "poison"
+    assert journal.is_final(FileKey("scans", "sub/b.png"), 20, 2)
+    assert journal.counts() == {"pending": 1, "done": 1, "failed": 1}
+    # The migrated journal keeps working, and opens again without migrating twice.
+    assert journal.admit(FileKey("scans", "a.png"), 10, 1, SHA_A) is Admission.PENDING
+    journal.close()
+    assert SqliteJournal.open(state).counts() == {"pending": 1, "done": 1, "failed": 1}
+
+
+def test_a_journal_of_a_newer_release_is_refused(tmp_path: Path) -> None:
+    """A schema version this release does not know stops the open with a message, untouched."""
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / SqliteJournal.FILENAME)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(JournalError, match="newer ocr-inbox"):
+        SqliteJournal.open(state)

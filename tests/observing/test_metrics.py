@@ -45,7 +45,7 @@ def active_model_series(metrics: Metrics) -> list[dict[str, str]]:
 
 
 def test_every_metric_carries_the_prefix_and_its_prometheus_type() -> None:
-    """Each DESIGN.md metric is exported under ocr_inbox_ with the type its suffix promises."""
+    """Each metric of docs/metrics.md is exported under ocr_inbox_ with the type its suffix promises."""
     found = families(Metrics())
 
     expected = {

@@ -1,9 +1,9 @@
-"""ModelChain and RestartBackoff, driven by a clock the test moves."""
+"""ModelChain, driven by a clock the test moves."""
 
 from __future__ import annotations
 
 from daemon.settings import RecoverySettings
-from daemon.supervising.chain import ModelChain, RestartBackoff
+from daemon.supervising.chain import ModelChain
 
 
 class FakeClock:
@@ -21,44 +21,6 @@ def chain(names: list[str] | None = None, **recovery: float) -> tuple[ModelChain
     clock = FakeClock()
     settings = RecoverySettings(**recovery)  # type: ignore[arg-type]
     return ModelChain(names or ["qwen", "got", "rapid"], settings, clock), clock
-
-
-# --- RestartBackoff -----------------------------------------------------------
-
-
-def test_backoff_follows_fibonacci_from_zero() -> None:
-    """Consecutive restarts wait 0, 1, 1, 2, 3, 5, 8, 13, 21 seconds."""
-    backoff = RestartBackoff()
-    cap = 1000
-    delays = [backoff.next_delay(cap) for _ in range(9)]
-    assert delays == [0, 1, 1, 2, 3, 5, 8, 13, 21]
-    assert backoff.restarts == 9
-
-
-def test_backoff_is_capped() -> None:
-    """No delay exceeds the cap, however many restarts in a row."""
-    backoff = RestartBackoff()
-    cap = 4
-    delays = [backoff.next_delay(cap) for _ in range(12)]
-    assert delays == [0, 1, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4]
-
-
-def test_backoff_cap_of_zero_restarts_at_once() -> None:
-    """backoff_cap_seconds = 0 turns the backoff off."""
-    backoff = RestartBackoff()
-    cap = 0
-    assert {backoff.next_delay(cap) for _ in range(6)} == {0}
-
-
-def test_backoff_reset_starts_the_sequence_again() -> None:
-    """After a success (reset) the next failure restarts at once again."""
-    backoff = RestartBackoff()
-    cap = 30
-    for _ in range(5):
-        backoff.next_delay(cap)
-    backoff.reset()
-    assert backoff.restarts == 0
-    assert [backoff.next_delay(cap) for _ in range(4)] == [0, 1, 1, 2]
 
 
 # --- ModelChain: demotion ---------------------------------------------------------

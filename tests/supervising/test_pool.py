@@ -1,4 +1,4 @@
-"""WorkerPool with real spawned workers: exits come with their last words; restarts wait their turn."""
+"""WorkerPool: exits come with their last words (real spawned workers); restarts back off."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from daemon.protocol import (
     Shutdown,
 )
 from daemon.settings import FaultyModel
-from daemon.supervising.pool import WorkerPool
+from daemon.supervising.pool import RestartBackoff, WorkerPool
 from tests.support.workers import drill_config
 
 
@@ -86,3 +86,41 @@ def test_restarts_are_held_back_by_the_backoff() -> None:
     assert pool.may_start("1", now[0])  # other slots are not held back
     pool.succeeded("0")
     assert pool.schedule_restart("0") == 0
+
+
+# --- RestartBackoff -----------------------------------------------------------
+
+
+def test_backoff_follows_fibonacci_from_zero() -> None:
+    """Consecutive restarts wait 0, 1, 1, 2, 3, 5, 8, 13, 21 seconds."""
+    backoff = RestartBackoff()
+    cap = 1000
+    delays = [backoff.next_delay(cap) for _ in range(9)]
+    assert delays == [0, 1, 1, 2, 3, 5, 8, 13, 21]
+    assert backoff.restarts == 9
+
+
+def test_backoff_is_capped() -> None:
+    """No delay exceeds the cap, however many restarts in a row."""
+    backoff = RestartBackoff()
+    cap = 4
+    delays = [backoff.next_delay(cap) for _ in range(12)]
+    assert delays == [0, 1, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4]
+
+
+def test_backoff_cap_of_zero_restarts_at_once() -> None:
+    """backoff_cap_seconds = 0 turns the backoff off."""
+    backoff = RestartBackoff()
+    cap = 0
+    assert {backoff.next_delay(cap) for _ in range(6)} == {0}
+
+
+def test_backoff_reset_starts_the_sequence_again() -> None:
+    """After a success (reset) the next failure restarts at once again."""
+    backoff = RestartBackoff()
+    cap = 30
+    for _ in range(5):
+        backoff.next_delay(cap)
+    backoff.reset()
+    assert backoff.restarts == 0
+    assert [backoff.next_delay(cap) for _ in range(4)] == [0, 1, 1, 2]

@@ -1,7 +1,15 @@
-"""What became of a file, written everywhere it must be: outputs, journal, metrics, log.
+"""The ledger: every change in what the daemon knows of a file, recorded everywhere it must be.
 
-Each method records one final outcome (or one failed attempt to write it);
-the supervisor decides which applies and what happens to the file next.
+This is the one module that writes the journal (daemon.journal.interface):
+admitted, reopened, claimed, attempted, trail, done, failed, forgotten. Each
+method records one step in the journal and, where the step has them, in the
+outputs (daemon.outputs), the metrics and the log. The flow of files
+(daemon.supervising.file_flow) decides which step applies; this module
+records it and decides nothing about what happens next.
+
+Writes made for a claimed file raise ClaimLost when the daemon no longer
+holds the claim (a shared journal gave the file to another daemon); an output
+is renamed into place only after the journal confirmed the claim (fence).
 """
 
 from __future__ import annotations
@@ -13,18 +21,23 @@ from typing import Any
 
 import structlog
 
-from daemon.journal.sqlite import Journal, State
+from daemon.journal.interface import Admission, FileKey, Journal, State
 from daemon.observing.metrics import Metrics
-from daemon.outputs import content as payloads
-from daemon.outputs import writing as outputs
-from daemon.outputs.hocr import hocr
+from daemon.outputs import content
+from daemon.outputs.writing import (
+    OutputError,
+    OutputPaths,
+    read_owned_json,
+    write_failure,
+    write_success,
+)
 from daemon.protocol import DocumentResult, Fault
 from daemon.tasks import FileTask
 
-log = structlog.get_logger("daemon.supervising.outcomes")
+log = structlog.get_logger(__name__)
 
 
-class Outcomes:
+class Ledger:
     def __init__(
         self,
         journal: Journal,
@@ -45,8 +58,64 @@ class Outcomes:
         self.final: dict[Path, str] = {}
         self._keep_final = keep_final
         # Error sidecars that could not be written yet (disk full, folder not
-        # writable): path -> (when to try again, the content's sha256, payload).
-        self._unwritten: dict[Path, tuple[float, str, dict[str, Any]]] = {}
+        # writable): path -> (key, when to try again, the content's sha256, payload).
+        self._unwritten: dict[Path, tuple[FileKey, float, str, dict[str, Any]]] = {}
+
+    # --- seeing a file --------------------------------------------------------
+
+    def admit(self, key: FileKey, size: int, mtime_ns: int, sha256: str) -> Admission:
+        return self.journal.admit(key, size, mtime_ns, sha256)
+
+    def trail(self, key: FileKey) -> list[dict[str, Any]]:
+        """The models this content already left (after a restart), from the journal."""
+        entry = self.journal.get(key)
+        return list(entry.trail) if entry is not None else []
+
+    def redo(self, path: Path, key: FileKey) -> None:
+        """The journal says final but our outputs are gone: do the file again."""
+        log.info("file.redo", file=str(path), reason="its outputs were removed")
+        self.journal.reopen(key)
+
+    def found_on_disk(
+        self, key: FileKey, outcome: str, sha256: str, size: int, mtime_ns: int
+    ) -> bool:
+        """Our outputs already record this content (the journal missed it): note that, if ours to note."""
+        if not self.journal.claim(key):
+            return False
+        if outcome == "done":
+            self.journal.mark_done(key, sha256, size, mtime_ns)
+        else:
+            self.journal.mark_failed(key, sha256, size, mtime_ns, "recorded in its error sidecar")
+        return True
+
+    def skipped(self, path: Path, outcome: str) -> None:
+        log.info("file.skipped", file=str(path), reason="outputs exist for this content")
+        self.metrics.files.labels(outcome="skipped").inc()
+        self.record_final(path, outcome)
+
+    # --- working on it -----------------------------------------------------------
+
+    def claim(self, task: FileTask) -> bool:
+        """Hold the file's claim before working on it; False when another daemon has it."""
+        if not task.claimed:
+            task.claimed = self.journal.claim(task.key)
+            if not task.claimed:
+                log.info("file.claimed_elsewhere", file=str(task.path))
+        return task.claimed
+
+    def let_go(self, task: FileTask) -> None:
+        """The daemon lets go of the file: give up its claim if it still holds one."""
+        if task.claimed:
+            task.claimed = False
+            self.journal.release(task.key)
+
+    def attempt_failed(self, task: FileTask, model: str) -> int:
+        """A worker died on this file: the count of such deaths on `model`, this one included."""
+        return self.journal.record_attempt(task.key, model)
+
+    def left_model(self, task: FileTask) -> None:
+        """The file moved on from a model: keep its trail for a restart."""
+        self.journal.record_trail(task.key, task.trail)
 
     def recognised(self, result: DocumentResult, model: str) -> None:
         """Count the work a worker did, whether or not its outputs can be written yet."""
@@ -61,9 +130,9 @@ class Outcomes:
             self.metrics.cuda_errors.labels(kind="oom").inc()
         self.metrics.record_memory(result.memory)
 
-    def done(
-        self, task: FileTask, result: DocumentResult, model: str
-    ) -> outputs.OutputError | None:
+    # --- outcomes ------------------------------------------------------------------
+
+    def done(self, task: FileTask, result: DocumentResult, model: str) -> OutputError | None:
         """Write the pair of outputs and record the file done; the error if they cannot be written."""
         now = self.clock()
         queue_seconds = (task.dispatched_at or now) - task.queued_at
@@ -75,19 +144,20 @@ class Outcomes:
         }
         if task.settle_seconds is not None:
             timings["settle_seconds"] = task.settle_seconds
-        entry = self.journal.get(task.path)
+        key = task.key
+        entry = self.journal.get(key)
         known = entry.output_hashes if entry is not None else ()
         started = time.monotonic()
         try:
-            outputs.write_success(
+            write_success(
                 task.path,
-                output_files(task, result),
-                payloads.success(task, result, model, timings),
+                content.output_files(task, result),
+                content.success(task, result, model, timings),
                 known_hashes=known,
-                before_commit=lambda hashes: self.journal.note_outputs(task.path, hashes),
+                before_commit=lambda hashes: self.journal.note_outputs(key, hashes),
                 indent=self.indent,
             )
-        except outputs.OutputError as error:
+        except OutputError as error:
             self.output_error(error)
             return error
         write_seconds = time.monotonic() - started
@@ -95,7 +165,7 @@ class Outcomes:
         # impossible size keeps its new content from looking finished.
         changed = result.sha256 != task.sha256
         size, mtime = (-1, -1) if changed else (task.size, task.mtime_ns)
-        self.journal.mark_done(task.path, result.sha256, size, mtime)
+        self.journal.mark_done(key, result.sha256, size, mtime)
         total = self.clock() - task.admitted_at
         self.metrics.files.labels(outcome="done").inc()
         self.metrics.file_seconds.labels(outcome="done").observe(total)
@@ -123,14 +193,22 @@ class Outcomes:
     ) -> None:
         """Write the error sidecar and quarantine this content (not retried until it changes)."""
         sha = sha256 or task.sha256
-        payload = payloads.failure(task, fault, sha256=sha, model_name=model, summary=summary)
+        key = task.key
+        payload = content.failure(task, fault, sha256=sha, model_name=model, summary=summary)
+        entry = self.journal.get(key)
         try:
-            outputs.write_failure(task.path, payload, indent=self.indent)
-        except outputs.OutputError as error:
+            write_failure(
+                task.path,
+                payload,
+                known_hashes=entry.output_hashes if entry is not None else (),
+                before_commit=lambda: self.journal.fence(key),
+                indent=self.indent,
+            )
+        except OutputError as error:
             self.output_error(error)
             if error.reason != "not_ours":
-                self._unwritten[task.path] = (self.clock() + self.retry_seconds, sha, payload)
-        self.journal.mark_failed(task.path, sha, task.size, task.mtime_ns, fault.message[:1000])
+                self._unwritten[task.path] = (key, self.clock() + self.retry_seconds, sha, payload)
+        self.journal.mark_failed(key, sha, task.size, task.mtime_ns, fault.message[:1000])
         total = self.clock() - task.admitted_at
         self.metrics.files.labels(outcome="failed").inc()
         self.metrics.file_seconds.labels(outcome="failed").observe(total)
@@ -153,23 +231,23 @@ class Outcomes:
         The journal already says failed (the file is not processed again); only
         the sidecar is missing. One whose file has changed or gone since is dropped.
         """
-        for path, (due, sha, payload) in list(self._unwritten.items()):
+        for path, (key, due, sha, payload) in list(self._unwritten.items()):
             if due > now:
                 continue
             del self._unwritten[path]
-            entry = self.journal.get(path)
+            entry = self.journal.get(key)
             if entry is None or entry.state != State.FAILED or entry.sha256 != sha:
                 continue
             try:
-                outputs.write_failure(path, payload, indent=self.indent)
-            except outputs.OutputError as error:
+                write_failure(path, payload, indent=self.indent)
+            except OutputError as error:
                 self.output_error(error)
                 if error.reason != "not_ours":
-                    self._unwritten[path] = (now + self.retry_seconds, sha, payload)
+                    self._unwritten[path] = (key, now + self.retry_seconds, sha, payload)
                 continue
             log.info("file.error_written", file=str(path), code=payload["error"]["code"])
 
-    def blocked(self, task: FileTask, error: outputs.OutputError) -> None:
+    def blocked(self, task: FileTask, error: OutputError) -> None:
         """An output path is taken by a file we did not write: give up on this content."""
         log.error(
             "file.failed",
@@ -178,7 +256,7 @@ class Outcomes:
             reason="output_in_the_way",
             error=str(error),
         )
-        self.journal.mark_failed(task.path, task.sha256, task.size, task.mtime_ns, str(error))
+        self.journal.mark_failed(task.key, task.sha256, task.size, task.mtime_ns, str(error))
         self.metrics.files.labels(outcome="failed").inc()
         self.record_final(task.path, "failed")
 
@@ -195,20 +273,20 @@ class Outcomes:
         self.metrics.files.labels(outcome="failed").inc()
         self.record_final(path, "failed")
 
-    def vanished(self, path: Path, when: str) -> None:
+    def vanished(self, path: Path, key: FileKey, when: str) -> None:
         log.info("file.vanished", file=str(path), when=when)
-        self.journal.forget(path)
+        self.journal.forget(key)
         self.metrics.files.labels(outcome="vanished").inc()
         self.record_final(path, "vanished")
 
-    def skipped(self, path: Path, outcome: str) -> None:
-        log.info("file.skipped", file=str(path), reason="outputs exist for this content")
-        self.metrics.files.labels(outcome="skipped").inc()
-        self.record_final(path, outcome)
+    def dropped(self, task: FileTask, reason: str) -> None:
+        """The path is no longer a file we can read as one: forget it without an outcome."""
+        log.warning("file.dropped", file=str(task.path), reason=reason)
+        self.journal.forget(task.key)
 
     def unreadable(self, task: FileTask, message: str) -> None:
         """No permission to read (or an I/O error): a sidecar once; rescans try again."""
-        existing = outputs.read_owned_json(outputs.OutputPaths.beside(task.path).error)
+        existing = read_owned_json(OutputPaths.beside(task.path).error)
         if existing is not None and existing.get("error", {}).get("code") == "unreadable":
             return
         fault = Fault(
@@ -218,12 +296,12 @@ class Outcomes:
         )
         summary = "the file could not be read; it is tried again on the next rescan"
         try:
-            outputs.write_failure(
+            write_failure(
                 task.path,
-                payloads.failure(task, fault, sha256="", model_name=None, summary=summary),
+                content.failure(task, fault, sha256="", model_name=None, summary=summary),
                 indent=self.indent,
             )
-        except outputs.OutputError as error:
+        except OutputError as error:
             self.output_error(error)
         # After the sidecar, as for every outcome: whoever reads the line finds the file.
         log.error(
@@ -237,31 +315,16 @@ class Outcomes:
         self.metrics.files.labels(outcome="failed").inc()
         self.record_final(task.path, "failed")
 
+    def claim_lost(self, task: FileTask) -> None:
+        """Another daemon took the file over: this one writes nothing more for it."""
+        task.claimed = False
+        log.warning("file.claim_lost", file=str(task.path), key=str(task.key))
+
     def record_final(self, path: Path, outcome: str) -> None:
         """Note what became of a file, where `once` will ask."""
         if self._keep_final:
             self.final[path] = outcome
 
-    def output_error(self, error: outputs.OutputError) -> None:
+    def output_error(self, error: OutputError) -> None:
         self.metrics.output_errors.labels(reason=error.reason).inc()
         log.error("output.error", path=str(error.path), reason=error.reason, error=str(error))
-
-
-def output_files(task: FileTask, result: DocumentResult) -> dict[str, bytes]:
-    """The chosen outputs other than the JSON, as bytes, in the order they are renamed."""
-    files: dict[str, bytes] = {}
-    for format in task.formats:
-        if format == "md":
-            files["md"] = payloads.markdown(result).encode("utf-8")
-        elif format == "txt":
-            files["txt"] = payloads.plain_text(result).encode("utf-8")
-        elif format == "hocr":
-            files["hocr"] = hocr(result, task.name).encode("utf-8")
-        elif format == "pdf":
-            if result.pdf is None:
-                # Not reached: a job for a file that wants a PDF asks the worker
-                # for one. Should it happen, the JSON lists the set as written.
-                log.error("output.pdf_missing", file=str(task.path))
-                continue
-            files["pdf"] = result.pdf.data
-    return files

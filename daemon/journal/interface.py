@@ -1,0 +1,174 @@
+"""The journal interface: what the daemon knows of every file, and the only ways to change it.
+
+A backend implements `Journal` (daemon.journal.sqlite today, one file in the
+state folder; a PostgreSQL backend shared by several daemons later). In the
+daemon exactly one module writes through it: daemon.supervising.ledger.
+
+A file is known by a FileKey: its inbox's name and its path relative to that
+inbox, never by an absolute path, which differs between hosts that mount one
+share at different places. A row holds the SHA-256 of the content it
+describes and one of three states:
+
+    (none) --admit--> pending --mark_done---> done
+                         |    --mark_failed-> failed (quarantined: not retried
+                         |                    until the content changes)
+                         +----forget--------> (none): the file vanished
+    done | failed --reopen--> pending: its outputs were removed by someone
+    any state --admit with new content--> pending, attempts and trail afresh
+
+Claims: a journal object speaks for one daemon (a node). Before it works on a
+file the node claims it; what happens to the file from then on (attempts,
+trail, the output hashes, done, failed) is written under that claim, and an
+output is renamed into place only after `fence` confirmed the claim is still
+held. A backend shared by several nodes makes the claim a lease (renewed by
+the backend while held) and refuses a claim another node holds; a node that
+lost its lease gets ClaimLost at the next write and commits nothing. With one
+node (SQLite) a claim is granted for every pending row and only ever lost by
+the node's own doing (the row forgotten, or admitted afresh and claimed
+again), but callers follow the same protocol, so the shared backend fits
+without changing them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from daemon.settings import inbox_name
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class FileKey:
+    """A file as the journal knows it: its inbox's name and its '/'-separated path below it."""
+
+    inbox: str
+    relative: str
+
+    @classmethod
+    def of(cls, path: Path, inbox: Path) -> FileKey:
+        """The key of `path`, which lies under the inbox root `inbox` (daemon.settings.inbox_root).
+
+        `once` watches no inbox: its files are keyed below the filesystem root
+        (inbox "/"), that is by their absolute path.
+        """
+        return cls(inbox_name(inbox), path.relative_to(inbox).as_posix())
+
+    def __str__(self) -> str:
+        return f"{self.inbox}:{self.relative}"
+
+
+class State(StrEnum):
+    PENDING = "pending"  # admitted, no final outcome yet
+    DONE = "done"  # outputs written for this content
+    FAILED = "failed"  # error sidecar written for this content (quarantined)
+
+
+class Admission(StrEnum):
+    NEW = "new"  # new path or new content: queue it
+    PENDING = "pending"  # already pending (e.g. an event after a restart): keep its place
+    UNCHANGED = "unchanged"  # final for the same content: nothing to do
+
+
+@dataclass(slots=True)
+class Entry:
+    key: FileKey
+    size: int
+    mtime_ns: int
+    sha256: str
+    state: State
+    attempts: dict[str, int] = field(default_factory=dict)  # worker deaths per model
+    trail: list[dict[str, Any]] = field(default_factory=list)  # models the file left, and why
+    error: str | None = None
+    # The outputs (other than the JSON) of the set last about to be committed:
+    # their hashes prove them ours if a crash came before the JSON that lists them.
+    output_hashes: tuple[str, ...] = ()
+    admitted_at: float = 0.0
+
+
+class ClaimLost(Exception):
+    """This node does not hold the file's claim (any more): write nothing for it."""
+
+    def __init__(self, key: FileKey) -> None:
+        super().__init__(f"{key}: this daemon does not hold the file's claim")
+        self.key = key
+
+
+class Journal(Protocol):
+    """The daemon's durable memory of files, for one node.
+
+    Every method is called from the supervisor's main loop, except is_final,
+    which the watcher's thread calls and which must be cheap (no query).
+    """
+
+    # --- reading ---------------------------------------------------------
+
+    def get(self, key: FileKey) -> Entry | None: ...
+
+    def pending(self) -> list[Entry]:
+        """Rows still waiting for an outcome, oldest first (read at start-up)."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Rows per state."""
+        ...
+
+    def is_final(self, key: FileKey, size: int, mtime_ns: int) -> bool:
+        """True when this exact file (key, size, mtime) already has its outcome."""
+        ...
+
+    # --- seeing files (no claim: every node admits what it sees) ----------
+
+    def admit(self, key: FileKey, size: int, mtime_ns: int, sha256: str) -> Admission:
+        """Record a stable file. NEW means: queue it."""
+        ...
+
+    def reopen(self, key: FileKey) -> None:
+        """Make a final row pending again (its outputs were removed by someone)."""
+        ...
+
+    def forget(self, key: FileKey) -> None:
+        """Drop a row and any claim on it (the file vanished, or is no longer a file)."""
+        ...
+
+    # --- claims ------------------------------------------------------------
+
+    def claim(self, key: FileKey) -> bool:
+        """Take the file for this node; False when it is not pending or another node has it.
+
+        Claiming a file this node holds already is granted again.
+        """
+        ...
+
+    def release(self, key: FileKey) -> None:
+        """Give this node's claim up, leaving a pending file to any node (no-op without one)."""
+        ...
+
+    def fence(self, key: FileKey) -> None:
+        """Raise ClaimLost unless this node holds the claim: asked just before an output lands."""
+        ...
+
+    # --- working on a claimed file (each raises ClaimLost without the claim) --
+
+    def record_attempt(self, key: FileKey, model: str) -> int:
+        """Count one worker death for this content on this model; returns the new count."""
+        ...
+
+    def record_trail(self, key: FileKey, trail: list[dict[str, Any]]) -> None: ...
+
+    def note_outputs(self, key: FileKey, hashes: list[str]) -> None:
+        """Remember the hashes of the output set about to be renamed into place."""
+        ...
+
+    def mark_done(self, key: FileKey, sha256: str, size: int, mtime_ns: int) -> None:
+        """Outputs written for this content; the claim ends."""
+        ...
+
+    def mark_failed(self, key: FileKey, sha256: str, size: int, mtime_ns: int, error: str) -> None:
+        """Error sidecar written (or our outputs say failed) for this content; the claim ends."""
+        ...
+
+    def close(self) -> None:
+        """Release this node's claims and close."""
+        ...
