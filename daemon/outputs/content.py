@@ -14,9 +14,8 @@ import structlog
 
 from daemon import __version__
 from daemon.outputs.hocr import hocr
-from daemon.outputs.plain import page_plain_text
+from daemon.page_text import page_plain_text, upright_size
 from daemon.protocol import DocumentResult, Fault, Line, PageResult, SearchablePdf
-from daemon.searchable_pdf.geometry import upright_size
 from daemon.tasks import FileTask
 
 SCHEMA_VERSION = 1

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
 from daemon import __version__
-from daemon.outputs.plain import markdown_to_plain, page_plain_text
+from daemon.page_text import markdown_to_plain, page_plain_text, upright_size
 from daemon.protocol import DocumentResult, Line, PageResult, Point, Word
-from daemon.searchable_pdf.geometry import upright_size
 
 _HEAD = """<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"

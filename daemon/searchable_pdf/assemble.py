@@ -27,6 +27,7 @@ from pikepdf.canvas import ContentStreamBuilder
 from PIL import Image
 
 from daemon.documents.decoding import BadInputError, Page
+from daemon.page_text import upright_size
 from daemon.protocol import PageResult, PdfRequest, SearchablePdf
 from daemon.searchable_pdf import font, geometry, text_layer
 
@@ -153,7 +154,7 @@ def _lay_text(
             layers.append("existing_text")
             continue
         text = result.text
-        upright = geometry.upright_size(text.details, result.width, result.height, text.rotation)
+        upright = upright_size(text.details, result.width, result.height, text.rotation)
         content, mode = text_layer.build(text, upright, FONT_RESOURCE)
         layers.append(mode)
         if content is None:

@@ -15,7 +15,6 @@ Affines are PDF's six numbers (a, b, c, d, e, f): x' = a x + c y + e, y' = b x +
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 Affine = tuple[float, float, float, float, float, float]
 
@@ -90,13 +89,3 @@ def shown_size_points(box: Sequence[float], page_rotate: int) -> tuple[float, fl
     x0, y0, x1, y1 = (float(value) for value in box)
     width, height = abs(x1 - x0), abs(y1 - y0)
     return (height, width) if page_rotate % 180 else (width, height)
-
-
-def upright_size(
-    details: dict[str, Any], width: int, height: int, rotation: int
-) -> tuple[int, int]:
-    """The upright page's size: what the engine says, else the given image turned by `rotation`."""
-    reported = details.get("upright_size")
-    if isinstance(reported, list | tuple) and len(reported) == 2:
-        return int(reported[0]), int(reported[1])
-    return (height, width) if rotation % 180 else (width, height)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pikepdf import Matrix, Name
 from pikepdf.canvas import ContentStreamBuilder
 
-from daemon.outputs.plain import markdown_to_plain, page_plain_text
+from daemon.page_text import markdown_to_plain, page_plain_text
 from daemon.protocol import Line, PageText, Point, Word
 from daemon.searchable_pdf import font
 

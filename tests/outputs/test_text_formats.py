@@ -8,7 +8,6 @@ from pathlib import Path
 from daemon.outputs import content
 from daemon.outputs.content import plain_text
 from daemon.outputs.hocr import hocr
-from daemon.outputs.plain import markdown_to_plain
 from daemon.protocol import (
     Block,
     DocumentResult,
@@ -52,13 +51,6 @@ def test_plain_text_separates_pages_with_a_form_feed() -> None:
         result(PageText("Invoice 48213", (LINE,)), PageText("## Total\n\n**42** crates"))
     )
     assert text == "Invoice 48213\fTotal\n\n42 crates\n"
-
-
-def test_markdown_tables_and_html_lose_their_markup() -> None:
-    """Pipes, separator rows, bold, headings and HTML tables become plain text with tabs."""
-    assert markdown_to_plain("| a | b |\n|:--|--:|\n| **c** | d |") == "a\tb\nc\td"
-    assert markdown_to_plain("<table><tr><td>x</td><td>y</td></tr></table>") == "x\ty"
-    assert markdown_to_plain("# Title\n![logo](x.png) 5 < 6") == "Title\nlogo 5 < 6"
 
 
 def test_hocr_is_xhtml_with_pages_lines_and_words() -> None:

@@ -1,15 +1,22 @@
-"""A page's text without markup: for NAME.ocr.txt and the PDF's text layer.
+"""A page's text as the outputs need it: without markup, and the frame its boxes are in.
+
+Shared by the supervisor's outputs (NAME.ocr.txt, .hocr, .json) and the
+worker's searchable PDF, so it lives at the top level and imports nothing
+heavy.
+
+Plain text: for NAME.ocr.txt and the PDF's text layer.
 
 Engines that give lines (the embedded engine) already give plain text. A VLM
 gives Markdown, sometimes with HTML tables (dots.ocr): its markup is taken off
-here so that a search for "Total 42" finds "| **Total** | 42 |". The rules are
-deliberately few: heading and list markers, bold and italic underscores, table
-pipes and separator rows, images, HTML tags. Anything else stays as written.
+here so that a search for "Crates 7" finds "| **Crates** | 7 |". The rules are
+deliberately few: heading markers, bold, table pipes and separator rows,
+images and links, HTML tags. Anything else stays as written.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from daemon.protocol import PageText
 
@@ -51,3 +58,13 @@ def markdown_to_plain(markdown: str) -> str:
             line = "\t".join(cell.strip() for cell in stripped[1:-1].split("|"))
         lines.append(line.rstrip())
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def upright_size(
+    details: dict[str, Any], width: int, height: int, rotation: int
+) -> tuple[int, int]:
+    """The upright page's size: what the engine says, else the given image turned by `rotation`."""
+    reported = details.get("upright_size")
+    if isinstance(reported, list | tuple) and len(reported) == 2:
+        return int(reported[0]), int(reported[1])
+    return (height, width) if rotation % 180 else (width, height)
