@@ -34,6 +34,7 @@ from daemon.searchable_pdf import font, geometry, text_layer
 FONT_RESOURCE = Name("/OcrInboxGlyphless")
 _EXIF_ORIENTATION = 0x0112
 _MIRRORED = frozenset({2, 4, 5, 7})
+DEFAULT_DPI = 96.0
 
 
 class PdfBuilder:
@@ -63,7 +64,11 @@ class PdfBuilder:
         """Keep a lossless copy of the page as the engine reads it."""
         started = time.monotonic()
         buffer = io.BytesIO()
-        page.image.save(buffer, format="PNG", compress_level=1, dpi=self._dpi or (72, 72))
+        # The page keeps its size on paper: the image's DPI (img2pdf's 96
+        # without one), lowered with the pixels where the limits shrank it.
+        x_dpi, y_dpi = self._dpi or (DEFAULT_DPI, DEFAULT_DPI)
+        dpi = (x_dpi * page.scale, y_dpi * page.scale)
+        page.image.save(buffer, format="PNG", compress_level=1, dpi=dpi)
         self._page_pngs.append(buffer.getvalue())
         self._spent += time.monotonic() - started
 
@@ -92,7 +97,7 @@ class PdfBuilder:
             raise BadInputError(
                 "encrypted", f"the PDF cannot be rewritten as a searchable PDF: {error}"
             ) from error
-        except (pikepdf.PdfError, pikepdf.DataDecodingError) as error:
+        except (pikepdf.PdfError, pikepdf.DataDecodingError, pdfium.PdfiumError) as error:
             raise BadInputError(
                 "corrupt",
                 f"the PDF was read for OCR but cannot be rewritten as a searchable PDF: {error}",
