@@ -107,3 +107,16 @@ def test_failure_removes_the_whole_set(tmp_path: Path) -> None:
     write_success(source, FULL, PAYLOAD)
     write_failure(source, {"input": {"sha256": "c" * 64}, "error": {}})
     assert sorted(os.listdir(tmp_path)) == ["scan.pdf", "scan.pdf.ocr.error.json"]
+
+
+def test_a_json_from_before_the_formats_still_vouches_for_its_markdown(tmp_path: Path) -> None:
+    """A pair written by an earlier release (markdown_sha256, no "outputs") is still done, and ours to replace."""
+    source = _source(tmp_path)
+    paths = OutputPaths.beside(source)
+    paths.markdown.write_text("old text\n")
+    old = {"generator": "ocr-inbox", "input": {"sha256": "a" * 64}}
+    old["markdown_sha256"] = outputs.sha256_text("old text\n")
+    paths.json.write_text(json.dumps(old))
+    assert recorded(source) == outputs.Recorded("done", "a" * 64)
+    write_success(source, FULL, PAYLOAD)
+    assert paths.markdown.read_bytes() == FULL["md"]
