@@ -68,7 +68,7 @@ def test_searchable_pdf_part_compares_the_pdf_with_ocr() -> None:
     """(f) prints the PDF's cost on top of OCR for the scanned PDF and the photo."""
     assert_part_prints(
         "pdf",
-        "| input | pages | OCR s, no word boxes | OCR s, word boxes | PDF s |",
+        "| input | pages | OCR CPU s, no word boxes | OCR CPU s, word boxes | PDF CPU s |",
         "| 2-page scanned PDF | 2 |",
         "| phone photo (JPEG) | 1 |",
     )
