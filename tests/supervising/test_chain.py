@@ -4,17 +4,7 @@ from __future__ import annotations
 
 from daemon.settings import RecoverySettings
 from daemon.supervising.chain import ModelChain
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.supervising.fakes import FakeClock
 
 
 def chain(names: list[str] | None = None, **recovery: float) -> tuple[ModelChain, FakeClock]:
