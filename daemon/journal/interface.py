@@ -31,12 +31,11 @@ without changing them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
-
-from daemon.settings import inbox_name
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -51,9 +50,16 @@ class FileKey:
         """The key of `path`, which lies under the inbox root `inbox` (daemon.settings.inbox_root).
 
         `once` watches no inbox: its files are keyed below the filesystem root
-        (inbox "/"), that is by their absolute path.
+        (inbox "/"), that is by their absolute path. Asked once per file of
+        every scan, so it works on the strings (both paths are absolute and
+        normalised) rather than through pathlib.
         """
-        return cls(inbox_name(inbox), path.relative_to(inbox).as_posix())
+        root, text = str(inbox), str(path)
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        if not text.startswith(prefix):
+            raise ValueError(f"{path} is not inside the inbox {inbox}")
+        # inbox_name(inbox), without its abspath: a root is absolute and normalised already.
+        return cls(inbox.name or "/", text[len(prefix) :].replace(os.sep, "/"))
 
     def __str__(self) -> str:
         return f"{self.inbox}:{self.relative}"
