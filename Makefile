@@ -53,7 +53,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# (a) to (e), about 10 minutes on 2 cores; PARTS="overhead tesseract" for some,
+# (a) to (f), about 12 minutes on 2 cores; PARTS="overhead tesseract" for some,
 # PARTS=tuning or PARTS=chaos for the optional ones (docs/benchmarks.md).
 bench: $(STAMP)
 	$(BIN)/ocr-inbox bench $(PARTS)

@@ -62,9 +62,20 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PdfRequest:
+    """How the worker builds the searchable PDF (present only when "pdf" is wanted)."""
+
+    # Add an OCR text layer to PDF pages that already have text (off: they keep theirs).
+    over_existing_text: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     job_id: int
     path: str
+    # Only the PDF needs the input itself, so only it is built in the worker;
+    # the other formats are written from the result by the supervisor.
+    pdf: PdfRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +88,26 @@ class Shutdown:
 Point = tuple[float, float]
 
 
+Quad = tuple[Point, Point, Point, Point]
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One word of a line (one character for scripts written without spaces)."""
+
+    text: str
+    box: Quad  # clockwise from top-left, in pixels of the upright page
+    confidence: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
     """One recognised line: the quadrilateral it sits in (clockwise from top-left)."""
 
     text: str
-    box: tuple[Point, Point, Point, Point] | None = None
+    box: Quad | None = None
     confidence: float | None = None
+    words: tuple[Word, ...] = ()  # in reading order, where the engine gives them
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +166,19 @@ class GpuMemory:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchablePdf:
+    """The finished NAME.ocr.pdf, built in the worker (it parses the input)."""
+
+    data: bytes
+    source: str  # how the pages were made: "input_pdf", "image_as_is", "image_lossless"
+    # Per processed page, what its invisible text layer was placed from: "words",
+    # "lines", "blocks" or "page" (text without boxes), "existing_text" (the page
+    # had text and was left alone), or "none" (nothing was recognised).
+    layers: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class DocumentResult:
     sha256: str  # of the bytes the worker actually read
     size: int
@@ -153,6 +190,7 @@ class DocumentResult:
     engine: EngineInfo
     memory: tuple[GpuMemory, ...] = ()
     notes: tuple[str, ...] = ()  # e.g. the page limit that cut the document short
+    pdf: SearchablePdf | None = None  # when the job asked for one
 
 
 @dataclass(frozen=True, slots=True)

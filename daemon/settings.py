@@ -112,9 +112,33 @@ class RecoverySettings(Section):
     max_worker_rss_megabytes: int = Field(default=0, ge=0)
 
 
+OutputFormat = Literal["md", "json", "txt", "hocr", "pdf"]
+
+
+def _default_formats() -> list[OutputFormat]:
+    return ["md", "json"]
+
+
 class OutputSettings(Section):
+    # What is written for each input: NAME.ocr.<format>. The JSON is the
+    # daemon's record of a finished file (it lists the set and proves it ours),
+    # so it is always part of the set.
+    formats: list[OutputFormat] = Field(default_factory=_default_formats, min_length=1)
+    # A PDF page that already has a text layer keeps it alone unless this is on.
+    pdf_text_over_existing_text: bool = False
     json_indent: int | None = 2
     retry_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _json_is_the_record(self) -> OutputSettings:
+        if "json" not in self.formats:
+            raise ValueError(
+                'formats must include "json": the .ocr.json is the daemon\'s record that a'
+                " file is done and which outputs are its own"
+            )
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError("formats lists a format twice")
+        return self
 
 
 class MetricsSettings(Section):
@@ -194,11 +218,46 @@ class FaultRule(Section):
     probability: float = Field(default=1.0, ge=0, le=1)
 
 
+Rectangle = tuple[float, float, float, float]  # x0, y0, x1, y1 in page pixels
+
+
+class KnownWord(Section):
+    text: str
+    box: Rectangle
+
+
+class KnownLine(Section):
+    text: str
+    box: Rectangle | None = None
+    words: list[KnownWord] = Field(default_factory=list)
+
+
+class KnownBlock(Section):
+    category: str = "text"
+    text: str
+    box: Rectangle | None = None
+
+
+class KnownAnswer(Section):
+    """What the test engine "reads" on every page of a file whose name matches.
+
+    Lines with boxes stand for an engine like the embedded one; `text` alone
+    (or blocks) for a VLM that gives Markdown without positions. Tests use it
+    for scripts the embedded engine cannot read (Cyrillic, CJK).
+    """
+
+    match: str = "*"
+    lines: list[KnownLine] = Field(default_factory=list)
+    blocks: list[KnownBlock] = Field(default_factory=list)
+    text: str | None = None
+
+
 class FaultyModel(Section):
     """A fault-injection engine for tests and drills; never for production inboxes."""
 
     engine: Literal["faulty"] = "faulty"
     rules: list[FaultRule] = Field(default_factory=list)
+    answers: list[KnownAnswer] = Field(default_factory=list)
     seed: int | None = None
     load_fault: Literal["none", "error", "crash", "hang", "cuda_fatal"] = "none"
     page_seconds: float = Field(default=0.0, ge=0)

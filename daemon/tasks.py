@@ -33,6 +33,10 @@ class FileTask:
     last_model: str | None = None  # the model that produced `unwritten`
     not_before: float = 0.0  # monotonic; a delayed retry waits until then
     claimed: bool = False  # this daemon holds the file's claim in the journal
+    # What is written for this file ([outputs] now; an inbox's profile may choose
+    # its own): chosen at admission, so a result is written as it was asked for.
+    formats: tuple[str, ...] = ("md", "json")
+    pdf_over_existing_text: bool = False
 
     @property
     def name(self) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import tomli_w
 
 from daemon.journal.interface import FileKey
+from daemon.outputs.paths import ERROR_SUFFIX, FORMAT_SUFFIXES
 from daemon.settings import inbox_root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -297,9 +298,9 @@ def wait_until(
 
 
 def outputs_of(path: Path) -> dict[str, Path]:
-    """The daemon's outputs that exist for an input (keys: md, json, error)."""
+    """The daemon's outputs that exist for an input (keys: md, json, txt, hocr, pdf, error)."""
     found = {}
-    for key, suffix in (("md", ".ocr.md"), ("json", ".ocr.json"), ("error", ".ocr.error.json")):
+    for key, suffix in (*FORMAT_SUFFIXES.items(), ("error", ERROR_SUFFIX)):
         candidate = path.with_name(path.name + suffix)
         if candidate.exists():
             found[key] = candidate

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -156,6 +157,65 @@ def render_titled_columns(
             draw.text((x, y), line, font=face, fill="black")
             y += int(font_px * 1.8)
     return page
+
+
+@dataclass(frozen=True)
+class DrawnWord:
+    """A word as drawn: its text and its box (x0, y0, x1, y1) in page pixels."""
+
+    text: str
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class DrawnLine:
+    text: str
+    words: tuple[DrawnWord, ...]
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        boxes = [word.box for word in self.words]
+        return (
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        )
+
+
+def render_known_words(
+    lines: Sequence[str],
+    *,
+    width: int = 1654,
+    height: int = 2339,
+    font_px: int = 40,
+    margin: int = 120,
+    line_gap: float = 1.8,
+) -> tuple[Image.Image, list[DrawnLine]]:
+    """A page with `lines` drawn word by word, and where each word landed.
+
+    A line with spaces is split into words at them; a line without (Chinese,
+    Japanese) into characters, drawn without gaps, as an engine reports them.
+    """
+    page = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(page)
+    face = font(font_px)
+    space = draw.textlength(" ", font=face)
+    drawn: list[DrawnLine] = []
+    y = margin
+    for line in lines:
+        spaced = " " in line
+        pieces = line.split(" ") if spaced else list(line)
+        x = float(margin)
+        placed = []
+        for piece in pieces:
+            x0, y0, x1, y1 = draw.textbbox((x, y), piece, font=face)
+            draw.text((x, y), piece, font=face, fill="black")
+            placed.append(DrawnWord(piece, (round(x0), round(y0), round(x1), round(y1))))
+            x = x1 + (space if spaced else 0)
+        drawn.append(DrawnLine(line, tuple(placed)))
+        y += int(font_px * line_gap)
+    return page, drawn
 
 
 def words(text: str) -> set[str]:

@@ -18,7 +18,7 @@ describes and one of three states:
 
 Claims: a journal object speaks for one daemon (a node). Before it works on a
 file the node claims it; what happens to the file from then on (attempts,
-trail, the Markdown hash, done, failed) is written under that claim, and an
+trail, the output hashes, done, failed) is written under that claim, and an
 output is renamed into place only after `fence` confirmed the claim is still
 held. A backend shared by several nodes makes the claim a lease (renewed by
 the backend while held) and refuses a claim another node holds; a node that
@@ -87,7 +87,9 @@ class Entry:
     attempts: dict[str, int] = field(default_factory=dict)  # worker deaths per model
     trail: list[dict[str, Any]] = field(default_factory=list)  # models the file left, and why
     error: str | None = None
-    md_sha256: str | None = None  # the Markdown we wrote (proves a .ocr.md is ours)
+    # The outputs (other than the JSON) of the set last about to be committed:
+    # their hashes prove them ours if a crash came before the JSON that lists them.
+    output_hashes: tuple[str, ...] = ()
     admitted_at: float = 0.0
 
 
@@ -161,8 +163,8 @@ class Journal(Protocol):
 
     def record_trail(self, key: FileKey, trail: list[dict[str, Any]]) -> None: ...
 
-    def note_markdown(self, key: FileKey, md_sha256: str) -> None:
-        """Remember the hash of the Markdown about to be written (before its rename)."""
+    def note_outputs(self, key: FileKey, hashes: list[str]) -> None:
+        """Remember the hashes of the output set about to be renamed into place."""
         ...
 
     def mark_done(self, key: FileKey, sha256: str, size: int, mtime_ns: int) -> None:

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS files (
     attempts    TEXT NOT NULL DEFAULT '{}',
     trail       TEXT NOT NULL DEFAULT '[]',
     error       TEXT,
-    md_sha256   TEXT,
+    md_sha256   TEXT,  -- the hashes of the output set last noted, space-separated
     admitted_at REAL NOT NULL,
     updated_at  REAL NOT NULL,
     PRIMARY KEY (inbox, relative)
@@ -221,10 +221,11 @@ class SqliteJournal:
     def record_trail(self, key: FileKey, trail: list[dict[str, Any]]) -> None:
         self._update(key, "trail = ?", json.dumps(trail))
 
-    def note_markdown(self, key: FileKey, md_sha256: str) -> None:
-        # Ownership of a `.ocr.md` is proved by this hash or by our `.ocr.json`;
-        # noting it before the renames covers a crash between the two.
-        self._update(key, "md_sha256 = ?", md_sha256)
+    def note_outputs(self, key: FileKey, hashes: list[str]) -> None:
+        # Ownership of an output is proved by its hash here or in our `.ocr.json`;
+        # noting them before the renames covers a crash before the JSON's. (The
+        # column's name is from when the Markdown was the only such output.)
+        self._update(key, "md_sha256 = ?", " ".join(hashes))
 
     def mark_done(self, key: FileKey, sha256: str, size: int, mtime_ns: int) -> None:
         self._finish(key, State.DONE, sha256, size, mtime_ns, None)
@@ -292,7 +293,7 @@ def _entry(row: sqlite3.Row) -> Entry:
         attempts=json.loads(row["attempts"]),
         trail=json.loads(row["trail"]),
         error=row["error"],
-        md_sha256=row["md_sha256"],
+        output_hashes=tuple((row["md_sha256"] or "").split()),
         admitted_at=row["admitted_at"],
     )
 

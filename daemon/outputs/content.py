@@ -1,4 +1,8 @@
-"""What goes into the outputs: the Markdown text, the JSON document, the error sidecar."""
+"""What goes into the outputs: the Markdown and plain text, the JSON document, the error sidecar.
+
+The hOCR is in daemon.outputs.hocr; the searchable PDF comes finished from the
+worker (it needs the input) and only its description goes into the JSON.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,19 @@ import datetime as dt
 from dataclasses import asdict
 from typing import Any
 
+import structlog
+
 from daemon import __version__
-from daemon.protocol import DocumentResult, Fault, PageResult
+from daemon.outputs.hocr import hocr
+from daemon.page_text import page_plain_text, upright_size
+from daemon.protocol import DocumentResult, Fault, Line, PageResult, SearchablePdf
 from daemon.tasks import FileTask
 
 SCHEMA_VERSION = 1
 PAGE_SEPARATOR = "\n\n---\n\n"
+FORM_FEED = "\f"
+
+log = structlog.get_logger(__name__)
 
 
 def _now_iso() -> str:
@@ -25,13 +36,34 @@ def markdown(result: DocumentResult) -> str:
     return body + "\n" if body else ""
 
 
-def _page(page: PageResult) -> dict[str, Any]:
+def plain_text(result: DocumentResult) -> str:
+    """NAME.ocr.txt: each page's text without markup, pages separated by a form feed."""
+    body = FORM_FEED.join(page_plain_text(page.text) for page in result.pages)
+    return body + "\n" if body.strip() else ""
+
+
+def _line(line: Line) -> dict[str, Any]:
+    return {
+        "text": line.text,
+        "box": [list(point) for point in line.box] if line.box is not None else None,
+        "confidence": line.confidence,
+        "words": [
+            {
+                "text": word.text,
+                "box": [list(point) for point in word.box],
+                "confidence": word.confidence,
+            }
+            for word in line.words
+        ],
+    }
+
+
+def _page(page: PageResult, text_layer: str | None) -> dict[str, Any]:
     text = page.text
     # Boxes are in the frame of the page as the engine turned it upright; for
     # a page scanned sideways that frame is the given image's size swapped.
-    upright = text.details.get("upright_size")
-    width, height = (upright[0], upright[1]) if upright else (page.width, page.height)
-    return {
+    width, height = upright_size(text.details, page.width, page.height, text.rotation)
+    described: dict[str, Any] = {
         "index": page.index,
         "width": width,
         "height": height,
@@ -40,20 +72,27 @@ def _page(page: PageResult) -> dict[str, Any]:
         "seconds": round(page.seconds, 4),
         "tokens": text.tokens,
         "text": text.text,
-        "lines": [
-            {
-                "text": line.text,
-                "box": [list(point) for point in line.box] if line.box is not None else None,
-                "confidence": line.confidence,
-            }
-            for line in text.lines
-        ],
+        "lines": [_line(line) for line in text.lines],
         "blocks": [
             {"category": block.category, "text": block.text, "box": block.box}
             for block in text.blocks
         ],
         "notes": list(page.notes),
         "details": text.details,
+    }
+    if text_layer is not None:
+        # What this page's text layer in NAME.ocr.pdf was placed from.
+        described["pdf_text_layer"] = text_layer
+    return described
+
+
+def _pdf(pdf: SearchablePdf) -> dict[str, Any]:
+    return {
+        "source": pdf.source,
+        "seconds": round(pdf.seconds, 4),
+        "pages_with_existing_text": [
+            index for index, layer in enumerate(pdf.layers) if layer == "existing_text"
+        ],
     }
 
 
@@ -87,8 +126,17 @@ def success(
         "fallback_trail": list(task.trail),
         "memory": [asdict(reading) for reading in result.memory],
         "notes": list(result.notes),
-        "pages": [_page(page) for page in result.pages],
+        "pages": [
+            _page(page, _layer(result, position)) for position, page in enumerate(result.pages)
+        ],
+        **({"pdf": _pdf(result.pdf)} if result.pdf is not None else {}),
     }
+
+
+def _layer(result: DocumentResult, position: int) -> str | None:
+    if result.pdf is None or position >= len(result.pdf.layers):
+        return None
+    return result.pdf.layers[position]
 
 
 def failure(
@@ -118,3 +166,23 @@ def failure(
         "fallback_trail": list(task.trail),
         "retry": "the file is not retried until its content changes (or its outputs are removed and the daemon restarts)",
     }
+
+
+def output_files(task: FileTask, result: DocumentResult) -> dict[str, bytes]:
+    """The chosen outputs other than the JSON, as bytes, in the order they are renamed."""
+    files: dict[str, bytes] = {}
+    for format in task.formats:
+        if format == "md":
+            files["md"] = markdown(result).encode("utf-8")
+        elif format == "txt":
+            files["txt"] = plain_text(result).encode("utf-8")
+        elif format == "hocr":
+            files["hocr"] = hocr(result, task.name).encode("utf-8")
+        elif format == "pdf":
+            if result.pdf is None:
+                # Not reached: a job for a file that wants a PDF asks the worker
+                # for one. Should it happen, the JSON lists the set as written.
+                log.error("output.pdf_missing", file=str(task.path))
+                continue
+            files["pdf"] = result.pdf.data
+    return files

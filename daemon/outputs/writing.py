@@ -1,16 +1,23 @@
-"""Write NAME.ocr.md / NAME.ocr.json, or NAME.ocr.error.json, beside the input.
+"""Write an input's set of outputs (NAME.ocr.md, .json, .txt, .hocr, .pdf) or its error sidecar.
 
 Every write is a temp file in the same folder (hidden, so the watcher ignores
 it), fsync, then rename: a reader sees the old file or the new one, never half.
-A file the daemon did not write is never overwritten or removed: our JSON
-files say `"generator": "ocr-inbox"`, and a Markdown file is ours when its
-hash is the one our JSON (or the journal) recorded. Symlinks are never written
-through: rename replaces a link itself, so a link at an output path counts as
-not ours.
+Which files are ours to replace is daemon.outputs.ownership's business.
 
-On success the pair is written and an older error sidecar of ours removed; on
-failure the sidecar is written and an older pair of ours removed, so each
-input ends with exactly one pair or one sidecar.
+A set is many files, and no filesystem renames many files at once, so a set is
+committed in an order that a crash can interrupt anywhere and leave nothing
+that looks finished but is not: every temp file is durable first, then the
+journal notes the new files' hashes (so they are ours even if the crash comes
+before the JSON that would list them), then the outputs are renamed into
+place, and the `.ocr.json`, which lists each output with its hash, lands
+last. Until it does, the set on disk does not match any JSON, so the file is
+not done and is processed again (`ownership.recorded`); a set of old and new
+files is therefore never taken for a finished one.
+
+On success the set is written, then our stale error sidecar and any output of
+our older set that the new set does not include are removed; on failure the
+sidecar is written and our older set removed, so each input ends with exactly
+one complete set or one sidecar.
 """
 
 from __future__ import annotations
@@ -21,126 +28,69 @@ import hashlib
 import json
 import os
 import secrets
-import stat
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-GENERATOR = "ocr-inbox"
-MARKDOWN_SUFFIX = ".ocr.md"
-JSON_SUFFIX = ".ocr.json"
-ERROR_SUFFIX = ".ocr.error.json"
-TEMP_SUFFIX = ".ocr-inbox.tmp"
-# Our JSON files are small; refuse to parse something huge that only shares the name.
-MAX_OWNED_JSON_BYTES = 64 * 1024 * 1024
+from daemon.outputs.ownership import (
+    Recorded,
+    file_sha256,
+    is_ours,
+    listed_outputs,
+    read_owned_json,
+    recorded,
+    regular_file,
+)
+from daemon.outputs.paths import (
+    ERROR_SUFFIX,
+    FORMAT_SUFFIXES,
+    GENERATOR,
+    JSON_SUFFIX,
+    MARKDOWN_SUFFIX,
+    OUTPUT_SUFFIXES,
+    TEMP_SUFFIX,
+    OutputError,
+    OutputFailure,
+    OutputPaths,
+    name_max,
+    name_problem,
+)
 
-OutputFailure = Literal["permission", "no_space", "not_ours", "io"]
+# The names other rooms know this module by.
+__all__ = [
+    "ERROR_SUFFIX",
+    "FORMAT_SUFFIXES",
+    "GENERATOR",
+    "JSON_SUFFIX",
+    "MARKDOWN_SUFFIX",
+    "OUTPUT_SUFFIXES",
+    "TEMP_SUFFIX",
+    "OutputError",
+    "OutputFailure",
+    "OutputPaths",
+    "Recorded",
+    "encode_json",
+    "name_problem",
+    "read_owned_json",
+    "recorded",
+    "remove_stale_temp_files",
+    "sha256_bytes",
+    "sha256_text",
+    "write_failure",
+    "write_success",
+]
 
 
-class OutputError(Exception):
-    """An output could not be written; `reason` says why (it labels a metric)."""
-
-    def __init__(self, reason: OutputFailure, path: Path, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.reason: OutputFailure = reason
-        self.path = path
-
-
-@dataclass(frozen=True, slots=True)
-class OutputPaths:
-    markdown: Path
-    json: Path
-    error: Path
-
-    @classmethod
-    def beside(cls, source: Path) -> OutputPaths:
-        name = source.name
-        return cls(
-            markdown=source.with_name(name + MARKDOWN_SUFFIX),
-            json=source.with_name(name + JSON_SUFFIX),
-            error=source.with_name(name + ERROR_SUFFIX),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """What our outputs on disk say was done for an input."""
-
-    outcome: Literal["done", "failed"]
-    sha256: str
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_bytes(text.encode("utf-8"))
 
 
 def encode_json(payload: dict[str, Any], indent: int | None) -> bytes:
     return (json.dumps(payload, ensure_ascii=False, indent=indent) + "\n").encode("utf-8")
-
-
-# --- ownership ---------------------------------------------------------------
-
-
-def _regular_file(path: Path) -> os.stat_result | None:
-    """lstat of a plain file; None when absent. Links and folders raise not_ours."""
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return None
-    if not stat.S_ISREG(info.st_mode):
-        kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
-        raise OutputError("not_ours", path, f"output path is {kind}; not writing through it")
-    return info
-
-
-def read_owned_json(path: Path) -> dict[str, Any] | None:
-    """Our JSON output at path, or None when absent or not ours."""
-    try:
-        info = _regular_file(path)
-    except OutputError:
-        return None
-    if info is None or info.st_size > MAX_OWNED_JSON_BYTES:
-        return None
-    try:
-        payload = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    if isinstance(payload, dict) and payload.get("generator") == GENERATOR:
-        return payload
-    return None
-
-
-def _file_sha256(path: Path) -> str | None:
-    try:
-        with path.open("rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
-        return None
-
-
-def _markdown_is_ours(path: Path, known_hashes: Iterable[str]) -> bool:
-    if _regular_file(path) is None:
-        return True
-    digest = _file_sha256(path)
-    return digest is not None and digest in set(known_hashes)
-
-
-def recorded(source: Path) -> Recorded | None:
-    """The outcome our outputs record for `source`, if a complete set is on disk."""
-    paths = OutputPaths.beside(source)
-    payload = read_owned_json(paths.json)
-    if payload is not None:
-        md_hash = payload.get("markdown_sha256")
-        sha = payload.get("input", {}).get("sha256")
-        if isinstance(sha, str) and md_hash is not None and _file_sha256(paths.markdown) == md_hash:
-            return Recorded("done", sha)
-    error = read_owned_json(paths.error)
-    if error is not None:
-        sha = error.get("input", {}).get("sha256")
-        if isinstance(sha, str):
-            return Recorded("failed", sha)
-    return None
 
 
 # --- writing -----------------------------------------------------------------
@@ -150,45 +100,9 @@ def _temp_path(target: Path) -> Path:
     token = f".{secrets.token_hex(4)}{TEMP_SUFFIX}"
     # The target's name makes a leftover temp file recognisable, but only as
     # much of it as fits: an output name that fits must not fail for its temp.
-    room = max(0, _name_max(target.parent) - 1 - len(token))
+    room = max(0, name_max(target.parent) - 1 - len(token))
     name = os.fsencode(target.name)[:room].decode("utf-8", "ignore")  # no half characters
     return target.with_name(f".{name}{token}")
-
-
-def _name_max(folder: Path) -> int:
-    """The longest file name (in bytes) the folder's filesystem allows."""
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return 255  # NAME_MAX of Linux filesystems
-
-
-def name_problem(source: Path) -> tuple[str, str] | None:
-    """(code, message) when outputs cannot be named after `source`; None when they can.
-
-    Our outputs add up to len(ERROR_SUFFIX) bytes to the input's name, so a name
-    within that many bytes of the filesystem's limit cannot have them beside it.
-    A name that is not valid UTF-8 cannot be recorded in the journal or the JSON.
-    """
-    name = source.name
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return (
-            "name_not_utf8",
-            f"the file name '{os.fsencode(name).decode('utf-8', 'backslashreplace')}' is not valid"
-            " UTF-8; rename the file",
-        )
-    limit = _name_max(source.parent)
-    longest = len(os.fsencode(name + ERROR_SUFFIX))
-    if longest > limit:
-        return (
-            "name_too_long",
-            f"the file name is {longest - len(ERROR_SUFFIX)} bytes; outputs add"
-            f" {len(ERROR_SUFFIX)} and this filesystem allows {limit}: rename the file to at"
-            f" most {limit - len(ERROR_SUFFIX)} bytes",
-        )
-    return None
 
 
 def _classify_os_error(error: OSError) -> OutputFailure:
@@ -257,53 +171,78 @@ def _remove_if_ours_json(path: Path) -> None:
             path.unlink()
 
 
+def _remove_if_ours(path: Path, digest: str) -> None:
+    """Remove the file at `path` if it still has the hash our record gave it."""
+    try:
+        if regular_file(path) is not None and file_sha256(path) == digest:
+            path.unlink()
+    except (OutputError, FileNotFoundError):
+        pass
+
+
+def _discard(temps: Iterable[Path]) -> None:
+    for temp in temps:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+
+
 def write_success(
     source: Path,
-    markdown: str,
+    files: Mapping[str, bytes],
     payload: dict[str, Any],
     *,
-    known_markdown_hashes: Iterable[str] = (),
-    before_commit: Callable[[str], None] | None = None,
+    known_hashes: Iterable[str] = (),
+    before_commit: Callable[[list[str]], None] | None = None,
     indent: int | None = 2,
 ) -> OutputPaths:
-    """Write the Markdown and JSON outputs for `source`; remove our stale error sidecar.
+    """Write the set for `source`: `files` (format -> bytes) and the JSON that lists them.
 
-    `before_commit(markdown_sha256)` runs after both temp files are durable and
-    before the renames (the journal notes the hash there).
+    `before_commit(hashes)` runs once every temp file is durable and before
+    the first rename (the journal notes the hashes there). Our stale error
+    sidecar, and outputs of our older set that this set leaves out, are removed.
     """
+    if "json" in files:
+        raise ValueError("the JSON is built from `payload`, not passed in `files`")
     paths = OutputPaths.beside(source)
-    md_hash = sha256_text(markdown)
     existing = read_owned_json(paths.json)
-    ours = set(known_markdown_hashes)
-    if existing is not None and isinstance(existing.get("markdown_sha256"), str):
-        ours.add(existing["markdown_sha256"])
-    if _regular_file(paths.json) is not None and existing is None:
+    old_listed = listed_outputs(existing)
+    ours = set(known_hashes) | set(old_listed.values())
+    if regular_file(paths.json) is not None and existing is None:
         raise OutputError("not_ours", paths.json, "a file not written by ocr-inbox is in the way")
-    if not _markdown_is_ours(paths.markdown, ours):
-        raise OutputError(
-            "not_ours", paths.markdown, "a file not written by ocr-inbox is in the way"
-        )
+    for format in files:
+        target = paths.of(format)
+        if not is_ours(target, ours):
+            raise OutputError("not_ours", target, "a file not written by ocr-inbox is in the way")
 
-    body = dict(payload, generator=GENERATOR, markdown_sha256=md_hash)
-    md_temp = _write_temp(paths.markdown, markdown.encode("utf-8"))
+    hashes = {format: sha256_bytes(data) for format, data in files.items()}
+    body = dict(
+        payload,
+        generator=GENERATOR,
+        outputs={
+            format: {"file": paths.of(format).name, "sha256": hashes[format], "bytes": len(data)}
+            for format, data in files.items()
+        },
+    )
+    if "md" in hashes:
+        body["markdown_sha256"] = hashes["md"]  # what readers of schema 1 look for
+    temps: list[tuple[Path, Path]] = []
     try:
-        json_temp = _write_temp(paths.json, encode_json(body, indent))
-    except OutputError:
-        with contextlib.suppress(OSError):
-            md_temp.unlink()
+        for format, data in files.items():
+            target = paths.of(format)
+            temps.append((_write_temp(target, data), target))
+        temps.append((_write_temp(paths.json, encode_json(body, indent)), paths.json))
+        if before_commit is not None:
+            before_commit(list(hashes.values()))
+    except BaseException:
+        _discard(temp for temp, _ in temps)
         raise
-    if before_commit is not None:
-        try:
-            before_commit(md_hash)
-        except BaseException:
-            for temp in (md_temp, json_temp):
-                with contextlib.suppress(OSError):
-                    temp.unlink()
-            raise
-    # Markdown first: the JSON that vouches for it lands last.
-    _commit([(md_temp, paths.markdown), (json_temp, paths.json)])
+    # The JSON that vouches for the others lands last.
+    _commit(temps)
     _fsync_folder(source.parent)
     _remove_if_ours_json(paths.error)
+    for format, digest in old_listed.items():
+        if format not in files:
+            _remove_if_ours(paths.of(format), digest)
     return paths
 
 
@@ -311,16 +250,18 @@ def write_failure(
     source: Path,
     payload: dict[str, Any],
     *,
-    known_markdown_hashes: Iterable[str] = (),
+    known_hashes: Iterable[str] = (),
     before_commit: Callable[[], None] | None = None,
     indent: int | None = 2,
 ) -> OutputPaths:
-    """Write the error sidecar for `source`; remove an older pair of ours.
+    """Write the error sidecar for `source`; remove an older set of ours.
 
     `before_commit()` runs after the temp file is durable and before its rename.
+    `known_hashes` (the journal's) make outputs of a set whose JSON never
+    landed ours to remove.
     """
     paths = OutputPaths.beside(source)
-    if _regular_file(paths.error) is not None and read_owned_json(paths.error) is None:
+    if regular_file(paths.error) is not None and read_owned_json(paths.error) is None:
         raise OutputError("not_ours", paths.error, "a file not written by ocr-inbox is in the way")
     body = dict(payload, generator=GENERATOR)
     temp = _write_temp(paths.error, encode_json(body, indent))
@@ -334,16 +275,17 @@ def write_failure(
     _commit([(temp, paths.error)])
     _fsync_folder(source.parent)
     existing = read_owned_json(paths.json)
-    ours = set(known_markdown_hashes)
+    listed = listed_outputs(existing)
+    known = set(known_hashes)
+    for format in FORMAT_SUFFIXES:
+        target = paths.of(format)
+        if format in listed:
+            _remove_if_ours(target, listed[format])
+        elif format != "json" and known:
+            with contextlib.suppress(OutputError, OSError):
+                if regular_file(target) is not None and file_sha256(target) in known:
+                    target.unlink()
     if existing is not None:
-        md_hash = existing.get("markdown_sha256")
-        if isinstance(md_hash, str):
-            ours.add(md_hash)
-        try:
-            if _markdown_is_ours(paths.markdown, ours):  # also true when it is absent
-                paths.markdown.unlink()
-        except (OutputError, FileNotFoundError):
-            pass
         with contextlib.suppress(FileNotFoundError):
             paths.json.unlink()  # `existing` says it is ours
     return paths

@@ -100,6 +100,8 @@ class FileFlow:
             admitted_at=self.clock(),
             admitted_wall=time.time(),
             settle_seconds=arrival.settle_seconds,
+            formats=tuple(self.settings.outputs.formats),
+            pdf_over_existing_text=self.settings.outputs.pdf_text_over_existing_text,
         )
         if arrival.sha256 is None:
             self.ledger.unreadable(task, arrival.error or "unreadable")

@@ -146,15 +146,15 @@ class Ledger:
             timings["settle_seconds"] = task.settle_seconds
         key = task.key
         entry = self.journal.get(key)
-        known = [entry.md_sha256] if entry is not None and entry.md_sha256 else []
+        known = entry.output_hashes if entry is not None else ()
         started = time.monotonic()
         try:
             write_success(
                 task.path,
-                content.markdown(result),
+                content.output_files(task, result),
                 content.success(task, result, model, timings),
-                known_markdown_hashes=known,
-                before_commit=lambda digest: self.journal.note_markdown(key, digest),
+                known_hashes=known,
+                before_commit=lambda hashes: self.journal.note_outputs(key, hashes),
                 indent=self.indent,
             )
         except OutputError as error:
@@ -178,6 +178,7 @@ class Ledger:
             model=model,
             engine=result.engine.engine,
             pages=len(result.pages),
+            formats=list(task.formats),
             seconds=round(total, 3),
             queue_seconds=round(queue_seconds, 3),
             inference_seconds=round(result.inference_seconds, 3),
@@ -194,10 +195,12 @@ class Ledger:
         sha = sha256 or task.sha256
         key = task.key
         payload = content.failure(task, fault, sha256=sha, model_name=model, summary=summary)
+        entry = self.journal.get(key)
         try:
             write_failure(
                 task.path,
                 payload,
+                known_hashes=entry.output_hashes if entry is not None else (),
                 before_commit=lambda: self.journal.fence(key),
                 indent=self.indent,
             )

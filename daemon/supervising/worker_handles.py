@@ -21,7 +21,7 @@ import psutil
 import structlog
 
 from daemon import logs
-from daemon.protocol import EngineInfo, FromWorker, Job, ToWorker, WorkerConfig
+from daemon.protocol import EngineInfo, FromWorker, Job, PdfRequest, ToWorker, WorkerConfig
 from daemon.settings import Settings
 from daemon.worker import run_worker
 
@@ -125,7 +125,10 @@ class WorkerHandle:
 
     def assign(self, task: FileTask, job_id: int, now: float, deadline_seconds: float) -> bool:
         """Send this file to the worker as job `job_id`; False when the pipe is broken."""
-        if not self.send(Job(job_id, str(task.path))):
+        # The PDF is built in the worker (it parses the input); only when wanted.
+        wanted = "pdf" in task.formats
+        pdf = PdfRequest(over_existing_text=task.pdf_over_existing_text) if wanted else None
+        if not self.send(Job(job_id, str(task.path), pdf=pdf)):
             return False  # the sentinel will say why
         task.job_id = job_id
         self.state = WorkerState.BUSY

@@ -16,12 +16,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.outputs.writing import ERROR_SUFFIX, JSON_SUFFIX, MARKDOWN_SUFFIX, TEMP_SUFFIX
+from daemon.outputs.paths import OUTPUT_SUFFIXES, TEMP_SUFFIX
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".pdf"}
 )
-OUTPUT_SUFFIXES = (MARKDOWN_SUFFIX, JSON_SUFFIX, ERROR_SUFFIX)
+# OUTPUT_SUFFIXES: every format's NAME.ocr.<format> and the error sidecar, so
+# that a searchable `scan.pdf.ocr.pdf` is never OCRed again.
+__all__ = ["OUTPUT_SUFFIXES", "SUPPORTED_SUFFIXES", "is_ignored", "name_reason", "parts_reason"]
 # daemon.outputs.writing writes ".<name>.<random>.ocr-inbox.tmp" and renames it into place.
 OWN_TEMP_SUFFIX = TEMP_SUFFIX
 _PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".filepart")

@@ -44,6 +44,7 @@ from daemon.protocol import (
     Shutdown,
     WorkerConfig,
 )
+from daemon.searchable_pdf.assemble import PdfBuilder
 from daemon.worker import faults
 from daemon.worker.engines import build_engine
 from daemon.worker.engines.base import Engine, Runtime
@@ -150,6 +151,13 @@ def _run_job(
         name = os.path.basename(job.path)
         engine.begin_job(name)
         with open_document(data, config.limits, name=name) as document:
+            # The searchable PDF is made from the input itself (its own pages,
+            # or the image's bytes as they are), so only then are they kept.
+            builder = (
+                PdfBuilder(data, document.format, document.page_count, job.pdf)
+                if job.pdf is not None
+                else None
+            )
             del data  # the document keeps what it needs; free the raw bytes early
             open_seconds = time.monotonic() - opened
             pages: list[PageResult] = []
@@ -161,6 +169,9 @@ def _run_job(
                 texts, scales, notes = _recognize_with_oom_retry(config, engine, batch)
                 elapsed = time.monotonic() - started
                 inference += elapsed
+                if builder is not None and builder.needs_pages:
+                    for page in batch:
+                        builder.keep_page(page)
                 for page, text, scale, note in zip(batch, texts, scales, notes, strict=True):
                     pages.append(
                         PageResult(
@@ -173,6 +184,11 @@ def _run_job(
                             notes=(*page.notes, *note),
                         )
                     )
+            searchable = None
+            if builder is not None:
+                # Placing the text layer is work too: the deadline starts afresh.
+                conn.send(Progress(job.job_id, len(pages), document.pages_to_process))
+                searchable = builder.finish(pages)
             result = DocumentResult(
                 sha256=sha256,
                 size=size,
@@ -184,6 +200,7 @@ def _run_job(
                 engine=info,
                 memory=engine.memory(),
                 notes=document.notes,
+                pdf=searchable,
             )
         conn.send(JobDone(job.job_id, result))
     except BadInputError as exc:

@@ -64,6 +64,16 @@ def test_tesseract_comparison_scores_both_engines_per_page_type() -> None:
     )
 
 
+def test_searchable_pdf_part_compares_the_pdf_with_ocr() -> None:
+    """(f) prints the PDF's cost on top of OCR for the scanned PDF and the photo."""
+    assert_part_prints(
+        "pdf",
+        "| input | pages | OCR CPU s, no word boxes | OCR CPU s, word boxes | PDF CPU s |",
+        "| 2-page scanned PDF | 2 |",
+        "| phone photo (JPEG) | 1 |",
+    )
+
+
 def test_tuning_measures_settings_and_workers() -> None:
     """The follow-through part prints engine settings and the workers comparison."""
     assert_part_prints(

@@ -86,17 +86,17 @@ def test_pending_rows_survive_kill_9(tmp_path: Path) -> None:
     assert journal.counts() == {"pending": 30, "done": 20}
 
 
-def test_trail_and_markdown_hash_are_kept(tmp_path: Path) -> None:
-    """The fallback trail and the hash of the Markdown we wrote are stored per file."""
+def test_trail_and_output_hashes_are_kept(tmp_path: Path) -> None:
+    """The fallback trail and the hashes of the output set about to be committed are stored per file."""
     journal = SqliteJournal.open(tmp_path)
     journal.admit(A, 1, 1, SHA_A)
     journal.claim(A)
     journal.record_trail(A, [{"model": "qwen", "outcome": "empty_output"}])
-    journal.note_markdown(A, "c" * 64)
+    journal.note_outputs(A, ["c" * 64, "e" * 64])
     entry = journal.get(A)
     assert entry is not None
     assert entry.trail == [{"model": "qwen", "outcome": "empty_output"}]
-    assert entry.md_sha256 == "c" * 64
+    assert entry.output_hashes == ("c" * 64, "e" * 64)
 
 
 def test_forget_and_reopen(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_work_on_a_file_needs_its_claim(tmp_path: Path) -> None:
     journal.fence(A)
     journal.mark_done(A, SHA_A, 1, 1)
     with pytest.raises(ClaimLost):
-        journal.note_markdown(A, "c" * 64)
+        journal.note_outputs(A, ["c" * 64])
     assert not journal.claim(A)  # done: nothing to claim
     journal.admit(B, 1, 1, SHA_B)
     journal.claim(B)
@@ -203,7 +203,7 @@ def test_a_journal_of_the_previous_release_is_migrated_on_open(tmp_path: Path) -
     assert pending.trail == json.loads(trail)
     assert pending.admitted_at == 100.0
     done = journal.get(FileKey("scans", "sub/b.png"))
-    assert done is not None and done.state is State.DONE and done.md_sha256 == "d" * 64
+    assert done is not None and done.state is State.DONE and done.output_hashes == ("d" * 64,)
     failed = journal.get(FileKey("letters", "c.pdf"))
     assert failed is not None and failed.state is State.FAILED and failed.error == "poison"
     assert journal.is_final(FileKey("scans", "sub/b.png"), 20, 2)

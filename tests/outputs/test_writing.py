@@ -24,7 +24,7 @@ def _source(tmp_path: Path, name: str = "scan.png") -> Path:
 def test_success_writes_the_pair_and_records_the_content(tmp_path: Path) -> None:
     """write_success leaves NAME.ocr.md and NAME.ocr.json; recorded() reads the content hash back."""
     source = _source(tmp_path)
-    paths = write_success(source, "hello\n", PAYLOAD)
+    paths = write_success(source, {"md": b"hello\n"}, PAYLOAD)
     assert paths.markdown.read_text() == "hello\n"
     body = json.loads(paths.json.read_text())
     assert body["generator"] == "ocr-inbox"
@@ -37,11 +37,11 @@ def test_failure_replaces_our_pair_and_success_replaces_our_sidecar(tmp_path: Pa
     """Each input ends with exactly one pair or one error sidecar, whichever came last."""
     source = _source(tmp_path)
     paths = OutputPaths.beside(source)
-    write_success(source, "text", PAYLOAD)
+    write_success(source, {"md": b"text"}, PAYLOAD)
     write_failure(source, {"input": {"sha256": "b" * 64}, "error": {}})
     assert paths.error.exists() and not paths.markdown.exists() and not paths.json.exists()
     assert recorded(source) == outputs.Recorded("failed", "b" * 64)
-    write_success(source, "text again", PAYLOAD)
+    write_success(source, {"md": b"text again"}, PAYLOAD)
     assert paths.markdown.exists() and paths.json.exists() and not paths.error.exists()
 
 
@@ -51,7 +51,7 @@ def test_never_overwrites_a_file_we_did_not_write(tmp_path: Path) -> None:
     paths = OutputPaths.beside(source)
     paths.markdown.write_text("my own notes")
     with pytest.raises(OutputError) as caught:
-        write_success(source, "ocr text", PAYLOAD)
+        write_success(source, {"md": b"ocr text"}, PAYLOAD)
     assert caught.value.reason == "not_ours"
     assert paths.markdown.read_text() == "my own notes"
     assert not paths.json.exists()
@@ -68,7 +68,7 @@ def test_markdown_known_from_the_journal_is_ours(tmp_path: Path) -> None:
     paths = OutputPaths.beside(source)
     paths.markdown.write_text("half-committed")
     known = outputs.sha256_text("half-committed")
-    write_success(source, "complete", PAYLOAD, known_markdown_hashes=[known])
+    write_success(source, {"md": b"complete"}, PAYLOAD, known_hashes=[known])
     assert paths.markdown.read_text() == "complete"
 
 
@@ -79,23 +79,27 @@ def test_symlink_at_an_output_path_is_not_written_through(tmp_path: Path) -> Non
     target.write_text("precious")
     OutputPaths.beside(source).markdown.symlink_to(target)
     with pytest.raises(OutputError) as caught:
-        write_success(source, "ocr", PAYLOAD)
+        write_success(source, {"md": b"ocr"}, PAYLOAD)
     assert caught.value.reason == "not_ours"
     assert target.read_text() == "precious"
 
 
 def test_before_commit_runs_before_the_renames(tmp_path: Path) -> None:
-    """The journal hook sees the Markdown hash while neither output exists yet."""
+    """The journal hook sees every output's hash while no output of the set exists yet."""
     source = _source(tmp_path)
     paths = OutputPaths.beside(source)
-    seen: list[tuple[str, bool]] = []
+    seen: list[tuple[list[str], bool]] = []
     write_success(
         source,
-        "abc",
+        {"md": b"abc", "pdf": b"%PDF-1.7 stand-in"},
         PAYLOAD,
-        before_commit=lambda digest: seen.append((digest, paths.markdown.exists())),
+        before_commit=lambda hashes: seen.append(
+            (hashes, paths.markdown.exists() or paths.of("pdf").exists() or paths.json.exists())
+        ),
     )
-    assert seen == [(outputs.sha256_text("abc"), False)]
+    assert seen == [
+        ([outputs.sha256_text("abc"), outputs.sha256_bytes(b"%PDF-1.7 stand-in")], False)
+    ]
 
 
 def test_a_failing_write_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -107,7 +111,7 @@ def test_a_failing_write_leaves_no_temp_file(tmp_path: Path) -> None:
         from pathlib import Path
         from daemon.outputs.writing import OutputError, write_success
         try:
-            write_success(Path({str(source)!r}), "x", {{}})
+            write_success(Path({str(source)!r}), {{"md": b"x"}}, {{}})
         except OutputError as error:
             print(error.reason)
         """
@@ -134,7 +138,7 @@ def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
 def test_outputs_of_two_inputs_with_one_stem_do_not_collide(tmp_path: Path) -> None:
     """a.png and a.pdf get a.png.ocr.* and a.pdf.ocr.*: the full name is kept."""
     png, pdf = _source(tmp_path, "a.png"), _source(tmp_path, "a.pdf")
-    write_success(png, "png text", PAYLOAD)
-    write_success(pdf, "pdf text", PAYLOAD)
+    write_success(png, {"md": b"png text"}, PAYLOAD)
+    write_success(pdf, {"md": b"pdf text"}, PAYLOAD)
     assert (tmp_path / "a.png.ocr.md").read_text() == "png text"
     assert (tmp_path / "a.pdf.ocr.md").read_text() == "pdf text"

@@ -49,7 +49,9 @@ def test_longest_names_get_every_output_and_leave_no_temp_file(tmp_path: Path, n
     """Outputs and error sidecars are written for names up to 240 bytes; temp names are cut to fit."""
     source = tmp_path / name
     source.write_bytes(b"input")
-    paths = outputs.write_success(source, "text\n", {"input": {"sha256": "x"}}, indent=None)
+    paths = outputs.write_success(
+        source, {"md": b"text\n"}, {"input": {"sha256": "x"}}, indent=None
+    )
     assert paths.markdown.read_text() == "text\n"
     outputs.write_failure(source, {"input": {"sha256": "x"}, "error": {"code": "corrupt"}})
     assert paths.error.exists() and not paths.json.exists()

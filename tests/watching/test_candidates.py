@@ -32,6 +32,10 @@ from daemon.watching.candidates import OUTPUT_SUFFIXES, SUPPORTED_SUFFIXES, is_i
         ("scan.png.ocr.md", "own_output"),
         ("scan.png.ocr.json", "own_output"),
         ("scan.png.ocr.error.json", "own_output"),
+        ("scan.pdf.ocr.pdf", "own_output"),  # a searchable PDF is never OCRed again
+        ("scan.png.ocr.txt", "own_output"),
+        ("scan.png.ocr.hocr", "own_output"),
+        ("Scan.PDF.OCR.PDF", "own_output"),
         ("SCAN.PNG.OCR.MD", "own_output"),
         (".scan.png.ocr.md.1a2b3c4d.ocr-inbox.tmp", "own_temp"),
         ("notes.txt", "unsupported_type"),
@@ -61,7 +65,14 @@ def test_suffix_constants() -> None:
     assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".pdf"} == set(
         SUPPORTED_SUFFIXES
     )
-    assert OUTPUT_SUFFIXES == (".ocr.md", ".ocr.json", ".ocr.error.json")
+    assert set(OUTPUT_SUFFIXES) == {
+        ".ocr.md",
+        ".ocr.json",
+        ".ocr.txt",
+        ".ocr.hocr",
+        ".ocr.pdf",
+        ".ocr.error.json",
+    }
 
 
 # --- hand-on --------------------------------------------------------------------

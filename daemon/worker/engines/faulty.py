@@ -9,7 +9,8 @@ classification and recovery run as in production; `cuda_assert_real`
 triggers a real device-side assert on a GPU, and `oom_real` a real
 out-of-memory error there. Without a matching rule it
 "recognises" a page as a line naming the file and the page size, which tests
-can check.
+can check; with a matching `answers` entry it returns that known text (with
+boxes and words, or without boxes as a VLM does) for every page.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import structlog
 from PIL import Image
 
 from daemon.documents.opening import BadInputError
-from daemon.protocol import EngineInfo, Line, PageText
-from daemon.settings import FaultyModel
+from daemon.protocol import Block, EngineInfo, Line, PageText, Quad, Word
+from daemon.settings import FaultyModel, KnownAnswer
 from daemon.worker.engines.base import (
     DegenerateOutputError,
     EmptyOutputError,
@@ -97,6 +98,11 @@ class FaultyEngine(Engine):
         self._inject(pages)
         if self.model.page_seconds:
             time.sleep(self.model.page_seconds * len(pages))
+        answer = next(
+            (a for a in self.model.answers if fnmatch.fnmatch(self._document, a.match)), None
+        )
+        if answer is not None:
+            return [known_page(answer) for _ in pages]
         texts = []
         for image in pages:
             line = f"{self._document} {image.width}x{image.height}"
@@ -161,6 +167,31 @@ class FaultyEngine(Engine):
         if fault == "bad_input":
             raise BadInputError("corrupt", "injected: the document is corrupt")
         raise EngineError(f"unknown injected fault {fault!r}")
+
+
+def _quad(box: tuple[float, float, float, float]) -> Quad:
+    x0, y0, x1, y1 = box
+    return ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
+
+
+def known_page(answer: KnownAnswer) -> PageText:
+    """The page an answer describes, as an engine would return it."""
+    lines = tuple(
+        Line(
+            text=line.text,
+            box=_quad(line.box) if line.box is not None else None,
+            confidence=1.0,
+            words=tuple(Word(w.text, _quad(w.box), 1.0) for w in line.words),
+        )
+        for line in answer.lines
+    )
+    blocks = tuple(Block(b.category, b.text, b.box) for b in answer.blocks)
+    text = answer.text
+    if text is None:
+        text = "\n".join(line.text for line in answer.lines) or "\n\n".join(
+            block.text for block in answer.blocks
+        )
+    return PageText(text=text, lines=lines, blocks=blocks)
 
 
 def _device_side_assert() -> None:

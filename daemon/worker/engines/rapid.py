@@ -32,6 +32,7 @@ from daemon.cpus import usable_cpus
 from daemon.protocol import EngineInfo, Line, PageText
 from daemon.settings import RapidModel
 from daemon.worker.engines.base import Engine, EngineError, ModelNotFoundError, Runtime
+from daemon.worker.engines.rapid_words import attach_words
 from daemon.worker.orientation import (
     LineVote,
     Orientation,
@@ -87,6 +88,8 @@ class RapidEngine(Engine):
         params: dict[str, Any] = {
             "Global.log_level": "warning",
             "Global.text_score": self.model.text_score,
+            # Words (characters in CJK) with their boxes, for NAME.ocr.pdf and lines[].words[].
+            "Global.return_word_box": True,
             # The page as given goes to the detector, which scales it so its
             # longer side is at most det_limit_side_len; line crops are cut from
             # the full-resolution page, which the recogniser reads best.
@@ -185,7 +188,10 @@ class RapidEngine(Engine):
         scores = getattr(result, "scores", None)
         if boxes is None or texts is None or scores is None or len(texts) == 0:
             return blank_page(image, details, rotation)
-        return assemble_page(image, boxes, texts, scores, rotation, details)
+        assembled = assemble_page(image, boxes, texts, scores, rotation, details)
+        return attach_words(
+            assembled, getattr(result, "word_results", None), len(texts), image.size
+        )
 
     def _detect(self, image: Image.Image) -> _Detection | None:
         """Run the detector; None when the page holds no text."""
