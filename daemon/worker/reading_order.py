@@ -26,6 +26,7 @@ being the indices of the boxes that make one line.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
@@ -43,7 +44,13 @@ MAX_SKEW = math.radians(15)
 # box (this much trimmed off top and bottom) decides which band it is in.
 CORE_TRIM = 0.25
 # A gap between columns is at least a line height wide; word gaps are narrower.
-MIN_COLUMN_GAP = 1.0
+MIN_COLUMN_GAP = 0.5
+# Whitespace this tall (in line heights) across a whole column block ends it: a
+# figure, a table or a running header sits there, and the columns above it
+# are read before what comes below. Paragraph breaks that happen to line up
+# in every column leave about one blank line.
+SECTION_GAP = 1.8
+SET_APART_GAP = 1.0
 # Text columns hold lines several times wider than the gap between them and
 # at least a few words long; table cells are short next to their gaps.
 COLUMN_WIDTH_TO_GAP = 1.5
@@ -51,7 +58,7 @@ COLUMN_MIN_LINE = 8.0
 # A box belongs to a row when at least half of its height lies inside it.
 SAME_ROW_OVERLAP = 0.5
 # Boxes on one row closer than this (in line heights) are one line.
-WORD_GAP = 1.0
+WORD_GAP = 1.5
 # A paragraph break is a row gap well above the block's usual one.
 PARAGRAPH_GAP = 1.8
 PARAGRAPH_SLACK = 0.5
@@ -162,6 +169,7 @@ class _Region:
 
     def layout(self, ids: list[int]) -> list[Block]:
         bands = self._bands(ids)
+        apart = self._set_apart(bands)
         blocks: list[Block] = []
         pending: list[list[int]] = []  # rows read top to bottom, not yet cut into paragraphs
         start = 0
@@ -170,6 +178,8 @@ class _Region:
             gaps = self._free_gaps(bands[start])
             end = start + 1
             while end < len(bands):
+                if apart[end]:
+                    break
                 shared = _intersect(gaps, self._free_gaps(bands[end]))
                 if not self._interior(shared, members + bands[end]):
                     break
@@ -208,6 +218,38 @@ class _Region:
                 bands.append([index])
                 bottom = low
         return bands
+
+    def _set_apart(self, bands: list[list[int]]) -> list[bool]:
+        """For each band, whether a column block must end above it.
+
+        A column block ends at tall whitespace (a figure between blocks), and
+        at whitespace of a blank line where what comes next is built
+        differently (a table's cells after the columns' lines) or is one line
+        set apart on both sides (a running header or footer).
+        """
+        tall = SECTION_GAP * self.line_height
+        blank = SET_APART_GAP * self.line_height
+        gaps = [math.inf]
+        gaps += [self._vertical_gap(a, b) for a, b in itertools.pairwise(bands)]
+        gaps.append(math.inf)
+        pieces = [self._side_by_side(band) for band in bands]
+        alone = [gaps[k] >= blank and gaps[k + 1] >= blank for k in range(len(bands))]
+        apart = [True]
+        for k in range(1, len(bands)):
+            gap = gaps[k]
+            apart.append(
+                gap >= tall
+                or (gap >= blank and (alone[k - 1] or alone[k] or pieces[k - 1] != pieces[k]))
+            )
+        return apart
+
+    def _side_by_side(self, band: Sequence[int]) -> int:
+        """How many groups of boxes the band has side by side (columns, table cells)."""
+        return len(self._interior(self._free_gaps(band), band)) + 1
+
+    def _vertical_gap(self, upper: Sequence[int], lower: Sequence[int]) -> float:
+        """The whitespace between two bands, top to bottom."""
+        return min(self.rects[i].y0 for i in lower) - max(self.rects[i].y1 for i in upper)
 
     def _free_gaps(self, ids: Sequence[int]) -> list[Interval]:
         """The x-intervals no box in `ids` covers, margins (to +-inf) included."""

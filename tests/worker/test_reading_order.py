@@ -146,8 +146,11 @@ def test_skewed_lines_keep_their_rows() -> None:
     """On a page turned 3 degrees, each line's pieces stay together and rows stay in order."""
     boxes: list[Quad] = []
     for row in range(8):
-        boxes.append(rotated(line(100, row, 600), 3))
-        boxes.append(rotated(line(740, row, 600), 3))  # the same line, split at a word gap
+        # The same line, split at a word gap that lies elsewhere on every row
+        # (gaps that line up down the page are a gutter).
+        split = 500 + 70 * row
+        boxes.append(rotated(line(100, row, split - 100), 3))
+        boxes.append(rotated(line(split + 40, row, 1300 - split), 3))
     layout = reading_order(list(reversed(boxes)))
     spans = [span for block in layout.blocks for row in block for span in row]
     last = len(boxes) - 1

@@ -32,6 +32,7 @@ from daemon.cpus import usable_cpus
 from daemon.protocol import EngineInfo, Line, PageText
 from daemon.settings import RapidModel
 from daemon.worker.engines.base import Engine, EngineError, ModelNotFoundError, Runtime
+from daemon.worker.gutters import split_at_gutters
 from daemon.worker.orientation import (
     LineVote,
     Orientation,
@@ -173,6 +174,7 @@ class RapidEngine(Engine):
         # at 0.99: letting it turn single lines over garbled about one line in
         # ten of upright A4 pages (bench/versus_tesseract.py, docs/benchmarks.md).
         cls_res = TextClsOutput()
+        detection = cut_at_gutters(detection)
         try:
             recognised = self._ocr.recognize_txt(detection.crops)
         except RapidOCRError:
@@ -241,6 +243,14 @@ class RapidEngine(Engine):
 
 
 # --- pieces without state -----------------------------------------------------
+
+
+def cut_at_gutters(detection: _Detection) -> _Detection:
+    """The detection with lines cut at column gutters and boxes tight around their ink."""
+    quads = [[(float(x), float(y)) for x, y in box] for box in detection.det.boxes]
+    crops, boxes, scores = split_at_gutters(detection.crops, quads, detection.det.scores)
+    det = replace(detection.det, boxes=np.array(boxes, dtype=np.float32), scores=scores)
+    return replace(detection, crops=crops, det=det)
 
 
 def intra_op_threads(requested: int) -> int:
