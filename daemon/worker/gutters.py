@@ -45,13 +45,15 @@ MIN_CONTRAST = 40.0
 # A pixel column is ink when at least this many pixels in it are dark:
 # single specks of scanner noise are not.
 MIN_INK_PIXELS = 2
-# Rows holding at least this share of the busiest row's ink make up the text height.
-TEXT_ROW_SHARE = 0.03
+# Rows holding at least this share of the busiest row's ink (and more than a
+# speck or two) make up the text height, descenders included.
+TEXT_ROW_SHARE = 0.01
 # A run of ink this narrow and this short (in text heights) is a speck, not a letter.
 SPECK_WIDTH = 0.25
 SPECK_HEIGHT = 0.35
-# Gaps wider than this (in text heights) may be gutters; word spaces are about a third.
-CANDIDATE_GAP = 0.6
+# Gaps wider than this (in text heights) may be gutters; the whitespace between
+# two words (a space and the letters' side bearings) is about 0.6.
+CANDIDATE_GAP = 0.8
 # Lines whose centres lie within this many line heights of a gap are its witnesses.
 WITNESS_WINDOW = 4.0
 # A witness speaks only if it has ink within this many line heights of the gap.
@@ -112,7 +114,7 @@ def line_ink(crop: np.ndarray) -> LineInk | None:
         return None
     dark = grey < (paper + darkest) / 2
     row_ink = dark.sum(axis=1)
-    text_rows = np.flatnonzero(row_ink >= max(1.0, TEXT_ROW_SHARE * float(row_ink.max())))
+    text_rows = np.flatnonzero(row_ink > max(MIN_INK_PIXELS, TEXT_ROW_SHARE * float(row_ink.max())))
     text_height = float(text_rows[-1] - text_rows[0] + 1) if text_rows.size else float(height)
     runs = _runs(dark.sum(axis=0) >= MIN_INK_PIXELS)
     runs = [run for run in runs if not _is_speck(dark, run, text_height)]
