@@ -53,9 +53,9 @@ SPECK_WIDTH = 0.25
 SPECK_HEIGHT = 0.35
 # Gaps wider than this (in text heights) may be gutters; the whitespace between
 # two words (a space and the letters' side bearings) is about 0.6.
-CANDIDATE_GAP = 0.8
+CANDIDATE_GAP = 0.7
 # Lines whose centres lie within this many line heights of a gap are its witnesses.
-WITNESS_WINDOW = 4.0
+WITNESS_WINDOW = 6.0
 # A witness speaks only if it has ink within this many line heights of the gap.
 WITNESS_REACH = 3.0
 # How many witnesses must leave the gap empty, and how many of those covering it are tolerated.
@@ -63,8 +63,9 @@ MIN_FREE_WITNESSES = 3
 COVERING_SHARE = 0.25
 # Paper kept beside the ink where a line is cut, in text heights.
 CUT_MARGIN = 0.3
-# Only the middle of a gap must be left empty by the witnesses (letters' side bearings differ).
-GAP_CORE = 0.7
+# The channel the witnesses leave free through a gap is at least this wide (in
+# text heights): a little less than the narrowest gap that is looked at.
+CHANNEL_WIDTH = 0.55
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,7 @@ class _Placed:
 
     cy: float
     height: float
+    text_height: float
     runs: tuple[Interval, ...]
     gaps: tuple[Interval, ...]
     gap_fractions: tuple[Interval, ...]
@@ -178,18 +180,21 @@ def gutter_cuts(
         if line is None or not line.gaps:
             cuts.append(())
             continue
-        witnesses = [
-            other
-            for k, other in enumerate(placed)
-            if other is not None
-            and k != index
-            and abs(other.cy - line.cy) <= WITNESS_WINDOW * line_height
-        ]
+        witnesses = sorted(
+            (
+                other
+                for k, other in enumerate(placed)
+                if other is not None
+                and k != index
+                and abs(other.cy - line.cy) <= WITNESS_WINDOW * line_height
+            ),
+            key=lambda other: abs(other.cy - line.cy),  # the nearest narrow the channel first
+        )
         cuts.append(
             tuple(
                 fractions
                 for gap, fractions in zip(line.gaps, line.gap_fractions, strict=True)
-                if _is_gutter(gap, witnesses, line_height)
+                if _is_gutter(gap, witnesses, line_height, line.text_height)
             )
         )
     return cuts
@@ -215,28 +220,56 @@ def _place(quad: Quad, ink: LineInk, skew: float) -> _Placed:
     return _Placed(
         cy=centre[1],
         height=height,
+        text_height=ink.text_height,
         runs=tuple(span(run) for run in ink.runs),
         gaps=tuple(span(gap) for gap in ink.gaps),
         gap_fractions=ink.gaps,
     )
 
 
-def _is_gutter(gap: Interval, witnesses: Sequence[_Placed], line_height: float) -> bool:
-    """Do the lines around this gap leave it empty, with ink beside it?"""
+def _is_gutter(
+    gap: Interval, witnesses: Sequence[_Placed], line_height: float, text_height: float
+) -> bool:
+    """Do the lines around this gap leave a channel through it empty, with ink beside it?
+
+    The channel narrows to what every witness leaves free: a ragged column
+    edge reaches into a line's gap from one side, a gap in the next line
+    sits a little to the other, and what all of them leave is the gutter.
+    A witness that leaves less than a channel's width covers the gap.
+    """
     lo, hi = gap
-    trim = (1 - GAP_CORE) / 2 * (hi - lo)
-    core = (lo + trim, hi - trim)
     reach = WITNESS_REACH * line_height
+    narrowest = CHANNEL_WIDTH * text_height
+    channel = gap
     free = covering = 0
     for witness in witnesses:
         near = [run for run in witness.runs if run[1] > lo - reach and run[0] < hi + reach]
         if not near:
             continue  # far from the gap (another column): it says nothing
-        if any(run[1] > core[0] and run[0] < core[1] for run in near):
-            covering += 1
-        else:
+        left_open = _widest_free(channel, near)
+        if left_open[1] - left_open[0] >= narrowest:
+            channel = left_open
             free += 1
+        else:
+            covering += 1
     return free >= MIN_FREE_WITNESSES and covering <= COVERING_SHARE * free
+
+
+def _widest_free(channel: Interval, runs: Sequence[Interval]) -> Interval:
+    """The widest part of `channel` that no run covers (empty when none is left)."""
+    best: Interval = (channel[0], channel[0])
+    start = channel[0]
+    for run_start, run_end in sorted(runs):
+        if run_end <= start:
+            continue
+        if run_start >= channel[1]:
+            break
+        if run_start - start > best[1] - best[0]:
+            best = (start, run_start)
+        start = max(start, run_end)
+    if channel[1] - start > best[1] - best[0]:
+        best = (start, channel[1])
+    return best
 
 
 def cut_line(

@@ -53,7 +53,7 @@ UPRIGHT_TRANSPOSE = {
 }
 # Crops recognised both ways up when the 0/180 vote is too close to call.
 TIEBREAK_CROPS = 6
-ROW_SEPARATOR = "\t"  # between lines that share a row (table cells, form fields)
+ROW_SEPARATOR = "\t"  # between lines that share a row of a table
 BLOCK_SEPARATOR = "\n\n"
 
 
@@ -340,13 +340,16 @@ def assemble_page(
     block_texts: list[str] = []
     for block in layout.blocks:
         row_texts: list[str] = []
+        # Cells of a table share a row, joined by a tab; lines that share one row
+        # of nothing else (a running header's left and right parts) are lines.
+        beside = ROW_SEPARATOR if sum(len(row) > 1 for row in block) >= 2 else "\n"
         for row in block:
             span_texts: list[str] = []
             for span in row:
                 line = merged_line(layout, quads, texts, scores, span, image.size)
                 lines.append(line)
                 span_texts.append(line.text)
-            row_texts.append(ROW_SEPARATOR.join(span_texts))
+            row_texts.append(beside.join(span_texts))
         block_texts.append("\n".join(row_texts))
     return PageText(
         text=BLOCK_SEPARATOR.join(block_texts),
