@@ -15,9 +15,11 @@ reading-order tests (tests/worker/), which render them on the spot.
 
 from __future__ import annotations
 
+import difflib
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
@@ -225,6 +227,7 @@ DESIGNS: dict[str, Design] = {
     "table between column blocks": Design((Columns(2, 15), Table(5), Columns(2, 14))),
     "header, footer, two columns": Design((Columns(2, 38),), header=HEADER, footer=FOOTER),
     "narrow gutter": Design((Columns(2, 40, gutter_px=24),)),
+    "dense two columns, 8 pt": Design((Columns(2, 56, font_px=PT8_PX, gutter_px=44),)),
 }
 
 
@@ -240,8 +243,6 @@ def column_order_faults(columns: Sequence[Sequence[str]], text: str) -> list[str
     95% of its words matched in order, or with words of another column
     interleaved among its matches.
     """
-    import difflib
-
     said = [word.strip(".,;:").lower() for word in text.split()]
     said = [word for word in said if word]
     faults: list[str] = []
@@ -259,3 +260,43 @@ def column_order_faults(columns: Sequence[Sequence[str]], text: str) -> list[str
         if stray > max(2, 0.03 * len(wanted)):
             faults.append(f"column {number}: {stray} other words among its {found}")
     return faults
+
+
+# The scans the benchmark adds: the plain two-column page fed crooked or sideways.
+SCANS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "two columns, skewed 2 degrees": lambda image: pageset.skewed(image, 2.0),
+    "two columns, skewed 4 degrees": lambda image: pageset.skewed(image, -4.0),
+    "two columns, turned 90 degrees": lambda image: pageset.turned(image, 90),
+}
+KINDS = (*DESIGNS, *SCANS)
+
+
+def quick(design: Design) -> Design:
+    """The design with a few lines per column: checks the harness on a small page."""
+    regions: list[Region] = []
+    for region in design.regions:
+        if isinstance(region, Columns):
+            regions.append(replace(region, lines=3))
+        elif isinstance(region, Figure):
+            regions.append(Figure(120))
+        elif isinstance(region, Table):
+            regions.append(replace(region, rows=2))
+        else:
+            regions.append(region)
+    return replace(design, regions=tuple(regions))
+
+
+def build(folder: Path, *, quick_run: bool = False) -> list[pageset.Sample]:
+    """Write one PNG per layout into `folder`; one Sample each, in KINDS order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    size = (A4[0], 1100) if quick_run else A4
+    samples = []
+    for number, kind in enumerate(KINDS, start=1):
+        design = DESIGNS[kind.split(",")[0]] if kind in SCANS else DESIGNS[kind]
+        page = render(quick(design) if quick_run else design, seed=number, size=size)
+        image = SCANS[kind](page.image) if kind in SCANS else page.image
+        stem = "".join(c if c.isalnum() else "-" for c in kind).strip("-")
+        path = folder / f"layout-{number:02d}-{stem}.png"
+        image.save(path, format="PNG", dpi=(pageset.DPI, pageset.DPI))
+        samples.append(pageset.Sample(kind, path, page.text, 1))
+    return samples
