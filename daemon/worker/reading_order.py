@@ -15,10 +15,17 @@ person reads them, using geometry alone (so it is unit-tested without OCR):
    the section is cut there and each side is ordered recursively: all of the
    left column, then the right. Otherwise (a table, a form) it is read row by
    row, left to right. A full-width title crosses the gap, so it stays above
-   the columns and is read first.
+   the columns and is read first. A section also ends where a reader ends a
+   block of columns: at whitespace as tall as a figure, and at a blank line
+   before rows built differently (a table's cells) or around a lone row (a
+   running header or footer); what lies below is read after both columns.
 4. Rows are grouped into paragraphs at unusually large vertical gaps; within
-   a row, boxes closer than about a line height apart are one line (the
+   a row, boxes closer than about a line and a half apart are one line (the
    detector sometimes splits a line at wide word gaps).
+
+Boxes are best drawn tight around their ink (daemon.worker.gutters does so
+for the embedded engine, and cuts lines that run across a gutter): the gaps
+between them are then the page's own whitespace.
 
 The result is blocks (paragraphs, column pieces) of rows of spans, each span
 being the indices of the boxes that make one line.
@@ -43,12 +50,15 @@ MAX_SKEW = math.radians(15)
 # Ascenders and descenders make neighbouring rows touch: only the middle of a
 # box (this much trimmed off top and bottom) decides which band it is in.
 CORE_TRIM = 0.25
-# A gap between columns is at least a line height wide; word gaps are narrower.
+# A gap between columns is at least half a line height wide (a narrow gutter
+# between boxes tight around their ink); a gap between words inside one box
+# does not count, and gaps that line up row after row are rarely word gaps.
 MIN_COLUMN_GAP = 0.5
 # Whitespace this tall (in line heights) across a whole column block ends it: a
-# figure, a table or a running header sits there, and the columns above it
-# are read before what comes below. Paragraph breaks that happen to line up
-# in every column leave about one blank line.
+# figure sits there, and the columns above it are read before what comes
+# below. Whitespace of a blank line ends it only before rows of another build
+# (table cells) or around a lone row (header, footer): paragraph breaks that
+# happen to line up in every column leave about a blank line too.
 SECTION_GAP = 1.8
 SET_APART_GAP = 1.0
 # Text columns hold lines several times wider than the gap between them and
@@ -57,7 +67,9 @@ COLUMN_WIDTH_TO_GAP = 1.5
 COLUMN_MIN_LINE = 8.0
 # A box belongs to a row when at least half of its height lies inside it.
 SAME_ROW_OVERLAP = 0.5
-# Boxes on one row closer than this (in line heights) are one line.
+# Boxes on one row closer than this (in line heights) are one line (the
+# detector splits a line at gaps of about a line height; tight boxes add the
+# paper it left around them to the gap).
 WORD_GAP = 1.5
 # A paragraph break is a row gap well above the block's usual one.
 PARAGRAPH_GAP = 1.8
