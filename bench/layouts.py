@@ -16,6 +16,7 @@ reading-order tests (tests/worker/), which render them on the spot.
 from __future__ import annotations
 
 import difflib
+import io
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -267,8 +268,16 @@ SCANS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "two columns, skewed 2 degrees": lambda image: pageset.skewed(image, 2.0),
     "two columns, skewed 4 degrees": lambda image: pageset.skewed(image, -4.0),
     "two columns, turned 90 degrees": lambda image: pageset.turned(image, 90),
+    "table between column blocks, scanned, skewed 3 degrees": lambda image: scanned(
+        pageset.skewed(image, 3.0)
+    ),
 }
 KINDS = (*DESIGNS, *SCANS)
+
+
+def scanned(image: Image.Image) -> Image.Image:
+    """The page as a cheap office scanner sends it (pageset.scan_like: blur, noise, JPEG q25)."""
+    return Image.open(io.BytesIO(pageset.scan_like(image, seed=18))).convert("RGB")
 
 
 def quick(design: Design) -> Design:

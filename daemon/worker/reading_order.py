@@ -54,13 +54,14 @@ CORE_TRIM = 0.25
 # between boxes tight around their ink); a gap between words inside one box
 # does not count, and gaps that line up row after row are rarely word gaps.
 MIN_COLUMN_GAP = 0.5
-# Whitespace this tall (in line heights) across a whole column block ends it: a
-# figure sits there, and the columns above it are read before what comes
-# below. Whitespace of a blank line ends it only before rows of another build
-# (table cells) or around a lone row (header, footer): paragraph breaks that
-# happen to line up in every column leave about a blank line too.
+# Whitespace this tall (in line heights, beyond the usual gap between rows)
+# across a whole column block ends it: a figure sits there, and the columns
+# above it are read before what comes below. Less, about a blank line, ends
+# it only before rows of another build (table cells) or around a lone row (a
+# header, a footer): paragraph breaks that happen to line up in every column
+# leave as much.
 SECTION_GAP = 1.8
-SET_APART_GAP = 1.0
+SET_APART_GAP = 0.6
 # Text columns hold lines several times wider than the gap between them and
 # at least a few words long; table cells are short next to their gaps.
 COLUMN_WIDTH_TO_GAP = 1.5
@@ -235,20 +236,22 @@ class _Region:
         """For each band, whether a column block must end above it.
 
         A column block ends at tall whitespace (a figure between blocks), and
-        at whitespace of a blank line where what comes next is built
+        at whitespace of about a blank line where what comes next is built
         differently (a table's cells after the columns' lines) or is one line
-        set apart on both sides (a running header or footer).
+        set apart on both sides (a running header or footer). Whitespace is
+        counted beyond the usual gap between bands: the detector's boxes
+        reach into the paper between lines, more on a blurred scan.
         """
         tall = SECTION_GAP * self.line_height
         blank = SET_APART_GAP * self.line_height
-        gaps = [math.inf]
-        gaps += [self._vertical_gap(a, b) for a, b in itertools.pairwise(bands)]
-        gaps.append(math.inf)
+        between = [self._vertical_gap(a, b) for a, b in itertools.pairwise(bands)]
+        usual = statistics.median(between) if between else 0.0
+        extra = [math.inf, *(gap - usual for gap in between), math.inf]
         pieces = [self._side_by_side(band) for band in bands]
-        alone = [gaps[k] >= blank and gaps[k + 1] >= blank for k in range(len(bands))]
+        alone = [extra[k] >= blank and extra[k + 1] >= blank for k in range(len(bands))]
         apart = [True]
         for k in range(1, len(bands)):
-            gap = gaps[k]
+            gap = extra[k]
             apart.append(
                 gap >= tall
                 or (gap >= blank and (alone[k - 1] or alone[k] or pieces[k - 1] != pieces[k]))

@@ -152,6 +152,21 @@ def test_table_between_blocks_is_read_between_them_row_by_row() -> None:
     ]
 
 
+def test_table_after_columns_of_tall_boxes_is_still_set_apart() -> None:
+    """On a blurred scan the boxes overlap row to row; the gap before a table still counts."""
+
+    def tall(x0: float, row: int, width: float, top: float = 100) -> Quad:
+        return rect(x0, top + row * PITCH, x0 + width, top + row * PITCH + 80)  # pitch 70
+
+    top_left = [tall(60, row, 680) for row in range(5)]
+    top_right = [tall(820, row, 680) for row in range(5)]
+    # The table's first row: 45 px of paper below the columns' last boxes.
+    table_top = 100 + 4 * PITCH + 80 + 45
+    table = [tall(x, row, 150, top=table_top) for row in range(3) for x in (60, 820, 1060, 1300)]
+    boxes = [*top_left, *top_right, *table]
+    assert reading_order(boxes).order() == list(range(len(boxes)))
+
+
 def test_running_header_and_footer_stay_out_of_the_columns() -> None:
     """A header and a footer set apart by a blank line are read first and last, not in a column."""
     header = [line(100, 0, 300, top=20), line(1200, 0, 320, top=20)]
