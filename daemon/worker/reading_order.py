@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -247,14 +248,22 @@ class _Region:
         between = [self._vertical_gap(a, b) for a, b in itertools.pairwise(bands)]
         usual = statistics.median(between) if between else 0.0
         extra = [math.inf, *(gap - usual for gap in between), math.inf]
-        pieces = [self._side_by_side(band) for band in bands]
+        # Bands between two such gaps form a group; its build is how many
+        # groups of boxes most of its bands have side by side.
+        starts = [k for k in range(len(bands)) if extra[k] >= blank]
+        build = [0] * len(bands)
+        for start, end in itertools.pairwise([*starts, len(bands)]):
+            counts = Counter(self._side_by_side(band) for band in bands[start:end])
+            most = max(counts.values())
+            for k in range(start, end):
+                build[k] = max(count for count, seen in counts.items() if seen == most)
         alone = [extra[k] >= blank and extra[k + 1] >= blank for k in range(len(bands))]
         apart = [True]
         for k in range(1, len(bands)):
             gap = extra[k]
             apart.append(
                 gap >= tall
-                or (gap >= blank and (alone[k - 1] or alone[k] or pieces[k - 1] != pieces[k]))
+                or (gap >= blank and (alone[k - 1] or alone[k] or build[k - 1] != build[k]))
             )
         return apart
 

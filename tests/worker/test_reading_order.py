@@ -167,6 +167,16 @@ def test_table_after_columns_of_tall_boxes_is_still_set_apart() -> None:
     assert reading_order(boxes).order() == list(range(len(boxes)))
 
 
+def test_table_whose_header_cells_sit_close_is_still_a_table() -> None:
+    """A table whose first row reads as two groups (cells close together) is judged by its rows."""
+    top_left, top_right = two_column_block(0, 4)
+    # 45 px more paper than between rows above the table: a blank line, not a figure.
+    header = [line(100, 4, 150, top=145), *(line(x, 4, 190, top=145) for x in (880, 1080, 1280))]
+    body = [line(x, row, 150, top=145) for row in range(5, 8) for x in (100, 880, 1100, 1320)]
+    boxes = [*top_left, *top_right, *header, *body]
+    assert reading_order(boxes).order() == list(range(len(boxes)))
+
+
 def test_running_header_and_footer_stay_out_of_the_columns() -> None:
     """A header and a footer set apart by a blank line are read first and last, not in a column."""
     header = [line(100, 0, 300, top=20), line(1200, 0, 320, top=20)]
