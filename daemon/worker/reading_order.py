@@ -15,10 +15,17 @@ person reads them, using geometry alone (so it is unit-tested without OCR):
    the section is cut there and each side is ordered recursively: all of the
    left column, then the right. Otherwise (a table, a form) it is read row by
    row, left to right. A full-width title crosses the gap, so it stays above
-   the columns and is read first.
+   the columns and is read first. A section also ends where a reader ends a
+   block of columns: at whitespace as tall as a figure, and at a blank line
+   before rows built differently (a table's cells) or around a lone row (a
+   running header or footer); what lies below is read after both columns.
 4. Rows are grouped into paragraphs at unusually large vertical gaps; within
-   a row, boxes closer than about a line height apart are one line (the
+   a row, boxes closer than about a line and a half apart are one line (the
    detector sometimes splits a line at wide word gaps).
+
+Boxes are best drawn tight around their ink (daemon.worker.gutters does so
+for the embedded engine, and cuts lines that run across a gutter): the gaps
+between them are then the page's own whitespace.
 
 The result is blocks (paragraphs, column pieces) of rows of spans, each span
 being the indices of the boxes that make one line.
@@ -26,8 +33,10 @@ being the indices of the boxes that make one line.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,16 +51,28 @@ MAX_SKEW = math.radians(15)
 # Ascenders and descenders make neighbouring rows touch: only the middle of a
 # box (this much trimmed off top and bottom) decides which band it is in.
 CORE_TRIM = 0.25
-# A gap between columns is at least a line height wide; word gaps are narrower.
-MIN_COLUMN_GAP = 1.0
+# A gap between columns is at least half a line height wide (a narrow gutter
+# between boxes tight around their ink); a gap between words inside one box
+# does not count, and gaps that line up row after row are rarely word gaps.
+MIN_COLUMN_GAP = 0.5
+# Whitespace this tall (in line heights, beyond the usual gap between rows)
+# across a whole column block ends it: a figure sits there, and the columns
+# above it are read before what comes below. Less, about a blank line, ends
+# it only before rows of another build (table cells) or around a lone row (a
+# header, a footer): paragraph breaks that happen to line up in every column
+# leave as much.
+SECTION_GAP = 1.8
+SET_APART_GAP = 0.6
 # Text columns hold lines several times wider than the gap between them and
 # at least a few words long; table cells are short next to their gaps.
 COLUMN_WIDTH_TO_GAP = 1.5
 COLUMN_MIN_LINE = 8.0
 # A box belongs to a row when at least half of its height lies inside it.
 SAME_ROW_OVERLAP = 0.5
-# Boxes on one row closer than this (in line heights) are one line.
-WORD_GAP = 1.0
+# Boxes on one row closer than this (in line heights) are one line (the
+# detector splits a line at gaps of about a line height; tight boxes add the
+# paper it left around them to the gap).
+WORD_GAP = 1.5
 # A paragraph break is a row gap well above the block's usual one.
 PARAGRAPH_GAP = 1.8
 PARAGRAPH_SLACK = 0.5
@@ -162,6 +183,7 @@ class _Region:
 
     def layout(self, ids: list[int]) -> list[Block]:
         bands = self._bands(ids)
+        apart = self._set_apart(bands)
         blocks: list[Block] = []
         pending: list[list[int]] = []  # rows read top to bottom, not yet cut into paragraphs
         start = 0
@@ -170,6 +192,8 @@ class _Region:
             gaps = self._free_gaps(bands[start])
             end = start + 1
             while end < len(bands):
+                if apart[end]:
+                    break
                 shared = _intersect(gaps, self._free_gaps(bands[end]))
                 if not self._interior(shared, members + bands[end]):
                     break
@@ -208,6 +232,48 @@ class _Region:
                 bands.append([index])
                 bottom = low
         return bands
+
+    def _set_apart(self, bands: list[list[int]]) -> list[bool]:
+        """For each band, whether a column block must end above it.
+
+        A column block ends at tall whitespace (a figure between blocks), and
+        at whitespace of about a blank line where what comes next is built
+        differently (a table's cells after the columns' lines) or is one line
+        set apart on both sides (a running header or footer). Whitespace is
+        counted beyond the usual gap between bands: the detector's boxes
+        reach into the paper between lines, more on a blurred scan.
+        """
+        tall = SECTION_GAP * self.line_height
+        blank = SET_APART_GAP * self.line_height
+        between = [self._vertical_gap(a, b) for a, b in itertools.pairwise(bands)]
+        usual = statistics.median(between) if between else 0.0
+        extra = [math.inf, *(gap - usual for gap in between), math.inf]
+        # Bands between two such gaps form a group; its build is how many
+        # groups of boxes most of its bands have side by side.
+        starts = [k for k in range(len(bands)) if extra[k] >= blank]
+        build = [0] * len(bands)
+        for start, end in itertools.pairwise([*starts, len(bands)]):
+            counts = Counter(self._side_by_side(band) for band in bands[start:end])
+            most = max(counts.values())
+            for k in range(start, end):
+                build[k] = max(count for count, seen in counts.items() if seen == most)
+        alone = [extra[k] >= blank and extra[k + 1] >= blank for k in range(len(bands))]
+        apart = [True]
+        for k in range(1, len(bands)):
+            gap = extra[k]
+            apart.append(
+                gap >= tall
+                or (gap >= blank and (alone[k - 1] or alone[k] or build[k - 1] != build[k]))
+            )
+        return apart
+
+    def _side_by_side(self, band: Sequence[int]) -> int:
+        """How many groups of boxes the band has side by side (columns, table cells)."""
+        return len(self._interior(self._free_gaps(band), band)) + 1
+
+    def _vertical_gap(self, upper: Sequence[int], lower: Sequence[int]) -> float:
+        """The whitespace between two bands, top to bottom."""
+        return min(self.rects[i].y0 for i in lower) - max(self.rects[i].y1 for i in upper)
 
     def _free_gaps(self, ids: Sequence[int]) -> list[Interval]:
         """The x-intervals no box in `ids` covers, margins (to +-inf) included."""

@@ -53,14 +53,17 @@ def test_backlog_drops_files_and_times_a_start_up_over_finished_ones() -> None:
     )
 
 
-def test_tesseract_comparison_scores_both_engines_per_page_type() -> None:
-    """(d) prints CER, word recall and speed of both engines for every page type."""
+def test_tesseract_comparison_scores_both_engines_per_page_type_and_layout() -> None:
+    """(d) prints CER, word recall and speed of both engines for every page type and layout."""
     require_tool("tesseract")
     assert_part_prints(
         "tesseract",
         "| page type | pages | CER ours | CER tesseract |",
         "| rotated 90 degrees |",
         "| multi-page PDF | 2 |",
+        "| layout | pages | CER ours | CER tesseract |",
+        "| figure between column blocks | 1 |",
+        "| two columns, skewed 4 degrees | 1 |",
     )
 
 

@@ -105,6 +105,96 @@ def test_columns_then_full_width_footer() -> None:
     assert order == [*range(5, 9), *range(1, 5), 0]
 
 
+def test_narrow_gutter_still_parts_columns() -> None:
+    """A gutter narrower than a line height (tight boxes) still parts two columns."""
+    left = [line(100, row, 680) for row in range(8)]
+    right = [line(805, row, 680) for row in range(8)]  # 25 px of gutter
+    boxes = [b for pair in zip(left, right, strict=True) for b in pair]
+    order = reading_order(boxes).order()
+    assert order == [2 * row for row in range(8)] + [2 * row + 1 for row in range(8)]
+
+
+def test_three_columns_read_one_after_another() -> None:
+    """Three columns are read left, middle, right, each top to bottom."""
+    columns = [[line(x, row, 420) for row in range(7)] for x in (100, 570, 1040)]
+    boxes = [b for row in zip(*columns, strict=True) for b in row]
+    order = reading_order(boxes).order()
+    assert order == [3 * row + c for c in range(3) for row in range(7)]
+
+
+def two_column_block(first_row: int, rows: int) -> tuple[list[Quad], list[Quad]]:
+    left = [line(100, first_row + row, 620) for row in range(rows)]
+    right = [line(880, first_row + row, 640) for row in range(rows)]
+    return left, right
+
+
+def test_figure_between_blocks_ends_the_columns_above_it() -> None:
+    """Both columns above a full-width figure are read before the columns below it."""
+    top_left, top_right = two_column_block(0, 4)
+    low_left, low_right = two_column_block(10, 4)  # six rows of figure between
+    boxes = [*top_left, *top_right, *low_left, *low_right]
+    shuffled = list(reversed(boxes))
+    order = reading_order(shuffled).order()
+    assert [boxes.index(shuffled[i]) for i in order] == list(range(16))
+
+
+def test_table_between_blocks_is_read_between_them_row_by_row() -> None:
+    """A table whose cell gap lines up with the gutter stays out of the columns around it."""
+    top_left, top_right = two_column_block(0, 4)
+    table = [line(x, row, 150, top=130) for row in range(5, 8) for x in (100, 880, 1100, 1320)]
+    low_left, low_right = two_column_block(9, 4)
+    boxes = [*top_left, *top_right, *table, *low_left, *low_right]
+    layout = reading_order(boxes)
+    assert layout.order() == list(range(len(boxes)))
+    table_rows = [row for block in layout.blocks for row in block if len(row) == 4]
+    assert [[i for span in row for i in span] for row in table_rows] == [
+        list(range(8 + 4 * k, 12 + 4 * k)) for k in range(3)
+    ]
+
+
+def test_table_after_columns_of_tall_boxes_is_still_set_apart() -> None:
+    """On a blurred scan the boxes overlap row to row; the gap before a table still counts."""
+
+    def tall(x0: float, row: int, width: float, top: float = 100) -> Quad:
+        return rect(x0, top + row * PITCH, x0 + width, top + row * PITCH + 80)  # pitch 70
+
+    top_left = [tall(60, row, 680) for row in range(5)]
+    top_right = [tall(820, row, 680) for row in range(5)]
+    # The table's first row: 45 px of paper below the columns' last boxes.
+    table_top = 100 + 4 * PITCH + 80 + 45
+    table = [tall(x, row, 150, top=table_top) for row in range(3) for x in (60, 820, 1060, 1300)]
+    boxes = [*top_left, *top_right, *table]
+    assert reading_order(boxes).order() == list(range(len(boxes)))
+
+
+def test_table_whose_header_cells_sit_close_is_still_a_table() -> None:
+    """A table whose first row reads as two groups (cells close together) is judged by its rows."""
+    top_left, top_right = two_column_block(0, 4)
+    # 45 px more paper than between rows above the table: a blank line, not a figure.
+    header = [line(100, 4, 150, top=145), *(line(x, 4, 190, top=145) for x in (880, 1080, 1280))]
+    body = [line(x, row, 150, top=145) for row in range(5, 8) for x in (100, 880, 1100, 1320)]
+    boxes = [*top_left, *top_right, *header, *body]
+    assert reading_order(boxes).order() == list(range(len(boxes)))
+
+
+def test_running_header_and_footer_stay_out_of_the_columns() -> None:
+    """A header and a footer set apart by a blank line are read first and last, not in a column."""
+    header = [line(100, 0, 300, top=20), line(1200, 0, 320, top=20)]
+    left, right = two_column_block(1, 8)
+    footer = [line(100, 11, 200), line(1300, 11, 120)]
+    boxes = [*right, *footer, *left, *header]
+    order = [boxes.index(b) for b in [*header, *left, *right, *footer]]
+    assert reading_order(boxes).order() == order
+
+
+def test_paragraph_breaks_level_in_both_columns_keep_the_columns() -> None:
+    """A paragraph gap that happens to line up in both columns does not cut the block."""
+    left = [line(100, row, 620, top=100 + (30 if row >= 4 else 0)) for row in range(8)]
+    right = [line(880, row, 640, top=100 + (30 if row >= 4 else 0)) for row in range(8)]
+    order = reading_order(right + left).order()
+    assert order == [*range(8, 16), *range(0, 8)]
+
+
 def test_table_grid_reads_row_by_row() -> None:
     """A grid of short cells with wide gaps is a table: read row by row, left to right."""
     columns_x = (100, 600, 1100)
@@ -146,8 +236,11 @@ def test_skewed_lines_keep_their_rows() -> None:
     """On a page turned 3 degrees, each line's pieces stay together and rows stay in order."""
     boxes: list[Quad] = []
     for row in range(8):
-        boxes.append(rotated(line(100, row, 600), 3))
-        boxes.append(rotated(line(740, row, 600), 3))  # the same line, split at a word gap
+        # The same line, split at a word gap that lies elsewhere on every row
+        # (gaps that line up down the page are a gutter).
+        split = 500 + 70 * row
+        boxes.append(rotated(line(100, row, split - 100), 3))
+        boxes.append(rotated(line(split + 40, row, 1300 - split), 3))
     layout = reading_order(list(reversed(boxes)))
     spans = [span for block in layout.blocks for row in block for span in row]
     last = len(boxes) - 1

@@ -33,6 +33,7 @@ from daemon.protocol import EngineInfo, Line, PageText
 from daemon.settings import RapidModel
 from daemon.worker.engines.base import Engine, EngineError, ModelNotFoundError, Runtime
 from daemon.worker.engines.rapid_words import attach_words
+from daemon.worker.gutters import split_at_gutters
 from daemon.worker.orientation import (
     LineVote,
     Orientation,
@@ -53,7 +54,7 @@ UPRIGHT_TRANSPOSE = {
 }
 # Crops recognised both ways up when the 0/180 vote is too close to call.
 TIEBREAK_CROPS = 6
-ROW_SEPARATOR = "\t"  # between lines that share a row (table cells, form fields)
+ROW_SEPARATOR = "\t"  # between lines that share a row of a table
 BLOCK_SEPARATOR = "\n\n"
 
 
@@ -176,6 +177,7 @@ class RapidEngine(Engine):
         # at 0.99: letting it turn single lines over garbled about one line in
         # ten of upright A4 pages (bench/versus_tesseract.py, docs/benchmarks.md).
         cls_res = TextClsOutput()
+        detection = cut_at_gutters(detection)
         try:
             recognised = self._ocr.recognize_txt(detection.crops)
         except RapidOCRError:
@@ -247,6 +249,14 @@ class RapidEngine(Engine):
 
 
 # --- pieces without state -----------------------------------------------------
+
+
+def cut_at_gutters(detection: _Detection) -> _Detection:
+    """The detection with lines cut at column gutters and boxes tight around their ink."""
+    quads = [[(float(x), float(y)) for x, y in box] for box in detection.det.boxes]
+    crops, boxes, scores = split_at_gutters(detection.crops, quads, detection.det.scores)
+    det = replace(detection.det, boxes=np.array(boxes, dtype=np.float32), scores=scores)
+    return replace(detection, crops=crops, det=det)
 
 
 def intra_op_threads(requested: int) -> int:
@@ -336,13 +346,16 @@ def assemble_page(
     block_texts: list[str] = []
     for block in layout.blocks:
         row_texts: list[str] = []
+        # Cells of a table share a row, joined by a tab; lines that share one row
+        # of nothing else (a running header's left and right parts) are lines.
+        beside = ROW_SEPARATOR if sum(len(row) > 1 for row in block) >= 2 else "\n"
         for row in block:
             span_texts: list[str] = []
             for span in row:
                 line = merged_line(layout, quads, texts, scores, span, image.size)
                 lines.append(line)
                 span_texts.append(line.text)
-            row_texts.append(ROW_SEPARATOR.join(span_texts))
+            row_texts.append(beside.join(span_texts))
         block_texts.append("\n".join(row_texts))
     return PageText(
         text=BLOCK_SEPARATOR.join(block_texts),

@@ -13,13 +13,14 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from daemon.protocol import PageText
 from daemon.settings import RapidModel
 from daemon.worker.engines.base import Runtime
-from daemon.worker.engines.rapid import RapidEngine, intra_op_threads
+from daemon.worker.engines.rapid import RapidEngine, assemble_page, intra_op_threads
 from harness.pages import (
     SAMPLE_LINES,
     render_page,
@@ -313,3 +314,26 @@ def test_confident_upside_down_vote_is_checked_by_reading(engine: RapidEngine, l
     assert page.details["orientation"]["flip_share"] > 0.9  # the vote this test is about
     assert page.rotation == 0
     assert word_recall([line], page.text) >= WORD_RECALL
+
+
+def test_lone_row_parts_are_lines_and_table_cells_are_tab_separated() -> None:
+    """A header's left and right parts become two lines; a table's cells keep their tabs."""
+
+    def box(x: float, y: float, width: float) -> list[list[float]]:
+        return [[x, y], [x + width, y], [x + width, y + 40], [x, y + 40]]
+
+    header = [box(100, 50, 300), box(1200, 50, 300)]
+    table = [box(x, 300 + 60 * row, 150) for row in range(3) for x in (100, 700, 1300)]
+    texts = ["Service Manual", "Page 17", *(f"cell {k}" for k in range(9))]
+    page = assemble_page(
+        Image.new("RGB", (1654, 800)),
+        np.array(header + table, dtype=np.float32),
+        texts,
+        [0.9] * len(texts),
+        0,
+        {},
+    )
+    assert page.text.split("\n\n") == [
+        "Service Manual\nPage 17",
+        "cell 0\tcell 1\tcell 2\ncell 3\tcell 4\tcell 5\ncell 6\tcell 7\tcell 8",
+    ]
