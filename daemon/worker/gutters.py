@@ -77,28 +77,44 @@ class LineInk:
     text_height: float  # pixels of the crop
 
 
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One piece of a detected line: its crop, the crop's own frame on the page, where its ink is.
+
+    The recogniser measures positions (its word boxes) across the whole crop,
+    paper included, so they map back to the page through `frame`; `box`, the
+    frame narrowed to the ink, is the line as the reading order sees it.
+    """
+
+    crop: np.ndarray
+    frame: tuple[Point, Point, Point, Point]
+    ink: Interval  # fractions of the frame's length
+
+    @property
+    def box(self) -> tuple[Point, Point, Point, Point]:
+        return sub_quad(self.frame, *self.ink)
+
+
 def split_at_gutters(
     crops: Sequence[np.ndarray], quads: Sequence[Quad], scores: Sequence[float]
-) -> tuple[list[np.ndarray], list[tuple[Point, Point, Point, Point]], list[float]]:
-    """Detected lines (crops, boxes, scores) cut at column gutters, boxes tight around their ink.
+) -> tuple[list[Piece], list[float]]:
+    """Detected lines cut at column gutters: the pieces, and each piece's detection score.
 
     The detector's boxes reach well into the paper around a line, into a
     narrow gutter from both sides; the reading order measures gutters between
-    boxes, so every box is drawn tight along its line. The crops keep their
-    paper for the recogniser. A cut line's pieces keep its detection score.
+    boxes, so every piece's box is drawn tight along its line. The crops keep
+    their paper for the recogniser. A cut line's pieces keep its score.
     """
     inks = [line_ink(crop) for crop in crops]
     cuts = gutter_cuts(quads, inks, estimate_skew(quads))
-    out_crops: list[np.ndarray] = []
-    out_boxes: list[tuple[Point, Point, Point, Point]] = []
+    pieces: list[Piece] = []
     out_scores: list[float] = []
     for crop, quad, score, ink, gaps in zip(crops, quads, scores, inks, cuts, strict=True):
         margin = CUT_MARGIN * ink.text_height if ink is not None else 0.0
-        for piece, box in cut_line(crop, quad, ink, gaps, margin):
-            out_crops.append(piece)
-            out_boxes.append(box)
+        for piece in cut_line(crop, quad, ink, gaps, margin):
+            pieces.append(piece)
             out_scores.append(float(score))
-    return out_crops, out_boxes, out_scores
+    return pieces, out_scores
 
 
 def line_ink(crop: np.ndarray) -> LineInk | None:
@@ -274,8 +290,8 @@ def _widest_free(channel: Interval, runs: Sequence[Interval]) -> Interval:
 
 def cut_line(
     crop: np.ndarray, quad: Quad, ink: LineInk | None, gaps: Sequence[Interval], margin: float
-) -> list[tuple[np.ndarray, tuple[Point, Point, Point, Point]]]:
-    """A line cut at these gaps (fractions of its length) into pieces: (crop, box) each.
+) -> list[Piece]:
+    """A line cut at these gaps (fractions of its length) into pieces.
 
     Each piece's crop keeps `margin` pixels of the gap beside its ink (at most
     a third of the gap), as the detector leaves some paper around a line for
@@ -283,6 +299,7 @@ def cut_line(
     is drawn tight around its ink along the line, so the gutter lies between
     the boxes (the detector's boxes reach into a narrow gutter from both sides).
     With no gaps the one piece is the whole crop, in a box tight around its ink.
+    A piece's frame is the part of the line's box that its crop shows.
     """
     width = crop.shape[1]
     runs = ink.runs if ink is not None else ((0.0, 1.0),)
@@ -298,12 +315,19 @@ def cut_line(
         inside = [run for run in runs if run[0] < end and run[1] > start]
         if right <= left or not inside:
             continue
-        box = _sub_quad(quad, max(start, inside[0][0]), min(end, inside[-1][1]))
-        pieces.append((np.ascontiguousarray(crop[:, left:right]), box))
+        lo, hi = left / width, right / width
+        ink_lo, ink_hi = max(start, inside[0][0]), min(end, inside[-1][1])
+        pieces.append(
+            Piece(
+                crop=np.ascontiguousarray(crop[:, left:right]),
+                frame=sub_quad(quad, lo, hi),
+                ink=((ink_lo - lo) / (hi - lo), (ink_hi - lo) / (hi - lo)),
+            )
+        )
     return pieces
 
 
-def _sub_quad(quad: Quad, start: float, end: float) -> tuple[Point, Point, Point, Point]:
+def sub_quad(quad: Quad, start: float, end: float) -> tuple[Point, Point, Point, Point]:
     """The part of a line's box between two fractions of its length."""
     (x0, y0), (x1, y1), (x2, y2), (x3, y3) = quad[:4]
 

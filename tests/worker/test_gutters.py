@@ -124,9 +124,14 @@ def test_cut_pieces_keep_paper_and_boxes_hug_the_ink() -> None:
     crop = crop_of([(10, LEFT), (520, RIGHT)], 1000)
     ink = line_ink(crop)
     assert ink is not None
-    (left, left_box), (right, right_box) = cut_line(crop, quad(0, 0, 1000), ink, ink.gaps, 8.0)
+    left_piece, right_piece = cut_line(crop, quad(0, 0, 1000), ink, ink.gaps, 8.0)
+    left, right = left_piece.crop, right_piece.crop
+    left_box, right_box = left_piece.box, right_piece.box
     assert left.shape[0] == right.shape[0] == LINE_HEIGHT
     assert left.shape[1] + right.shape[1] < 1000
+    # Each crop's frame spans exactly the pixels the crop shows: the recogniser's positions map through it.
+    assert left_piece.frame[1][0] - left_piece.frame[0][0] == pytest.approx(left.shape[1])
+    assert right_piece.frame[0][0] == pytest.approx(1000 - right.shape[1])
     assert left_box[1][0] < 10 + text_width(LEFT) + 4 < 516 < right_box[0][0]
     assert right_box[0][0] - left_box[1][0] >= 20
     assert left_box[0][0] == pytest.approx(10, abs=3)
@@ -136,8 +141,8 @@ def test_split_keeps_every_line_and_its_score() -> None:
     """Splitting the page returns one piece per column line, each with its line's score."""
     crops, quads = column_page({2, 5})
     scores = [0.9 - 0.01 * k for k in range(len(crops))]
-    out_crops, boxes, out_scores = split_at_gutters(crops, quads, scores)
-    assert len(out_crops) == len(boxes) == len(out_scores) == 16
+    pieces, out_scores = split_at_gutters(crops, quads, scores)
+    assert len(pieces) == len(out_scores) == 16
     assert sorted(set(out_scores)) == sorted(set(scores))
 
 

@@ -16,8 +16,6 @@ pyproject.toml keeps rapidocr below 4, and the tests exercise every one.
 
 from __future__ import annotations
 
-import logging
-import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -28,12 +26,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from daemon.cpus import usable_cpus
 from daemon.protocol import EngineInfo, Line, PageText
 from daemon.settings import RapidModel
 from daemon.worker.engines.base import Engine, EngineError, ModelNotFoundError, Runtime
+from daemon.worker.engines.rapid_setup import (
+    bundled_model_paths,
+    intra_op_threads,
+    quiet_rapidocr_logging,
+)
 from daemon.worker.engines.rapid_words import attach_words
-from daemon.worker.gutters import split_at_gutters
+from daemon.worker.gutters import split_at_gutters, sub_quad
 from daemon.worker.orientation import (
     LineVote,
     Orientation,
@@ -43,9 +45,6 @@ from daemon.worker.orientation import (
 )
 from daemon.worker.reading_order import Layout, reading_order, span_box
 
-# RapidOCR logs through this logger, at INFO and in colour, with its own handler.
-RAPIDOCR_LOGGER = "RapidOCR"
-STAGES = ("Det", "Cls", "Rec")
 # Turning the page upright: clockwise degrees -> PIL transpose (PIL turns counter-clockwise).
 UPRIGHT_TRANSPOSE = {
     90: Image.Transpose.ROTATE_270,
@@ -66,6 +65,8 @@ class _Detection:
     op_record: dict[str, Any]
     crops: list[np.ndarray]
     det: Any  # rapidocr TextDetOutput
+    # Where each crop's ink lies along its box (fractions), once cut at gutters.
+    inks: tuple[tuple[float, float], ...] | None = None
 
 
 class RapidEngine(Engine):
@@ -182,6 +183,7 @@ class RapidEngine(Engine):
             recognised = self._ocr.recognize_txt(detection.crops)
         except RapidOCRError:
             return blank_page(image, details, rotation)
+        kept = self._kept_lines(recognised)
         result = self._ocr.build_final_output(
             detection.bgr, detection.det, cls_res, recognised, detection.crops, detection.op_record
         )
@@ -190,6 +192,7 @@ class RapidEngine(Engine):
         scores = getattr(result, "scores", None)
         if boxes is None or texts is None or scores is None or len(texts) == 0:
             return blank_page(image, details, rotation)
+        boxes = tighten(boxes, detection.inks, kept)
         assembled = assemble_page(image, boxes, texts, scores, rotation, details)
         return attach_words(
             assembled, getattr(result, "word_results", None), len(texts), image.size
@@ -206,6 +209,22 @@ class RapidEngine(Engine):
         except RapidOCRError:
             return None
         return _Detection(bgr=bgr, op_record=op_record, crops=crops, det=det)
+
+    def _kept_lines(self, recognised: Any) -> list[int] | None:
+        """Indices of the recognised crops that RapidOCR's final output keeps, in order.
+
+        It drops lines with empty text, then lines scoring under its
+        text_score (rapidocr.main.RapidOCR.build_final_output).
+        """
+        texts, scores = getattr(recognised, "txts", None), getattr(recognised, "scores", None)
+        threshold = getattr(self._ocr, "text_score", None)
+        if texts is None or scores is None or threshold is None:
+            return None
+        return [
+            index
+            for index, (text, score) in enumerate(zip(texts, scores, strict=True))
+            if text.strip() and score >= threshold
+        ]
 
     def _orientation(
         self, detection: _Detection, cls_res: Sequence[tuple[str, float]]
@@ -252,61 +271,35 @@ class RapidEngine(Engine):
 
 
 def cut_at_gutters(detection: _Detection) -> _Detection:
-    """The detection with lines cut at column gutters and boxes tight around their ink."""
+    """The detection with lines cut at column gutters, and where each piece's ink lies.
+
+    The boxes stay the frames of the crops, so that RapidOCR maps the word
+    positions it measures across a crop back onto the page correctly;
+    `tighten` narrows them to the ink once RapidOCR is done with them.
+    """
     quads = [[(float(x), float(y)) for x, y in box] for box in detection.det.boxes]
-    crops, boxes, scores = split_at_gutters(detection.crops, quads, detection.det.scores)
-    det = replace(detection.det, boxes=np.array(boxes, dtype=np.float32), scores=scores)
-    return replace(detection, crops=crops, det=det)
+    pieces, scores = split_at_gutters(detection.crops, quads, detection.det.scores)
+    frames = np.array([piece.frame for piece in pieces], dtype=np.float32)
+    det = replace(detection.det, boxes=frames, scores=scores)
+    crops = [piece.crop for piece in pieces]
+    return replace(detection, crops=crops, det=det, inks=tuple(piece.ink for piece in pieces))
 
 
-def intra_op_threads(requested: int) -> int:
-    """ONNX Runtime intra-op threads: the request, or the CPUs this process may use.
+def tighten(
+    boxes: Any, inks: Sequence[tuple[float, float]] | None, kept: Sequence[int] | None
+) -> Any:
+    """The page's line boxes narrowed to their ink: the reading order measures gutters between them.
 
-    RapidOCR silently ignores a value above os.cpu_count(), so it is capped.
+    `kept` are the indices of the crops whose lines RapidOCR kept (it drops
+    empty and low-scoring ones); when they do not pair with the boxes, the
+    frames stay as they are rather than be narrowed to another line's ink.
     """
-    wanted = requested if requested > 0 else usable_cpus()
-    return max(1, min(wanted, os.cpu_count() or wanted))
-
-
-def bundled_model_paths() -> dict[str, Path]:
-    """The det/cls/rec model files of RapidOCR's default configuration, in its wheel.
-
-    The names come from RapidOCR's own model table, so they follow the wheel's
-    defaults; a missing file is an error here rather than a download later.
-    """
-    import rapidocr
-    from rapidocr.inference_engine.base import FileInfo, InferSession
-    from rapidocr.main import DEFAULT_CFG_PATH
-    from rapidocr.utils.parse_parameters import ParseParams
-
-    models_dir = Path(rapidocr.__file__).resolve().parent / "models"
-    config = ParseParams.load(DEFAULT_CFG_PATH)
-    paths: dict[str, Path] = {}
-    for stage in STAGES:
-        section = config[stage]
-        url = InferSession.get_model_url(
-            FileInfo(
-                engine_type=section.engine_type,
-                ocr_version=section.ocr_version,
-                task_type=section.task_type,
-                lang_type=section.lang_type,
-                model_type=section.model_type,
-            )
-        )["model_dir"]
-        path = models_dir / Path(str(url)).name
-        if not path.is_file():
-            raise ModelNotFoundError(f"RapidOCR {stage} model {path} is missing; downloads are off")
-        paths[stage] = path
-    return paths
-
-
-def quiet_rapidocr_logging() -> None:
-    """Keep RapidOCR's warnings, in the daemon's log format; drop its INFO chatter and colours."""
-    rapid_logger = logging.getLogger(RAPIDOCR_LOGGER)
-    rapid_logger.setLevel(logging.WARNING)
-    for handler in list(rapid_logger.handlers):
-        rapid_logger.removeHandler(handler)
-    rapid_logger.propagate = True
+    if inks is None or kept is None or len(kept) != len(boxes):
+        return boxes
+    return [
+        sub_quad(tuple(map(tuple, box)), *inks[index])
+        for box, index in zip(boxes, kept, strict=True)
+    ]
 
 
 def as_rgb(image: Image.Image) -> Image.Image:

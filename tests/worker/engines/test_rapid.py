@@ -20,7 +20,8 @@ from PIL import Image
 from daemon.protocol import PageText
 from daemon.settings import RapidModel
 from daemon.worker.engines.base import Runtime
-from daemon.worker.engines.rapid import RapidEngine, assemble_page, intra_op_threads
+from daemon.worker.engines.rapid import RapidEngine, assemble_page
+from daemon.worker.engines.rapid_setup import intra_op_threads
 from harness.pages import (
     SAMPLE_LINES,
     render_page,
