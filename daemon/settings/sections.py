@@ -1,0 +1,139 @@
+"""The settings tables every part of the daemon reads: watching, state, limits,
+workers, recovery, outputs, metrics and logs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """A settings table: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def inbox_root(path: Path) -> Path:
+    """An inbox as the daemon holds it: absolute, symlinks kept (a share mounted
+    through a link keeps the name it was configured with)."""
+    return Path(os.path.abspath(path))
+
+
+def inbox_name(path: Path) -> str:
+    """The name an inbox of the `[watch] inboxes` list goes by: its folder's last
+    path component ("/" for the root). The journal knows a file by this name and
+    its path relative to the inbox, so hosts that mount one share at different
+    places agree on it."""
+    return inbox_root(path).name or "/"
+
+
+class WatchSettings(Section):
+    inboxes: list[Path] = Field(default_factory=lambda: [Path("./inbox")], min_length=1)
+    recursive: bool = False
+    mode: Literal["native", "polling"] = "native"
+    poll_interval_seconds: float = Field(default=2.0, gt=0)
+    settle_seconds: float = Field(default=2.0, ge=0)
+    rescan_interval_seconds: float = Field(default=300.0, gt=0)
+    create_missing: bool = True
+
+    @model_validator(mode="after")
+    def _inbox_names_distinct(self) -> WatchSettings:
+        roots: dict[str, Path] = {}
+        for path in self.inboxes:
+            name, root = inbox_name(path), inbox_root(path)
+            other = roots.setdefault(name, root)
+            if other != root:
+                raise ValueError(
+                    f"inboxes: {other} and {root} would both be named {name!r} (an inbox is"
+                    " named after its folder's last component, and the journal knows each"
+                    " file by that name); rename or move one of the folders"
+                )
+        return self
+
+    def named_inboxes(self) -> dict[str, Path]:
+        """Each inbox's name and root (see inbox_name)."""
+        return {inbox_name(path): inbox_root(path) for path in self.inboxes}
+
+
+class StateSettings(Section):
+    dir: Path = Path("./.state")
+
+
+class LimitsSettings(Section):
+    max_file_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_pages: int = Field(default=500, gt=0)
+    max_page_pixels: int = Field(default=40_000_000, gt=0)
+    hard_max_page_pixels: int = Field(default=178_956_970, gt=0)
+    pdf_dpi: int = Field(default=200, ge=36, le=1200)
+    page_deadline_seconds: float = Field(default=300.0, gt=0)
+    load_deadline_seconds: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> LimitsSettings:
+        if self.max_page_pixels > self.hard_max_page_pixels:
+            raise ValueError("max_page_pixels must not exceed hard_max_page_pixels")
+        return self
+
+
+class WorkerSettings(Section):
+    chain: list[str] = Field(default_factory=lambda: ["rapid"], min_length=1)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    count: int = Field(default=1, ge=1, le=16)
+    threads: int = Field(default=0, ge=0)
+    allow_download: bool = False
+
+
+class RecoverySettings(Section):
+    max_fatal_failures: int = Field(default=3, ge=1)
+    failure_window_seconds: float = Field(default=600.0, gt=0)
+    cooldown_seconds: float = Field(default=600.0, ge=0)
+    attempts_per_model: int = Field(default=2, ge=1)
+    oom_retries: int = Field(default=2, ge=0)
+    oom_scale: float = Field(default=0.7, gt=0, lt=1)
+    backoff_cap_seconds: float = Field(default=30.0, ge=0)
+    stop_grace_seconds: float = Field(default=10.0, gt=0)
+    idle_fallback_seconds: float = Field(default=120.0, gt=0)
+    max_worker_rss_megabytes: int = Field(default=0, ge=0)
+
+
+OutputFormat = Literal["md", "json", "txt", "hocr", "pdf"]
+
+
+def _default_formats() -> list[OutputFormat]:
+    return ["md", "json"]
+
+
+class OutputSettings(Section):
+    # What is written for each input: NAME.ocr.<format>. The JSON is the
+    # daemon's record of a finished file (it lists the set and proves it ours),
+    # so it is always part of the set.
+    formats: list[OutputFormat] = Field(default_factory=_default_formats, min_length=1)
+    # A PDF page that already has a text layer keeps it alone unless this is on.
+    pdf_text_over_existing_text: bool = False
+    json_indent: int | None = 2
+    retry_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _json_is_the_record(self) -> OutputSettings:
+        if "json" not in self.formats:
+            raise ValueError(
+                'formats must include "json": the .ocr.json is the daemon\'s record that a'
+                " file is done and which outputs are its own"
+            )
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError("formats lists a format twice")
+        return self
+
+
+class MetricsSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
