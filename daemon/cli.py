@@ -16,8 +16,15 @@ from typing import Any
 
 import structlog
 
-from daemon import __version__, logs
-from daemon.settings import Settings, SettingsError, load_settings
+from daemon import __version__, logs, startup_errors
+from daemon.extras import missing_extras
+from daemon.settings import (
+    Settings,
+    SettingsError,
+    config_path,
+    describe_origin,
+    load_settings,
+)
 
 EXIT_USAGE = 2
 
@@ -111,6 +118,26 @@ def _load(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _load_runnable(args: argparse.Namespace) -> Settings:
+    """The settings, refused when a model of the chain needs an extra that is not installed.
+
+    Checked before any worker starts: on a base install a VLM's workers would
+    fail one after another and the daemon end with "no model can run" (exit 3,
+    which systemd retries) instead of saying which extra to install (exit 2).
+    """
+    settings = _load(args)
+    missing = missing_extras(settings)
+    if missing:
+        raise SettingsError(
+            "\n  ".join(["cannot run this chain here:", *(item.message() for item in missing)]),
+            [
+                {"key": f"worker.chain[{item.position}]", "problem": item.message()}
+                for item in missing
+            ],
+        )
+    return settings
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "bench":
@@ -118,9 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(args.parts)
     try:
-        settings = _load(args)
+        settings = _load(args) if args.command == "doctor" else _load_runnable(args)
     except SettingsError as error:
-        print(f"ocr-inbox: {error}", file=sys.stderr)
+        startup_errors.report("settings.invalid", str(error), problems=error.problems)
         return EXIT_USAGE
     logs.configure(settings.log.level, settings.log.format)
     if args.command == "doctor":
@@ -161,12 +188,17 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         journal = SqliteJournal.open(settings.state.dir)
     except JournalError as error:
-        print(f"ocr-inbox: {settings.state.dir}: {error}", file=sys.stderr)
+        startup_errors.report(
+            "journal.unusable",
+            f"{settings.state.dir}: {error} (state.dir, OCR_INBOX_STATE__DIR or --state-dir)",
+            fmt=settings.log.format,
+            state_dir=str(settings.state.dir),
+        )
         return EXIT_USAGE
     metrics = Metrics()
 
     def reload_settings() -> Settings:
-        return _load(args)
+        return _load_runnable(args)
 
     supervisor = Supervisor(
         settings,
@@ -185,8 +217,15 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         try:
             server.start()
         except OSError as error:
-            log.error(
+            origin = describe_origin(
+                ("metrics", "port"), config_path(args.config), _overrides(args)
+            )
+            startup_errors.report(
                 "metrics.bind_failed",
+                startup_errors.metrics_bind_message(
+                    settings.metrics.host, settings.metrics.port, error, origin
+                ),
+                fmt=settings.log.format,
                 host=settings.metrics.host,
                 port=settings.metrics.port,
                 error=error.strerror or str(error),

@@ -5,6 +5,10 @@ real tiny computations (hardware.py), then loads every model of the fallback
 chain with the same engine code the worker uses, and releases it. The exit
 status answers the operator's question "will the daemon start serving?": 0
 when the first model of the chain loads here, 1 when it does not.
+
+On a base install (no torch: the `vlm` extra is missing) it still runs: the
+GPUs are not probed, the report says which extra is missing and the command
+that adds it, and the embedded engine is loaded as usual.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from daemon.cpus import usable_cpus
+from daemon.doctor_text import render_text
+from daemon.extras import ENGINE_EXTRAS, EXTRA_MODULES, install_hint, missing_modules
 from daemon.settings import Settings
 
 if TYPE_CHECKING:
@@ -57,6 +64,8 @@ class Report:
     nvml: dict[str, Any]
     device_setting: str
     models: list[ModelReport]
+    # Per install extra: installed or not, what is missing, how to add it, who needs it.
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +107,9 @@ def logs_to_stderr() -> Iterator[None]:
 
 
 def build_report(settings: Settings) -> Report:
+    extras = _extras(settings)
+    if not extras["vlm"]["installed"]:
+        return _report_without_torch(settings, extras)
     import torch
 
     from daemon.worker import hardware
@@ -137,11 +149,75 @@ def build_report(settings: Settings) -> Report:
             "devices": [dataclasses.asdict(reading) for reading in readings],
         },
         device_setting=settings.worker.device,
-        models=[
-            check_model(settings, name, position)
-            for position, name in enumerate(settings.worker.chain, start=1)
-        ],
+        models=_check_chain(settings),
+        extras=extras,
     )
+
+
+def _check_chain(settings: Settings) -> list[ModelReport]:
+    return [
+        check_model(settings, name, position)
+        for position, name in enumerate(settings.worker.chain, start=1)
+    ]
+
+
+def _extras(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each install extra: is it here, and which models of the chain need it."""
+    report = {}
+    for extra in EXTRA_MODULES:
+        missing = missing_modules(extra)
+        report[extra] = {
+            "installed": not missing,
+            "missing": list(missing),
+            "install": install_hint(extra),
+            "needed_by": [
+                name
+                for name in settings.worker.chain
+                if ENGINE_EXTRAS.get(settings.model(name).engine) == extra
+            ],
+        }
+    return report
+
+
+def _report_without_torch(settings: Settings, extras: dict[str, dict[str, Any]]) -> Report:
+    """The base install: nothing probes a GPU without torch; the models are checked as usual."""
+    why = f"not probed: torch is not installed (the vlm extra: {install_hint('vlm')})"
+    flash_version = _package_version("flash-attn") or _package_version("flash_attn")
+    return Report(
+        software={"python": platform.python_version()}
+        | {name: _package_version(name) for name in SOFTWARE},
+        cuda={
+            "available": False,
+            "reason": why,
+            "built_for": None,
+            "arch_list": [],
+            "device_count": 0,
+        },
+        gpus=[],
+        cpu={"threads": usable_cpus(), "sdpa": {}},
+        flash_attn={
+            "installed": flash_version is not None,
+            "version": flash_version,
+            "usable_on": [],
+        },
+        nvml={"available": False, "reason": why, "devices": []},
+        device_setting=settings.worker.device,
+        models=_check_chain(settings),
+        extras=extras,
+    )
+
+
+# The packages whose versions the report shows (torch's build details beside them when present).
+SOFTWARE = ("torch", "transformers", "accelerate", "nvidia-ml-py", "onnxruntime", "rapidocr")
+
+
+def _package_version(name: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _probes(probes: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -174,7 +250,6 @@ def check_model(settings: Settings, name: str, position: int) -> ModelReport:
     """Find, plan and load one model of the chain exactly as a worker would."""
     from daemon.worker.engines import build_engine
     from daemon.worker.engines.base import Runtime
-    from daemon.worker.engines.hf_vlm import HfVlmEngine
 
     model = settings.model(name)
     report = ModelReport(position=position, name=name, engine=model.engine)
@@ -185,9 +260,13 @@ def check_model(settings: Settings, name: str, position: int) -> ModelReport:
     )
     engine = None
     try:
+        # Raises MissingExtraError, naming the extra, when the engine's packages are absent.
         engine = build_engine(name, model, runtime)
         started = time.perf_counter()
-        if isinstance(engine, HfVlmEngine):
+        if model.engine == "hf_vlm":
+            from daemon.worker.engines.hf_vlm import HfVlmEngine
+
+            assert isinstance(engine, HfVlmEngine)
             # Planned once: what the report says is what the load then does.
             info = engine.load(_plan_hf_vlm(report, engine))
         else:
@@ -226,84 +305,3 @@ def _plan_hf_vlm(report: ModelReport, engine: HfVlmEngine) -> LoadPlan:
     report.attention = plan.attention[0] if plan.attention else None
     report.attention_fallbacks = list(plan.skipped)
     return plan
-
-
-# --- rendering ----------------------------------------------------------------------
-
-
-def _gib(value: int | None) -> str:
-    return "?" if value is None else f"{value / 2**30:.1f} GiB"
-
-
-def _probe_line(name: str, probe: dict[str, Any]) -> str:
-    return f"    {name:<18} {'ok' if probe['ok'] else 'no: ' + probe['reason']}"
-
-
-def render_text(report: Report) -> str:
-    lines = ["Software"]
-    lines += [f"  {name:<14} {value}" for name, value in report.software.items()]
-    lines += ["", "GPUs"]
-    if not report.gpus:
-        lines.append(f"  {report.cuda['reason']}")
-    for gpu in report.gpus:
-        kernels = "yes" if gpu["arch_supported"] else "NO (torch has no kernels for it)"
-        lines.append(
-            f"  cuda:{gpu['index']}  {gpu['name']}  compute {gpu['capability']}  "
-            f"{_gib(gpu['total_memory_bytes'])}  torch kernels: {kernels}  "
-            f"bf16: {'yes' if gpu['bf16'] else 'no'}  tf32: {'yes' if gpu['tf32'] else 'no'}"
-        )
-        lines.append(_probe_line("flash_attention_2", gpu["flash_attn"]))
-        lines += [_probe_line(f"sdpa {name}", probe) for name, probe in gpu["sdpa"].items()]
-    if report.cuda["arch_list"]:
-        lines.append(
-            f"  torch built for CUDA {report.cuda['built_for']}: {report.cuda['arch_list']}"
-        )
-    flash = report.flash_attn
-    lines.append(
-        f"  flash_attn: {'installed ' + str(flash['version']) if flash['installed'] else 'not installed'}"
-    )
-    lines += ["", f"CPU ({report.cpu['threads']} threads)"]
-    lines += [_probe_line(f"sdpa {name}", probe) for name, probe in report.cpu["sdpa"].items()]
-    lines += ["", "NVML"]
-    if not report.nvml["available"]:
-        lines.append(f"  {report.nvml['reason']}")
-    for device in report.nvml["devices"]:
-        lines.append(
-            f"  GPU {device['index']}  {device['name']}  {_gib(device['used_bytes'])} used "
-            f"of {_gib(device['total_bytes'])}  (driver {device['driver']})"
-        )
-    lines += ["", f"Models (worker.chain, device {report.device_setting})"]
-    for model in report.models:
-        lines += _model_lines(model)
-    lines.append("")
-    first = report.models[0]
-    if report.ok:
-        lines.append(f"OK: the first model of the chain, {first.name!r}, loads here.")
-    else:
-        lines.append(f"NOT OK: the first model of the chain, {first.name!r}, cannot run here.")
-    return "\n".join(lines) + "\n"
-
-
-def _model_lines(model: ModelReport) -> list[str]:
-    status = f"loads ({model.load_seconds} s)" if model.loads else "DOES NOT LOAD"
-    lines = [f"  {model.position}. {model.name}  engine {model.engine}  {status}"]
-    if model.found is not None:
-        lines.append(
-            f"     found locally: {'yes, ' + str(model.location) if model.found else 'no'}"
-        )
-    facts = [
-        f"{label} {value}"
-        for label, value in (
-            ("family", model.family),
-            ("device", model.device),
-            ("dtype", model.dtype),
-            ("attention", model.attention),
-        )
-        if value
-    ]
-    if facts:
-        lines.append("     " + "  ".join(facts))
-    lines += [f"     attention fallback: {reason}" for reason in model.attention_fallbacks]
-    if model.error:
-        lines.append(f"     error: {model.error}")
-    return lines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,14 @@ from daemon.settings import Settings, SettingsError, load_settings
 from harness.driver import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def startup_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The message of the one JSON record a start-up error writes when stdout is no terminal."""
+    [line] = result.stdout.strip().splitlines()
+    record = json.loads(line)
+    assert (record["event"], record["level"]) == ("settings.invalid", "error")
+    return str(record["message"])
 
 
 def test_repo_settings_file_matches_the_defaults() -> None:
@@ -84,8 +94,9 @@ def test_daemon_exits_2_on_bad_settings(tmp_path: Path) -> None:
     config.write_text("[limits]\nmax_pages = -3\n")
     result = run_cli("run", "--config", str(config), cwd=tmp_path, timeout=60)
     assert result.returncode == 2
-    assert "limits.max_pages" in result.stderr
-    assert "greater than 0" in result.stderr
+    message = startup_error(result)
+    assert "limits.max_pages: Input should be greater than 0" in message
+    assert f"value -3, from {config}, [limits] max_pages" in message
 
 
 def test_missing_config_file_exits_2(tmp_path: Path) -> None:
@@ -94,7 +105,7 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
         "once", "--config", str(tmp_path / "none.toml"), "x.png", cwd=tmp_path, timeout=60
     )
     assert result.returncode == 2
-    assert "settings file not found" in result.stderr
+    assert "settings file not found" in startup_error(result)
 
 
 def test_inboxes_whose_names_clash_are_refused(tmp_path: Path) -> None:
@@ -107,7 +118,7 @@ def test_inboxes_whose_names_clash_are_refused(tmp_path: Path) -> None:
     first, second = tmp_path / "a" / "scans", tmp_path / "b" / "scans"
     result = run_cli("run", "--inbox", str(first), "--inbox", str(second), cwd=tmp_path, timeout=60)
     assert result.returncode == 2
-    assert "would both be named 'scans'" in result.stderr
+    assert "would both be named 'scans'" in startup_error(result)
     assert not first.exists() and not second.exists()  # refused before anything was created
 
 

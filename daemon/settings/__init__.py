@@ -12,6 +12,7 @@ from daemon.settings.loading import (
     Settings,
     SettingsError,
     config_path,
+    describe_origin,
     load_settings,
     read_toml,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "WatchSettings",
     "WorkerSettings",
     "config_path",
+    "describe_origin",
     "inbox_name",
     "inbox_root",
     "load_settings",

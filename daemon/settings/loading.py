@@ -4,7 +4,10 @@ OCR_INBOX_<SECTION>__<KEY> environment variables and command-line options."""
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from daemon.settings import origins
 from daemon.settings.models import (
     BUILTIN_MODELS,
     FaultyModel,
@@ -96,7 +100,12 @@ class Settings(BaseSettings):
 
 
 class SettingsError(Exception):
-    """The settings cannot be used; the message names the key and the problem."""
+    """The settings cannot be used; the message names the key, its value and where it came from."""
+
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        # One entry per problem (key, problem, value, source), for a JSON log record.
+        self.problems = problems or []
 
 
 def config_path(explicit: Path | None) -> Path | None:
@@ -121,15 +130,79 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: cannot read: {error.strerror}") from error
 
 
-def _describe(error: ValidationError, origin: str) -> str:
-    problems = []
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    """What the settings were built from, to say where a bad value came from."""
+
+    overrides: Mapping[str, Any]
+    environ: Mapping[str, str]
+    file: Path | None
+    file_data: Mapping[str, Any]
+
+    def origin(self, key: tuple[str, ...]) -> origins.Origin:
+        return origins.find_origin(
+            key,
+            overrides=self.overrides,
+            environ=self.environ,
+            file=self.file,
+            file_data=self.file_data,
+        )
+
+
+def _shown(value: Any) -> bool:
+    """A value worth quoting: not a whole table, not pydantic's placeholder for "absent"."""
+    return not isinstance(value, dict) and type(value).__name__ != "PydanticUndefinedType"
+
+
+def _describe(error: ValidationError, sources: _Sources) -> SettingsError:
+    problems: list[dict[str, Any]] = []
+    lines = []
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"] if part not in ("function-after",))
-        message = item["msg"]
+        message = origins.redact_text(item["msg"])
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        problems.append(f"{location or '(top level)'}: {message}")
-    return f"{origin}: invalid settings:\n  " + "\n  ".join(problems)
+        key = origins.key_of(item["loc"])
+        origin = sources.origin(key)
+        problem: dict[str, Any] = {
+            "key": location or "(top level)",
+            "problem": message,
+            "source": origin.describe(),
+        }
+        lines.append(f"{problem['key']}: {message}")
+        where = f"from {origin.describe()}"
+        if "input" in item and _shown(item["input"]) and origin.kind != "default":
+            problem["value"] = origins.redact(key, item["input"])
+            where = f"value {problem['value']!r}, {where}"
+        if key:
+            lines.append(f"    {where}")
+        problems.append(problem)
+    return SettingsError("invalid settings:\n  " + "\n  ".join(lines), problems)
+
+
+def _describe_parse_error(error: ValueError, sources: _Sources) -> SettingsError:
+    """pydantic-settings' own error for an environment value it cannot decode (not JSON)."""
+    text = origins.redact_text(str(error))
+    named = re.search(r'field "(\w+)"', text)
+    variables = [
+        name
+        for name in sources.environ
+        if named and name.upper().startswith(origins.ENV_PREFIX + named.group(1).upper())
+    ]
+    shown = ", ".join(
+        f"{name}={origins.redact(origins.key_of(name.split('__')), sources.environ[name])!r}"
+        for name in sorted(variables)
+    )
+    hint = (
+        f"\n    from the environment: {shown} (a list or table is written as JSON,"
+        " e.g. OCR_INBOX_WORKER__CHAIN='[\"rapid\"]')"
+        if shown
+        else ""
+    )
+    problem = {"key": named.group(1) if named else "(top level)", "problem": text}
+    if shown:
+        problem["source"] = f"the environment: {shown}"
+    return SettingsError(f"invalid settings: {text}{hint}", [problem])
 
 
 def load_settings(
@@ -141,16 +214,30 @@ def load_settings(
     and the environment were used). Raises SettingsError with every problem named.
     """
     chosen = config_path(path)
-    if chosen is not None:
-        read_toml(chosen)  # a clear error for a missing or malformed file
-    origin = str(chosen) if chosen is not None else "settings"
+    # Read here too for a clear error on a missing or malformed file, and to
+    # say which of its keys gave a bad value.
+    file_data = read_toml(chosen) if chosen is not None else {}
+    sources = _Sources(overrides or {}, dict(os.environ), chosen, file_data)
     Settings.toml_path = chosen
     try:
         settings = Settings(**(overrides or {}))
     except ValidationError as error:
-        raise SettingsError(_describe(error, origin)) from error
+        raise _describe(error, sources) from error
     except ValueError as error:  # pydantic-settings' own parse errors (bad env JSON)
-        raise SettingsError(f"{origin}: invalid settings: {error}") from error
+        raise _describe_parse_error(error, sources) from error
     finally:
         Settings.toml_path = None
     return settings, chosen
+
+
+def describe_origin(
+    key: tuple[str, ...], file: Path | None, overrides: dict[str, Any] | None = None
+) -> str:
+    """Where the value of `key` in settings loaded from `file` and `overrides` came from."""
+    file_data: Mapping[str, Any] = {}
+    if file is not None:
+        try:
+            file_data = read_toml(file)
+        except SettingsError:
+            file_data = {}
+    return _Sources(overrides or {}, dict(os.environ), file, file_data).origin(key).describe()

@@ -110,3 +110,45 @@ def test_base_install_reads_a_page_with_once(base_venv: Path, tmp_path: Path) ->
     assert pages.recall(pages.SAMPLE_LINES, text) >= 0.9, text
     document = json.loads(Path(f"{page}.ocr.json").read_text(encoding="utf-8"))
     assert document["model"]["engine"] == "rapid"
+
+
+def test_base_install_refuses_a_vlm_chain_and_doctor_says_why(
+    base_venv: Path, tmp_path: Path
+) -> None:
+    """Without the vlm extra, `once --model` exits 2 naming it, and `doctor` says how to add it."""
+    page = pages.save_png(pages.render_page(("x",), width=120, height=60), tmp_path / "p.png")
+    cli = str(base_venv / "bin" / "ocr-inbox")
+    refused = subprocess.run(
+        [cli, "once", "--model", "Qwen/Qwen2-VL-2B-Instruct", str(page)],
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    record = json.loads(refused.stdout.strip().splitlines()[-1])
+    assert "needs the 'vlm' extra" in record["message"]
+    assert "pip install 'ocr-inbox[vlm]'" in record["message"]
+    config = tmp_path / "s.toml"
+    config.write_text(
+        '[worker]\nchain = ["rapid", "q"]\n[models.q]\nengine = "hf_vlm"\npath = "/m"\n'
+    )
+    doctor = subprocess.run(
+        [cli, "doctor", "--config", str(config)],
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert doctor.returncode == 0, doctor.stdout[-3000:] + doctor.stderr[-3000:]
+    assert "Extra 'vlm': NOT INSTALLED (missing torch, torchvision, transformers, accelerate)" in (
+        doctor.stdout
+    )
+    assert "add it: pip install 'ocr-inbox[vlm]'" in doctor.stdout
+    assert "OK: the first model of the chain, 'rapid', loads here." in doctor.stdout

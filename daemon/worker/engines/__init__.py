@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from daemon.extras import ENGINE_EXTRAS, install_hint
 from daemon.worker.engines.base import Engine, EngineError, Runtime
 
 # Import paths, not classes: the supervisor may read this table without
@@ -21,9 +22,6 @@ ENGINES: dict[str, str] = {
     "hf_vlm": "daemon.worker.engines.hf_vlm:HfVlmEngine",
     "faulty": "daemon.worker.engines.faulty:FaultyEngine",
 }
-
-# The install extra that brings an engine's packages (pyproject.toml).
-ENGINE_EXTRAS: dict[str, str] = {"hf_vlm": "vlm"}
 
 
 class MissingExtraError(EngineError):
@@ -41,7 +39,7 @@ def engine_class(engine: str) -> Callable[[str, Any, Runtime], Engine]:
             raise
         raise MissingExtraError(
             f"the {engine} engine needs {error.name!r}, which is not installed: "
-            f"pip install 'ocr-inbox[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
+            + install_hint(extra)
         ) from error
     found: Callable[[str, Any, Runtime], Engine] = getattr(module, class_name)
     return found
