@@ -10,6 +10,7 @@ import pytest
 
 from daemon.settings import Settings, SettingsError, load_settings
 from harness.driver import run_cli
+from tests.support.terminal import run_cli_on_terminal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,3 +132,37 @@ def test_inboxes_are_named_after_their_folder() -> None:
         "scans": Path("/srv/scans"),
         "letters": Path("/srv/letters"),
     }
+
+
+def test_bad_environment_value_names_the_variable_and_shows_it(tmp_path: Path) -> None:
+    """OCR_INBOX_WATCH__SETTLE_SECONDS=abc: exit 2, the variable and its value named, not the file."""
+    config = tmp_path / "settings.toml"
+    config.write_text("[watch]\nsettle_seconds = 3\n")
+    env = {"OCR_INBOX_WATCH__SETTLE_SECONDS": "abc"}
+    result = run_cli("once", "--config", str(config), "x.png", cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode == 2
+    message = startup_error(result)
+    assert "watch.settle_seconds: Input should be a valid number" in message
+    assert "value 'abc', from the environment variable OCR_INBOX_WATCH__SETTLE_SECONDS" in message
+    assert str(config) not in message
+    on_terminal = run_cli_on_terminal("once", "x.png", cwd=tmp_path, env=env, timeout=60)
+    assert on_terminal.returncode == 2
+    assert on_terminal.stderr.splitlines() == [
+        "ocr-inbox: invalid settings:",
+        "  watch.settle_seconds: Input should be a valid number, unable to parse string as a number",
+        "      value 'abc', from the environment variable OCR_INBOX_WATCH__SETTLE_SECONDS",
+    ]
+
+
+def test_secrets_in_a_bad_value_are_redacted(tmp_path: Path) -> None:
+    """A password in a URL and a secret-named key's value never reach the message."""
+    env = {
+        "OCR_INBOX_STATE__URL": "postgresql://ocr:hunter2@db.example/ocr",
+        "OCR_INBOX_STATE__API_KEY": "sk-live-123",
+    }
+    result = run_cli("once", "x.png", cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode == 2
+    assert "hunter2" not in result.stdout and "sk-live-123" not in result.stdout
+    message = startup_error(result)
+    assert "value 'postgresql://ocr:<redacted>@db.example/ocr'" in message
+    assert "state.api_key: unknown key\n      value '<redacted>'" in message
