@@ -25,6 +25,7 @@ from daemon.settings.models import (
     KnownLine,
     KnownWord,
     ModelSettings,
+    OpenAiModel,
     RapidModel,
     Rectangle,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "LogSettings",
     "MetricsSettings",
     "ModelSettings",
+    "OpenAiModel",
     "OutputFormat",
     "OutputSettings",
     "RapidModel",

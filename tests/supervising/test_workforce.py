@@ -140,7 +140,7 @@ def test_a_worker_lost_on_a_file_says_which_and_why() -> None:
     team.clock.advance(301)
     team.workforce.enforce_deadlines(team.clock())  # SIGTERM: the scripted worker ends
     [end] = team.exits()
-    assert (end.lost, end.reason) == (task, "hang")
+    assert (end.lost, end.reason) == ((task,), "hang")
     assert end.fault == Fault(kind="hang", message="the worker missed its deadline (exit code -15)")
 
 
@@ -158,7 +158,7 @@ def test_a_fatal_cuda_error_lets_the_worker_exit_and_counts_the_file() -> None:
     assert (worker.state, worker.exit_reason) == (WorkerState.STOPPING, "cuda_fatal")
     worker.die(EXIT_CUDA_FATAL)
     [end] = team.exits()
-    assert end.reason == "cuda_fatal" and end.lost is None
+    assert end.reason == "cuda_fatal" and end.lost == ()
 
 
 def test_a_worker_dying_while_loading_is_a_fatal_failure_of_its_model() -> None:
