@@ -76,7 +76,9 @@ def test_load_reports_the_served_model_and_family_but_never_the_key(
 ) -> None:
     """The key from api_key_env goes in the Authorization header and nowhere in EngineInfo."""
     monkeypatch.setenv("TEST_REMOTE_KEY", "sk-secret-123")
-    settings = OpenAiModel(base_url=server.url, model=server.served_model, api_key_env="TEST_REMOTE_KEY")
+    settings = OpenAiModel(
+        base_url=server.url, model=server.served_model, api_key_env="TEST_REMOTE_KEY"
+    )
     engine = OpenAiEngine("remote", settings, Runtime())
     info = engine.load()
     engine.recognize([PAGE])
@@ -159,7 +161,9 @@ def test_other_5xx_is_retried_then_fails_the_file_not_the_server(server: FakeSer
 def test_a_page_too_large_for_the_context_is_bad_input(server: FakeServer) -> None:
     """A 400 naming the context length is bad input for that file, not a server fault (no retry)."""
     engine = engine_for(server)
-    message = "This model's maximum context length is 32768 tokens. However, you requested 40000 tokens."
+    message = (
+        "This model's maximum context length is 32768 tokens. However, you requested 40000 tokens."
+    )
     server.default = Reply("status", status=400, message=message)
     with pytest.raises(BadInputError) as raised:
         engine.recognize([PAGE])
