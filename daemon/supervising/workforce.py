@@ -161,6 +161,8 @@ class Workforce:
         if message.fault.kind == "cuda_fatal":
             # e.g. a device-side assert in the warm-up pass at load
             self.metrics.cuda_errors.labels(kind="cuda_fatal").inc()
+        elif message.fault.kind == "unavailable":
+            self.metrics.server_up.labels(model=worker.model_name).set(0)
         return self.recovery.load_failed(worker.model_name, message.fault)
 
     def job_finished(self, worker: WorkerHandle, message: JobDone | JobFailed) -> FileTask | None:
