@@ -252,3 +252,20 @@ def test_many_pages_are_in_flight_at_once(server: FakeServer) -> None:
     assert texts == ["Hello from the server."] * 16
     assert server.max_in_flight == 8
     assert elapsed < 0.3 * 16 / 2
+
+
+def test_the_remote_engine_and_every_family_import_without_torch() -> None:
+    """The remote engine runs on the base install: it and every family module load without torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib\n"
+        "from daemon.worker.families import FAMILIES\n"
+        "import daemon.worker.engines.remote\n"
+        "for path in FAMILIES.values():\n"
+        "    importlib.import_module(path.partition(':')[0])\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
