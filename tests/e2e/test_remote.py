@@ -134,3 +134,27 @@ def test_a_wrong_key_falls_back_without_error_sidecars(tmp_path: Path) -> None:
             assert daemon.metric("ocr_inbox_server_errors_total", model="remote", status="401") >= 1
     assert all("error" not in outputs_of(path) for path in files)
     assert {read_json(outputs_of(p)["json"])["model"]["name"] for p in files} == {"fake"}
+
+
+def test_sigterm_finishes_the_files_in_flight(tmp_path: Path) -> None:
+    """SIGTERM with several files at the server: those in flight are finished, the rest stay pending, none is lost."""
+    inbox = tmp_path / "inbox"
+    with FakeServer() as server:
+        server.default = Reply(delay=1.5)
+        settings = base_settings(inbox, tmp_path / "state", worker={"chain": ["remote"]})
+        settings["models"] = {"remote": remote_model(server, max_in_flight=4)}
+        with running_daemon(tmp_path, settings) as daemon:
+            daemon.wait_ready()
+            files = [
+                place(inbox / f"t{index}.png", lambda p: pages.save_png(PAGE, p))
+                for index in range(8)
+            ]
+            wait_until(lambda: server.in_flight >= 4, timeout=30)
+            assert daemon.stop() == 0
+            states = {path.name: daemon.journal_state(path) for path in files}
+    finished = [path for path in files if "json" in outputs_of(path)]
+    assert len(finished) >= 4  # those at the server when the signal came
+    assert all("error" not in outputs_of(path) for path in files)
+    # The rest wait in the journal (or, not yet stable when the signal came, for the next start's scan).
+    assert {states[p.name] for p in files if p not in finished} <= {"pending", None}
+    assert {states[p.name] for p in finished} == {"done"}
