@@ -42,7 +42,7 @@ class Seen:
 
     payload: dict[str, Any]
     headers: dict[str, str]
-    began: float
+    began: float  # wall time (time.time), comparable with log records
     ended: float = 0.0
 
 
@@ -126,7 +126,7 @@ class FakeServer:
     def _leave(self, seen: Seen) -> None:
         with self._lock:
             self.in_flight -= 1
-            seen.ended = time.monotonic()
+            seen.ended = time.time()
 
 
 def _free_port() -> int:
@@ -188,7 +188,7 @@ def _handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
-            seen = Seen(json.loads(raw), dict(self.headers.items()), time.monotonic())
+            seen = Seen(json.loads(raw), dict(self.headers.items()), time.time())
             fake._enter(seen)
             try:
                 self._answer(fake._next(), seen)
