@@ -22,10 +22,13 @@ from harness.fake_server import _free_port
 
 
 class TransformersServer:
-    def __init__(self, model: Path, log: Path, port: int | None = None) -> None:
+    def __init__(
+        self, model: Path, log: Path, port: int | None = None, cpus: set[int] | None = None
+    ) -> None:
         self.model = model
         self.log = log
         self.port = port or _free_port()
+        self.cpus = cpus  # the cores it may use (a benchmark keeps its client off them)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,6 +63,7 @@ class TransformersServer:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
+                preexec_fn=self._pin if self.cpus else None,
             )
         deadline = time.monotonic() + timeout
         while not self.answers():
@@ -73,6 +77,11 @@ class TransformersServer:
                 raise RuntimeError(f"transformers serve did not answer within {timeout} s")
             time.sleep(0.25)
         return self
+
+    def _pin(self) -> None:
+        """In the child before exec: only the cores it was given."""
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
 
     def answers(self) -> bool:
         try:

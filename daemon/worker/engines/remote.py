@@ -1,12 +1,13 @@
 """A model behind an OpenAI-compatible inference server (vLLM, SGLang, `transformers serve`).
 
-The worker holds up to `max_in_flight` files at once (concurrent_jobs); each
-page is sent as soon as it is rendered and waits in a thread of this engine's
-pool for its answer, so an in-flight request costs a thread and a socket, not a
+The worker holds up to twice `max_in_flight` files at once (concurrent_jobs);
+each page is sent as soon as it is rendered and waits in a thread of this
+engine's pool for its answer, so an in-flight request costs a thread and a socket, not a
 process. At most max_in_flight requests are open, and at most twice that many
 rendered pages are held (submit() blocks the file's thread, which stops
-rendering, until a page is answered). Prompts and answer parsing are the
-family's (`families/`), the same code the in-process engine uses; the output
+rendering, until a page is answered). A page is resized and encoded on its
+file's thread, so the request threads only wait on the server. Prompts and
+answer parsing are the family's (`families/`), the same code the in-process engine uses; the output
 checks are the same rules too (empty, or a loop to the token limit, is an
 error for the fallback chain). What each HTTP failure means is
 `remote_http.py`'s table. No torch here: this engine runs on the base install.
@@ -56,7 +57,11 @@ class OpenAiEngine(Engine):
 
     @property
     def concurrent_jobs(self) -> int:
-        return self.settings.max_in_flight
+        # Twice the requests: while max_in_flight files wait for answers, as
+        # many more are read and rendered and wait at submit() with a page
+        # ready, so the server never waits for the next file to be opened or
+        # for the supervisor to write the last one's outputs.
+        return 2 * self.settings.max_in_flight
 
     # --- loading -------------------------------------------------------------------
 
@@ -126,28 +131,35 @@ class OpenAiEngine(Engine):
     def submit(self, page: Image.Image) -> Future[PageText]:
         if self._pool is None or self.family is None:
             raise EngineError(f"model {self.name!r} is not loaded")
+        # Resized and encoded here, on the file's thread, so the request
+        # threads only wait on the server: the next page is ready to go the
+        # moment a request slot frees.
+        sent_size, url = self._encode(page)
         self._held.acquire()  # blocks the file's thread: rendering waits for answers
         try:
-            future = self._pool.submit(self._recognize_one, page)
+            future = self._pool.submit(self._ask, page.size, sent_size, url)
         except RuntimeError:  # the pool was shut down meanwhile
             self._held.release()
             raise
         future.add_done_callback(lambda _: self._held.release())
         return future
 
-    def _recognize_one(self, page: Image.Image) -> PageText:
-        assert self.family is not None and self.client is not None
-        family = self.family
+    def _encode(self, page: Image.Image) -> tuple[tuple[int, int], str]:
+        """The size the page is sent at, and the page as a data URL."""
+        assert self.family is not None
         request = GenerationRequest(
             max_new_tokens=self.settings.max_new_tokens,
             min_pixels=self.settings.min_pixels,
             max_pixels=self.settings.max_pixels,
         )
-        sent_size = family.server_image_size(page.size, request) or _within(
+        sent_size = self.family.server_image_size(page.size, request) or _within(
             page.size, self.settings.max_pixels
         )
         image = page if sent_size == page.size else page.resize(sent_size, Image.Resampling.LANCZOS)
-        url = self._data_url(image)
+        return sent_size, self._data_url(image)
+
+    def _ask(self, page_size: tuple[int, int], sent_size: tuple[int, int], url: str) -> PageText:
+        assert self.family is not None and self.client is not None
         answer = self.client.chat(
             {
                 "model": self.settings.model,
@@ -156,7 +168,7 @@ class OpenAiEngine(Engine):
                         "role": "user",
                         "content": [
                             {"type": "image_url", "image_url": {"url": url}},
-                            {"type": "text", "text": family.server_prompt()},
+                            {"type": "text", "text": self.family.server_prompt()},
                         ],
                     }
                 ],
@@ -164,7 +176,7 @@ class OpenAiEngine(Engine):
                 "temperature": 0.0,
             }
         )
-        return self._page_text(page, answer, sent_size)
+        return self._page_text(page_size, answer, sent_size)
 
     def _data_url(self, image: Image.Image) -> str:
         buffer = io.BytesIO()
@@ -182,7 +194,9 @@ class OpenAiEngine(Engine):
             )
         return f"data:{_MIME[fmt]};base64," + base64.b64encode(data).decode("ascii")
 
-    def _page_text(self, page: Image.Image, answer: Answer, sent_size: tuple[int, int]) -> PageText:
+    def _page_text(
+        self, page_size: tuple[int, int], answer: Answer, sent_size: tuple[int, int]
+    ) -> PageText:
         assert self.family is not None
         stopped = {"stop": True, "length": False}.get(answer.finish_reason or "")
         limit = self.settings.max_new_tokens
@@ -198,7 +212,7 @@ class OpenAiEngine(Engine):
                 f"model {self.name!r} produced no text for a page "
                 f"({answer.completion_tokens} token(s) generated)"
             )
-        parsed = self.family.parse(answer.text, page.size, sent_size)
+        parsed = self.family.parse(answer.text, page_size, sent_size)
         details: dict[str, Any] = {
             "mode": self.family.mode,
             "prompt_tokens": answer.prompt_tokens,
