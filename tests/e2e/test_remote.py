@@ -23,6 +23,7 @@ from harness.driver import (
 )
 from harness.drops import place
 from harness.fake_server import FakeServer, Reply
+from tests.support.metric_names import names_in_exposition, names_used_by_deploy
 
 PAGE = pages.render_page(("Remote page",), width=320, height=240, font_px=20, margin=10)
 
@@ -97,6 +98,10 @@ def test_a_server_that_goes_down_falls_back_and_comes_back(tmp_path: Path) -> No
             assert fallen and fallen[0]["reason"] == "unavailable"
             status, reason = readyz(daemon)
             assert status == 200 and "remote: unavailable" in reason
+            exposition = urllib.request.urlopen(daemon.url("/metrics"), timeout=5).read().decode()
+            server_names = {n for n in names_used_by_deploy() if n.startswith("ocr_inbox_server")}
+            assert server_names and server_names <= names_in_exposition(exposition)
+            assert daemon.metric("ocr_inbox_server_up", model="remote") == 0
             server.start()
             daemon.wait_for("chain.fail_back", to_model="remote", timeout=60)
             third = place(inbox / "c.png", lambda p: pages.save_png(PAGE, p))
