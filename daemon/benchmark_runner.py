@@ -9,13 +9,14 @@ which `make` does), then the current directory; and runs each part there as
 part, its Markdown tables going straight to stdout. From an installed wheel
 outside a checkout it says so and exits 2.
 
-Parts (default: overhead latency backlog tesseract gpu pdf):
+Parts (default: overhead latency backlog tesseract gpu pdf remote):
     overhead   (a) pages/s through the daemon against the bare engine
     latency    (b) p50/p95 of settle, queue, inference, write per file
     backlog    (c) 10,000 files at once; start-up over 100,000 finished files
     tesseract  (d) CER, word recall and pages/s against Tesseract per page type
     gpu        (e) a Qwen2-VL-2B-sized model on the GPU (skipped without one)
     pdf        (f) what the searchable PDF costs on top of OCR (10-page PDF, photo)
+    remote     (g) the remote engine: pages/s with K in flight, and against a bare client
     tuning     follow-through: engine threads, detector size, PDF DPI (optional)
     chaos      the chaos drill with recovery times (optional)
 
@@ -63,6 +64,7 @@ PARTS = (
         ("--batches", "1", "--new-tokens", "8", "--repeats", "1"),
     ),
     Part("pdf", "bench.searchable_pdf", "(f) searchable PDF on top of OCR", ("--quick",)),
+    Part("remote", "bench.remote", "(g) remote engine: many pages in flight", ("--quick",)),
     Part("tuning", "bench.tuning", "follow-through: engine settings", ("--quick",), default=False),
     Part(
         "chaos",

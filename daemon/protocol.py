@@ -11,8 +11,12 @@ Conversation:
                                        <- Loaded | LoadFailed
     Job                       ->
                                        <- Progress (one per page or batch; resets the deadline)
+                                       <- ServerRequest (remote engine: one per request)
                                        <- JobDone | JobFailed (fatal=True: the worker exits next)
-    Shutdown                  ->       (the worker returns after the current job)
+    Shutdown                  ->       (the worker returns after its current jobs)
+
+A worker whose Loaded says capacity > 1 takes that many Jobs at once (each
+answered by its job_id, in any order).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ FaultKind = Literal[
     "load_error",  # the model could not be loaded
     "crash",  # the worker died without a word (segfault, SIGKILL, os._exit)
     "hang",  # the worker missed its deadline and was killed
+    "unavailable",  # an inference server cannot serve the model now: the chain falls back
 ]
 
 # Worker exit codes: they carry meaning, like gunicorn's.
@@ -210,6 +215,9 @@ class Loaded:
     info: EngineInfo
     load_seconds: float
     memory: tuple[GpuMemory, ...] = ()
+    # How many files the worker takes at once: 1 for a model in the worker, up
+    # to max_in_flight for a server (the pages are in flight there, not here).
+    capacity: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,5 +247,18 @@ class JobFailed:
     memory: tuple[GpuMemory, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ServerRequest:
+    """One request to an inference server ended (the remote engine), for the metrics."""
+
+    # ok | unavailable | busy | refused | too_large | server_error | garbled | timeout | error
+    outcome: str
+    seconds: float
+    status: int | None = None  # the HTTP status, when one came
+    prompt_tokens: int | None = None  # from the answer's `usage`
+    completion_tokens: int | None = None
+    in_flight: int = 0  # requests of this worker still open after this one
+
+
 ToWorker = Job | Shutdown
-FromWorker = Loaded | LoadFailed | Progress | JobDone | JobFailed
+FromWorker = Loaded | LoadFailed | Progress | JobDone | JobFailed | ServerRequest

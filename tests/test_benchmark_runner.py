@@ -39,7 +39,7 @@ def test_unknown_parts_are_refused_with_the_list_of_parts() -> None:
 def test_default_parts_are_a_to_f_and_the_optional_ones_stay_out() -> None:
     """`ocr-inbox bench` with no part runs (a) to (f); tuning and chaos run only when named."""
     defaults = [part.name for part in bench.PARTS if part.default]
-    assert defaults == ["overhead", "latency", "backlog", "tesseract", "gpu", "pdf"]
+    assert defaults == ["overhead", "latency", "backlog", "tesseract", "gpu", "pdf", "remote"]
     for part in bench.PARTS:
         assert (REPO / Path(*part.module.split("."))).with_suffix(".py").is_file(), part.module
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.settings import Settings, SettingsError, load_settings
+from daemon.settings import OpenAiModel, Settings, SettingsError, load_settings
 from harness.driver import run_cli
 from tests.support.terminal import run_cli_on_terminal
 
@@ -30,6 +30,14 @@ def test_repo_settings_file_matches_the_defaults() -> None:
     assert path == REPO / "settings.toml"
     for section in ("watch", "state", "limits", "worker", "recovery", "outputs", "metrics", "log"):
         assert getattr(from_file, section) == getattr(defaults, section), section
+
+
+def test_repo_settings_file_shows_the_server_model_defaults() -> None:
+    """The commented [models.served] example states the openai engine's defaults beside its two required keys."""
+    from_file, _ = load_settings(REPO / "settings.toml")
+    served = from_file.models["served"]
+    assert isinstance(served, OpenAiModel)
+    assert served == OpenAiModel(base_url=served.base_url, model=served.model)
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

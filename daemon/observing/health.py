@@ -79,21 +79,28 @@ class Health:
         loading: bool,
         position: int,
         waiting: int,
+        fallen_because: str = "",
     ) -> None:
-        """Called once per turn of the main loop."""
+        """Called once per turn of the main loop.
+
+        `fallen_because`: on a fallback, why the chain left the model above
+        (for example "remote: unavailable", a server that does not answer).
+        """
+        fallback = ""
+        if position and not exhausted:
+            why = f", {fallen_because}" if fallen_because else ""
+            fallback = f" (fallback: model {position + 1} of the chain{why})"
         if stopping:
             self.readiness = (False, "stopping")
         elif exhausted:
             self.readiness = (False, "no model of the chain can run")
         elif serving:
-            self.readiness = (True, f"serving with {active}")
+            self.readiness = (True, f"serving with {active}{fallback}")
         elif loading:
-            self.readiness = (False, f"loading model {active}")
+            self.readiness = (False, f"loading model {active}{fallback}")
         else:
-            self.readiness = (False, f"worker for {active} is restarting")
+            self.readiness = (False, f"worker for {active} is restarting{fallback}")
         text = self.readiness[1]
-        if position and not exhausted:
-            text += f" (fallback: model {position + 1} of the chain)"
         text += f"; {waiting} file(s) waiting"
         if serving and not self.ready_sent:
             self.ready_sent = True

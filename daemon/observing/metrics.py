@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from daemon import __version__
-from daemon.protocol import EngineInfo, GpuMemory
+from daemon.protocol import EngineInfo, GpuMemory, ServerRequest
 
 PREFIX = "ocr_inbox_"
 
@@ -170,6 +170,57 @@ class Metrics:
             self.worker_restarts.labels(reason=reason)
         for kind in ("oom", "cuda_fatal"):
             self.cuda_errors.labels(kind=kind)
+        self._server_metrics(r)
+
+    def _server_metrics(self, r: CollectorRegistry) -> None:
+        """What the remote engine's requests to an inference server tell."""
+        self.server_requests_in_flight = Gauge(
+            PREFIX + "server_requests_in_flight",
+            "Requests open against the model's inference server (as its worker last said).",
+            ["model"],
+            registry=r,
+        )
+        self.server_request_seconds = Histogram(
+            PREFIX + "server_request_seconds",
+            "Seconds per request to an inference server, by outcome (ok, busy, unavailable, "
+            "refused, too_large, server_error, garbled, timeout, error).",
+            ["model", "outcome"],
+            buckets=PAGE_BUCKETS,
+            registry=r,
+        )
+        self.server_tokens = Counter(
+            PREFIX + "server_tokens",
+            "Tokens an inference server reported in `usage`, by kind (prompt, completion).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.server_errors = Counter(
+            PREFIX + "server_errors",
+            "Requests to an inference server that failed, by HTTP status (none: no answer).",
+            ["model", "status"],
+            registry=r,
+        )
+        self.server_up = Gauge(
+            PREFIX + "server_up",
+            "1 while the model's inference server answers, 0 while it does not.",
+            ["model"],
+            registry=r,
+        )
+
+    def record_server_request(self, model: str, request: ServerRequest) -> None:
+        self.server_requests_in_flight.labels(model=model).set(request.in_flight)
+        self.server_request_seconds.labels(model=model, outcome=request.outcome).observe(
+            request.seconds
+        )
+        if request.prompt_tokens is not None:
+            self.server_tokens.labels(model=model, kind="prompt").inc(request.prompt_tokens)
+        if request.completion_tokens is not None:
+            self.server_tokens.labels(model=model, kind="completion").inc(request.completion_tokens)
+        if request.outcome != "ok":
+            status = "none" if request.status is None else str(request.status)
+            self.server_errors.labels(model=model, status=status).inc()
+        up = 0 if request.outcome == "unavailable" else 1
+        self.server_up.labels(model=model).set(up)
 
     def set_active_model(self, info: EngineInfo | None, position: int) -> None:
         """Replace the active-model info series (one series at a time)."""

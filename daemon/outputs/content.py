@@ -120,6 +120,12 @@ def success(
             "device": info.device,
             "dtype": info.dtype,
             "attention": info.attention,
+            # A model behind a server: the name the server knows it by.
+            **(
+                {"served_model": info.details["served_model"]}
+                if "served_model" in info.details
+                else {}
+            ),
             "details": info.details,
         },
         "timings": {key: round(value, 4) for key, value in timings.items()},

@@ -26,6 +26,7 @@ from daemon.settings.models import (
     KnownLine,
     KnownWord,
     ModelSettings,
+    OpenAiModel,
     RapidModel,
     Rectangle,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "LogSettings",
     "MetricsSettings",
     "ModelSettings",
+    "OpenAiModel",
     "OutputFormat",
     "OutputSettings",
     "RapidModel",

@@ -25,6 +25,7 @@ from daemon.settings.models import (
     FaultyModel,
     HfVlmModel,
     ModelSettings,
+    OpenAiModel,
     RapidModel,
 )
 from daemon.settings.sections import (
@@ -77,7 +78,7 @@ class Settings(BaseSettings):
                 )
         return self
 
-    def model(self, name: str) -> RapidModel | HfVlmModel | FaultyModel:
+    def model(self, name: str) -> RapidModel | HfVlmModel | OpenAiModel | FaultyModel:
         """The settings of a named model, built-ins included."""
         if name in self.models:
             return self.models[name]

@@ -30,13 +30,22 @@ from daemon.journal.interface import FileKey, Journal
 from daemon.observing.health import Health, Notifier
 from daemon.observing.metrics import Metrics
 from daemon.outputs.writing import remove_stale_temp_files
-from daemon.protocol import FromWorker, JobDone, JobFailed, Loaded, LoadFailed, Progress
+from daemon.protocol import (
+    FromWorker,
+    JobDone,
+    JobFailed,
+    Loaded,
+    LoadFailed,
+    Progress,
+    ServerRequest,
+)
 from daemon.settings import Settings, SettingsError
 from daemon.supervising.file_flow import FileFlow
 from daemon.supervising.file_queue import FileQueue
 from daemon.supervising.ledger import Ledger
 from daemon.supervising.pool import StartWorker, WorkerPool
 from daemon.supervising.recovery import Recovery
+from daemon.supervising.server_probe import ServerProbe, remote_models_above
 from daemon.supervising.signals import LoopSignals
 from daemon.supervising.worker_handles import WorkerHandle
 from daemon.supervising.workforce import Workforce
@@ -99,6 +108,7 @@ class Supervisor:
         )
         self.signals = LoopSignals()
         self.intake = Intake(settings.limits.max_file_bytes, self.signals.wake)
+        self.probe = ServerProbe(self.signals.wake)
         self.flow = FileFlow(
             settings,
             queue=self.queue,
@@ -167,6 +177,7 @@ class Supervisor:
         self.workforce.enforce_deadlines(now)
         self.flow.retry_due(now)
         self.recovery.maintain(self.stopping)
+        self._fail_back()
         if not self.stopping and not self.recovery.exhausted:
             self.workforce.ensure(now)
             self.flow.dispatch(self.workforce.idle(), now)
@@ -190,13 +201,25 @@ class Supervisor:
                 self.stopping = True
                 self._stop_watcher()
 
+    def _fail_back(self) -> None:
+        """Servers of models above the active one are probed; one that answers takes over again."""
+        chain = self.recovery.chain
+        above = remote_models_above(self.settings, chain.names, chain.position)
+        self.probe.watch({} if self.stopping else above)
+        for model in sorted(self.probe.answering() & above.keys(), key=chain.names.index):
+            if self.recovery.fail_back(model):
+                self.metrics.server_up.labels(model=model).set(1)
+                break
+
     def _on_message(self, worker: WorkerHandle, message: FromWorker) -> None:
         if isinstance(message, JobDone | JobFailed):
             task = self.workforce.job_finished(worker, message)
             if task is not None:
                 self.flow.answered(task, message, worker.model_name)
         elif isinstance(message, Progress):
-            self.workforce.progressed(worker)
+            self.workforce.progressed(worker, message.job_id)
+        elif isinstance(message, ServerRequest):
+            self.metrics.record_server_request(worker.model_name, message)
         elif isinstance(message, Loaded):
             self.workforce.loaded(worker, message)
         elif isinstance(message, LoadFailed):
@@ -207,8 +230,9 @@ class Supervisor:
         end = self.workforce.exited(worker, code)
         if end.load_fault is not None:
             self.flow.carry_out(end.decision, fault=end.load_fault)
-        if end.lost is not None and end.fault is not None:
-            self.flow.worker_lost(end.lost, worker.model_name, end.reason, end.fault)
+        if end.fault is not None:
+            for task in end.lost:
+                self.flow.worker_lost(task, worker.model_name, end.reason, end.fault)
 
     def _report(self, now: float) -> None:
         self.metrics.queue_depth.set(len(self.queue))
@@ -223,6 +247,7 @@ class Supervisor:
             loading=self.workforce.loading(),
             position=self.recovery.chain.position or 0,
             waiting=len(self.queue),
+            fallen_because=self.recovery.fallen_because,
         )
 
     # --- start and stop ----------------------------------------------------
@@ -284,6 +309,7 @@ class Supervisor:
         self._stop_watcher()
         self.workforce.shutdown(immediately=self.stop_now)
         self.intake.close()  # before the wake pipe it writes to is closed
+        self.probe.close()
         self.metrics.set_active_model(None, self.recovery.chain.position or 0)
         self.signals.close()
         log.info("daemon.stopped", exit_code=self.exit_code, pending=len(self.journal.pending()))

@@ -89,9 +89,10 @@ class ModelChain:
             and self.clock() - self.demoted_at >= self.recovery.cooldown_seconds
         )
 
-    def promote(self) -> str:
-        """Go back to the first model (after the cool-down)."""
-        self.position = 0
-        self.demoted_at = None
-        self._failures[self.names[0]].clear()
-        return self.names[0]
+    def promote(self, to: int = 0) -> str:
+        """Go back up to the model at `to` (the first, after the cool-down)."""
+        self.position = to
+        # Still on a fallback: the cool-down to the first model starts afresh.
+        self.demoted_at = None if to == 0 else self.clock()
+        self._failures[self.names[to]].clear()
+        return self.names[to]

@@ -139,7 +139,7 @@ class FileFlow:
     # --- to a worker ---------------------------------------------------------------
 
     def dispatch(self, idle: list[WorkerHandle], now: float) -> None:
-        """Hand queued files to idle workers of their model, in queue order."""
+        """Hand queued files to workers with room, of their model, in queue order."""
         if not idle or len(self.queue) == 0:
             return  # every worker busy: no need to walk (and copy) a long backlog
         active = self.recovery.active
@@ -156,13 +156,15 @@ class FileFlow:
             if not self.ledger.claim(task):
                 self._release(task)
                 continue
-            idle.remove(worker)
             self._job_ids += 1
             if not worker.assign(
                 task, self._job_ids, now, self.settings.limits.page_deadline_seconds
             ):
+                idle.remove(worker)
                 self.queue.push(task, now, front=True)
                 continue
+            if not worker.has_room:
+                idle.remove(worker)  # a server's worker takes files up to its capacity
             task.dispatched_at = now
             log.debug(
                 "file.dispatched",

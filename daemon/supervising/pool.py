@@ -89,15 +89,15 @@ class WorkerPool:
         return {worker.slot for worker in self.workers}
 
     def idle(self, generation: int) -> list[WorkerHandle]:
-        return [
-            w for w in self.workers if w.state == WorkerState.IDLE and w.generation == generation
-        ]
+        """Workers of this generation that may take a file now (idle, or with room for more)."""
+        return [w for w in self.workers if w.has_room and w.generation == generation]
 
     def busy(self) -> bool:
-        return any(worker.state == WorkerState.BUSY for worker in self.workers)
+        """Some worker holds a file (one told to stop may still be finishing its files)."""
+        return self.in_flight()
 
     def in_flight(self) -> bool:
-        return any(worker.task is not None for worker in self.workers)
+        return any(worker.tasks for worker in self.workers)
 
     # --- starting ----------------------------------------------------------
 
@@ -137,10 +137,13 @@ class WorkerPool:
         """Stop a worker that is no longer wanted: politely when idle, else SIGTERM."""
         log.info("worker.retiring", slot=worker.slot, model=worker.model_name, why=why)
         now = self.clock()
-        if worker.state == WorkerState.IDLE and worker.send(Shutdown(why)):
+        # A worker that holds several files finishes them first (its job
+        # deadlines still apply): killing it would lose them all.
+        finishing = worker.state == WorkerState.BUSY and worker.capacity > 1
+        if (worker.state == WorkerState.IDLE or finishing) and worker.send(Shutdown(why)):
             worker.state = WorkerState.STOPPING
             worker.exit_reason = "retired"
-            worker.kill_at = now + self.grace
+            worker.kill_at = None if worker.tasks else now + self.grace
         else:
             worker.terminate(now, self.grace, "retired")
 

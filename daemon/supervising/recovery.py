@@ -78,6 +78,7 @@ class Recovery:
         self.held = held  # how many files the daemon holds, for the log when the chain ends
         self.chain = ModelChain(chain_names, settings, clock)
         self.unloadable: set[str] = set()  # per-file fallback models that failed to load
+        self.fallen_because = ""  # why the chain last moved down, for /readyz
 
     def reset(self, chain_names: list[str], settings: RecoverySettings) -> None:
         """New settings (SIGHUP): a fresh chain from its first model."""
@@ -141,10 +142,51 @@ class Recovery:
 
     def model_failed_file(self, model: str, task: FileTask, fault: Fault) -> Decision:
         """The model could not do this one file (empty, degenerate, OOM, engine error)."""
+        if fault.kind == "unavailable":
+            return self.model_unavailable(model, task, fault)
         if fault.kind == "oom":
             self.metrics.cuda_errors.labels(kind="oom").inc()
         left = {"model": model, "outcome": fault.kind, "message": fault.message[:500]}
         return Decision(self.next_model_for(task, model, fault.kind), left=left)
+
+    def model_unavailable(self, model: str, task: FileTask, fault: Fault) -> Decision:
+        """The model's server cannot serve now (down, overloaded, refusing the key or name).
+
+        Not the file's fault: no attempt is counted and no trail entry is made.
+        The chain moves on and the file waits for the next active model, like
+        every queued file, so a dead server never turns a backlog into error
+        sidecars. The server's probe brings the model back (fail_back).
+        """
+        log.warning("model.unavailable", model=model, file=str(task.path), error=fault.message)
+        override = None if task.model_override == model else task.model_override
+        if model == self.chain.active:
+            return Decision(Requeue(override), demoted=self._demote("unavailable"))
+        if task.model_override != model:
+            return Decision(Requeue(override))  # out of service already: the file waits
+        # A per-file fallback whose server is gone: its files move on down the chain.
+        self.unloadable.add(model)
+        left = {"model": model, "outcome": "unavailable", "message": fault.message[:500]}
+        return Decision(
+            self.next_model_for(task, model, "unavailable"), left=left, unloadable=model
+        )
+
+    def fail_back(self, model: str) -> bool:
+        """`model`'s server answers again: the chain goes back up to it if it is above."""
+        position = self.chain.position
+        if model not in self.chain.names:
+            return False
+        index = self.chain.names.index(model)
+        self.unloadable.discard(model)
+        if position is None or index >= position:
+            return False
+        old = self.chain.active
+        self.chain.promote(index)
+        self.metrics.fallbacks.labels(
+            from_model=old or "", to_model=model, reason="server_back", scope="daemon"
+        ).inc()
+        self.metrics.set_active_model(None, index)
+        log.info("chain.fail_back", from_model=old, to_model=model, reason="its server answers")
+        return True
 
     def load_failed(self, model: str, fault: Fault) -> Decision:
         log.error("model.load_failed", model=model, error=fault.message)
@@ -208,6 +250,7 @@ class Recovery:
         """The active model goes out of service; returns it."""
         old = self.chain.active
         new = self.chain.demote()
+        self.fallen_because = f"{old}: {reason}"
         while new is not None and new in self.unloadable:
             new = self.chain.demote()
         self.metrics.fallbacks.labels(

@@ -11,7 +11,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -58,8 +58,8 @@ def worker_config(settings: Settings, worker_id: int, model: str) -> WorkerConfi
 
 class WorkerState(StrEnum):
     LOADING = "loading"
-    IDLE = "idle"
-    BUSY = "busy"
+    IDLE = "idle"  # loaded, no file in hand
+    BUSY = "busy"  # loaded, one file in hand or more (up to its capacity)
     STOPPING = "stopping"  # told to stop (or killed); waiting for the sentinel
 
 
@@ -70,10 +70,14 @@ class WorkerHandle:
     generation: int  # settings generation it was started with (SIGHUP bumps it)
     process: BaseProcess
     conn: Connection
-    deadline: float | None  # monotonic; None while idle
+    deadline: float | None  # monotonic: the load's, or the earliest of its jobs'; None while idle
     state: WorkerState = WorkerState.LOADING
     info: EngineInfo | None = None
-    task: FileTask | None = None
+    # The files in hand by job id: one for a model in the worker, up to
+    # `capacity` for a server's (Loaded says how many).
+    tasks: dict[int, FileTask] = field(default_factory=dict)
+    capacity: int = 1
+    job_deadlines: dict[int, float] = field(default_factory=dict)
     idle_since: float | None = None
     kill_at: float | None = None  # after SIGTERM, when SIGKILL follows
     exit_reason: str | None = (
@@ -115,6 +119,22 @@ class WorkerHandle:
         """Loaded and usable: idle or busy with a job."""
         return self.state in (WorkerState.IDLE, WorkerState.BUSY)
 
+    @property
+    def has_room(self) -> bool:
+        """Loaded and holding fewer files than it can take."""
+        return self.serving and len(self.tasks) < self.capacity
+
+    @property
+    def task(self) -> FileTask | None:
+        """The file in hand (the first, for a worker holding several)."""
+        return next(iter(self.tasks.values()), None)
+
+    def job_progressed(self, job_id: int, deadline: float) -> None:
+        """The job said it is alive: its deadline moves to `deadline`."""
+        if job_id in self.job_deadlines:
+            self.job_deadlines[job_id] = deadline
+            self.deadline = min(self.job_deadlines.values())
+
     def send(self, message: ToWorker) -> bool:
         """Send a message; False when the pipe is broken (the sentinel will tell why)."""
         try:
@@ -132,18 +152,27 @@ class WorkerHandle:
             return False  # the sentinel will say why
         task.job_id = job_id
         self.state = WorkerState.BUSY
-        self.task = task
+        self.tasks[job_id] = task
         self.idle_since = None
-        self.deadline = now + deadline_seconds
+        self.job_deadlines[job_id] = now + deadline_seconds
+        self.deadline = min(self.job_deadlines.values())
         return True
 
     def take_task(self, job_id: int) -> FileTask | None:
-        """The file the worker just answered for (job `job_id`); None if it answered another."""
-        task, self.task, self.deadline = self.task, None, None
-        if task is None or task.job_id != job_id:
+        """The file the worker just answered for (job `job_id`); None if it holds no such job."""
+        task = self.tasks.pop(job_id, None)
+        self.job_deadlines.pop(job_id, None)
+        self.deadline = min(self.job_deadlines.values()) if self.job_deadlines else None
+        if task is None:
             log.error("worker.protocol_error", slot=self.slot, job_id=job_id)
-            return None
         return task
+
+    def take_all(self) -> list[FileTask]:
+        """Every file still in hand (the worker is gone)."""
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        self.job_deadlines.clear()
+        return tasks
 
     def receive_all(self) -> list[FromWorker]:
         """Every message waiting on the pipe, without blocking."""

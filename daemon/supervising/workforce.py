@@ -43,7 +43,7 @@ class Exit:
 
     decision: Decision
     load_fault: Fault | None = None  # why it could not load, when it ended while loading
-    lost: FileTask | None = None
+    lost: tuple[FileTask, ...] = ()  # the files it had in hand
     reason: str = ""
     fault: Fault | None = None  # what happened to `lost`
 
@@ -126,12 +126,13 @@ class Workforce:
 
     # --- what workers say -------------------------------------------------------
 
-    def progressed(self, worker: WorkerHandle) -> None:
-        worker.deadline = self.clock() + self.settings.limits.page_deadline_seconds
+    def progressed(self, worker: WorkerHandle, job_id: int) -> None:
+        worker.job_progressed(job_id, self.clock() + self.settings.limits.page_deadline_seconds)
 
     def loaded(self, worker: WorkerHandle, message: Loaded) -> None:
         worker.state = WorkerState.IDLE
         worker.info = message.info
+        worker.capacity = max(1, message.capacity)
         worker.deadline = None
         worker.idle_since = self.clock()
         self.metrics.model_load_seconds.labels(model=worker.model_name).observe(
@@ -160,6 +161,8 @@ class Workforce:
         if message.fault.kind == "cuda_fatal":
             # e.g. a device-side assert in the warm-up pass at load
             self.metrics.cuda_errors.labels(kind="cuda_fatal").inc()
+        elif message.fault.kind == "unavailable":
+            self.metrics.server_up.labels(model=worker.model_name).set(0)
         return self.recovery.load_failed(worker.model_name, message.fault)
 
     def job_finished(self, worker: WorkerHandle, message: JobDone | JobFailed) -> FileTask | None:
@@ -180,9 +183,16 @@ class Workforce:
         return task
 
     def _after_job(self, worker: WorkerHandle, now: float) -> None:
+        if worker.tasks:
+            if self.stale(worker) and worker.state != WorkerState.STOPPING:
+                self.pool.retire(worker, "model or settings changed")  # after its files
+            return
         if worker.state == WorkerState.BUSY:
             worker.state = WorkerState.IDLE
             worker.idle_since = now
+        elif worker.state == WorkerState.STOPPING and worker.kill_at is None:
+            # It was told to stop after its files, and this was the last one.
+            worker.kill_at = now + self.settings.recovery.stop_grace_seconds
         if self.stale(worker):
             self.pool.retire(worker, "model or settings changed")
         elif worker.state == WorkerState.IDLE and worker.over_memory(
@@ -242,9 +252,8 @@ class Workforce:
                 message=f"the worker ended ({reason}) while loading, exit code {code}",
             )
             decision = self.recovery.died_loading(worker.model_name, reason, load_fault)
-        lost, fault = worker.task, None
-        if lost is not None:
-            worker.task = None
+        lost, fault = tuple(worker.take_all()), None
+        if lost:
             what = "missed its deadline" if reason == "hang" else "died"
             fault = Fault(
                 kind="hang" if reason == "hang" else "crash",
@@ -268,7 +277,7 @@ class Workforce:
 
     def shutdown(self, *, immediately: bool) -> None:
         for worker in self.pool:
-            if worker.task is not None:
-                log.info("file.left_pending", file=str(worker.task.path), reason="shutdown")
+            for task in worker.tasks.values():
+                log.info("file.left_pending", file=str(task.path), reason="shutdown")
             self.metrics.worker_up.labels(worker=worker.slot).set(0)
         self.pool.shutdown(immediately=immediately)

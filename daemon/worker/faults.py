@@ -88,8 +88,11 @@ def classify(exc: BaseException) -> FaultKind:
         DegenerateOutputError,
         EmptyOutputError,
         ModelNotFoundError,
+        ServerUnavailableError,
     )
 
+    if isinstance(exc, ServerUnavailableError):
+        return "unavailable"
     if isinstance(exc, BadInputError):
         return "bad_input"
     if isinstance(exc, EmptyOutputError):
@@ -126,6 +129,9 @@ def describe(exc: BaseException, *, page: int | None = None) -> Fault:
     code = getattr(exc, "code", None)
     if kind == "bad_input" and isinstance(code, str):
         detail["code"] = code
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        detail["status"] = str(status)
     message = str(exc).strip() or type(exc).__name__
     return Fault(
         kind=kind,

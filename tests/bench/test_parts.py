@@ -114,3 +114,12 @@ def test_gpu_benchmark_script_runs_a_tiny_model_on_the_cpu() -> None:
 def test_gpu_part_measures_the_model_on_the_gpu() -> None:
     """With a GPU, `ocr-inbox bench gpu` runs the Qwen2-VL-2B-sized model and prints its table."""
     assert_part_prints("gpu", "| attention | batch | prefill ms/page |", "| sdpa | 1 |")
+
+
+def test_remote_measures_concurrency_and_the_real_server() -> None:
+    """(g) prints pages/s per in-flight level against the fixed-delay server, and the daemon against a bare client."""
+    assert_part_prints(
+        "remote",
+        "| in flight (K) | pages | most at the server at once |",
+        "| in flight | pages | bare client pages/s | daemon pages/s | daemon / bare | >= 0.9 |",
+    )

@@ -44,6 +44,12 @@ CANNOT_HAPPEN_HERE = {
     "ocr_inbox_gpu_memory_used_bytes",
     "ocr_inbox_generated_tokens_total",
     "ocr_inbox_output_errors_total",
+    # No inference server here: tests/e2e/test_remote.py checks these live.
+    "ocr_inbox_server_requests_in_flight",
+    "ocr_inbox_server_request_seconds_bucket",
+    "ocr_inbox_server_tokens_total",
+    "ocr_inbox_server_errors_total",
+    "ocr_inbox_server_up",
 }
 
 

@@ -172,7 +172,7 @@ def test_sighup_while_loading_does_not_announce_ready_early(
 
 
 def test_status_says_when_it_runs_on_a_fallback_model(tmp_path: Path, notify: NotifySocket) -> None:
-    """A first model that cannot load: READY comes with the second, and STATUS names the fallback."""
+    """A first model that cannot load: READY comes with the second, and STATUS names the fallback and why."""
     settings = faulty_settings(
         tmp_path / "inbox",
         tmp_path / "state",
@@ -184,7 +184,7 @@ def test_status_says_when_it_runs_on_a_fallback_model(tmp_path: Path, notify: No
         assert daemon.stop() == 0
 
     assert ready.fields["STATUS"] == (
-        "serving with spare (fallback: model 2 of the chain); 0 file(s) waiting"
+        "serving with spare (fallback: model 2 of the chain, broken: load_error); 0 file(s) waiting"
     )
     [loaded] = daemon.find("model.loaded")
     assert loaded["model"] == "spare"

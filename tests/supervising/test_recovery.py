@@ -156,3 +156,29 @@ def test_a_file_resumes_after_the_last_model_of_its_trail() -> None:
     assert policy.resume_model([{"model": "rapid"}]) is None
     policy.load_failed("qwen", fault("load_error"))  # the chain moved down to got
     assert policy.resume_model([{"model": "qwen"}]) is None  # the active model is that one
+
+
+def test_an_unavailable_server_demotes_its_model_without_counting_the_file() -> None:
+    """'unavailable' moves the chain on; the file waits for the next model with no attempt or trail entry."""
+    policy, _ = recovery()
+    file = task()
+    decision = policy.model_failed_file("qwen", file, fault("unavailable"))
+    assert decision == Decision(Requeue(None), demoted="qwen")
+    assert policy.active == "got" and policy.fallen_because == "qwen: unavailable"
+    # The files it still had in flight fail the same way: they simply wait too.
+    assert policy.model_failed_file("qwen", task("b.png"), fault("unavailable")) == Decision(
+        Requeue(None)
+    )
+    assert policy.active == "got"
+
+
+def test_a_server_that_answers_again_takes_the_chain_back() -> None:
+    """fail_back goes back up to a model above the active one, and not to one below it."""
+    policy, _ = recovery()
+    policy.model_failed_file("qwen", task(), fault("unavailable"))
+    policy.model_failed_file("got", task(), fault("unavailable"))
+    assert policy.active == "rapid"
+    assert not policy.fail_back("rapid")
+    assert policy.fail_back("got") and policy.active == "got"
+    assert policy.fail_back("qwen") and policy.active == "qwen"
+    assert not policy.chain.cooldown_due()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,7 @@ def test_a_worker_lost_on_a_file_says_which_and_why() -> None:
     team.clock.advance(301)
     team.workforce.enforce_deadlines(team.clock())  # SIGTERM: the scripted worker ends
     [end] = team.exits()
-    assert (end.lost, end.reason) == (task, "hang")
+    assert (end.lost, end.reason) == ((task,), "hang")
     assert end.fault == Fault(kind="hang", message="the worker missed its deadline (exit code -15)")
 
 
@@ -158,7 +158,7 @@ def test_a_fatal_cuda_error_lets_the_worker_exit_and_counts_the_file() -> None:
     assert (worker.state, worker.exit_reason) == (WorkerState.STOPPING, "cuda_fatal")
     worker.die(EXIT_CUDA_FATAL)
     [end] = team.exits()
-    assert end.reason == "cuda_fatal" and end.lost is None
+    assert end.reason == "cuda_fatal" and end.lost == ()
 
 
 def test_a_worker_dying_while_loading_is_a_fatal_failure_of_its_model() -> None:
@@ -189,3 +189,79 @@ def test_workers_of_an_old_model_or_settings_are_replaced() -> None:
     assert [s.reason for s in team.workers.shutdowns(idle)] == ["model or settings changed"]
     assert team.workers.shutdowns(busy) == []
     assert team.workforce.idle() == []
+
+
+def loaded_with_capacity(team: Crew, capacity: int) -> ScriptedWorker:
+    team.ensure()
+    worker = team.workers.latest("0")
+    worker.load()
+    for handle, message in team.pool.messages():
+        assert isinstance(message, Loaded)
+        team.workforce.loaded(handle, replace(message, capacity=capacity))
+    return worker
+
+
+def test_a_server_worker_takes_files_up_to_its_capacity() -> None:
+    """A worker whose Loaded says capacity 3 stays available until it holds three files, then again after one."""
+    team = crew()
+    worker = loaded_with_capacity(team, 3)
+    tasks = [queued(team.queue, f"{index}.png", None) for index in range(4)]
+    for job_id, task in enumerate(tasks[:3], start=1):
+        assert team.workforce.idle() == [worker]
+        team.queue.take(task)
+        assert worker.assign(task, job_id, team.clock(), 300)
+    assert team.workforce.idle() == [] and worker.state is WorkerState.BUSY
+    assert (
+        team.workforce.job_finished(worker, JobFailed(2, Fault(kind="engine_error", message="x")))
+        is tasks[1]
+    )
+    assert team.workforce.idle() == [worker] and worker.state is WorkerState.BUSY
+    assert set(worker.tasks) == {1, 3}
+
+
+def test_each_job_of_a_server_worker_has_its_own_deadline() -> None:
+    """Progress on one job moves only its deadline; the worker's is the earliest of them."""
+    team = crew()
+    worker = loaded_with_capacity(team, 2)
+    first, second = queued(team.queue, "a.png", None), queued(team.queue, "b.png", None)
+    start = team.clock()
+    worker.assign(first, 1, team.clock(), 300)
+    team.clock.advance(100)
+    worker.assign(second, 2, team.clock(), 300)
+    assert worker.deadline == start + 300
+    team.clock.advance(100)
+    team.workforce.progressed(worker, 1)
+    assert worker.deadline == start + 400  # job 2's, now the earlier one
+    worker.take_task(2)
+    assert worker.deadline == start + 500
+
+
+def test_a_retired_server_worker_finishes_its_files_first() -> None:
+    """Retired while holding files: it is asked to stop, not killed, and its kill timer starts after the last file."""
+    team = crew()
+    worker = loaded_with_capacity(team, 4)
+    tasks = [queued(team.queue, f"{index}.png", None) for index in range(2)]
+    for job_id, task in enumerate(tasks, start=1):
+        team.queue.take(task)
+        worker.assign(task, job_id, team.clock(), 300)
+    team.pool.retire(worker, "model or settings changed")
+    assert [s.reason for s in team.workers.shutdowns(worker)] == ["model or settings changed"]
+    assert worker.state is WorkerState.STOPPING and worker.kill_at is None
+    assert worker.scripted.is_alive()
+    team.workforce.job_finished(worker, JobFailed(1, Fault(kind="engine_error", message="x")))
+    assert worker.kill_at is None
+    team.workforce.job_finished(worker, JobFailed(2, Fault(kind="engine_error", message="x")))
+    assert worker.kill_at is not None
+
+
+def test_a_server_worker_lost_hands_back_every_file_it_held() -> None:
+    """A crash of a worker holding three files returns all three as lost."""
+    team = crew()
+    worker = loaded_with_capacity(team, 3)
+    tasks = [queued(team.queue, f"{index}.png", None) for index in range(3)]
+    for job_id, task in enumerate(tasks, start=1):
+        team.queue.take(task)
+        worker.assign(task, job_id, team.clock(), 300)
+    worker.die()
+    [end] = team.exits()
+    assert end.reason == "crash" and set(end.lost) == set(tasks)

@@ -20,6 +20,7 @@ from daemon.worker.engines.base import Engine, EngineError, Runtime
 ENGINES: dict[str, str] = {
     "rapid": "daemon.worker.engines.rapid:RapidEngine",
     "hf_vlm": "daemon.worker.engines.hf_vlm:HfVlmEngine",
+    "openai": "daemon.worker.engines.remote:OpenAiEngine",
     "faulty": "daemon.worker.engines.faulty:FaultyEngine",
 }
 

@@ -8,12 +8,13 @@ turns what comes back into results; the engine never touches files or pipes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from PIL import Image
 
-from daemon.protocol import EngineInfo, GpuMemory, PageText
+from daemon.protocol import EngineInfo, GpuMemory, PageText, ServerRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +42,50 @@ class DegenerateOutputError(EngineError):
     """The model repeated a token or phrase until the token limit."""
 
 
+class ServerUnavailableError(EngineError):
+    """The inference server cannot serve the model now (down, overloaded past the
+    retries, a wrong key or model name): not this file's fault, the chain falls back."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Engine(ABC):
     """A resident OCR engine. load() once, then recognize() many times."""
 
     def __init__(self, name: str, runtime: Runtime) -> None:
         self.name = name
         self.runtime = runtime
+        # Where an engine that talks to a server reports each request (the worker
+        # sends it to the supervisor's metrics); None: nobody listens.
+        self.on_request: Callable[[ServerRequest], None] | None = None
 
     @property
     def batch_size(self) -> int:
         """How many pages one recognize() call may take."""
         return 1
+
+    @property
+    def concurrent_jobs(self) -> int:
+        """How many files the worker may hold at once (an engine whose work happens
+        elsewhere, a server, says more than one; then submit() is called from
+        several threads)."""
+        return 1
+
+    def submit(self, page: Image.Image) -> Future[PageText]:
+        """Start recognising one page; the future holds its text or its error.
+
+        Engines with concurrent_jobs > 1 override this to keep many pages in
+        flight (and may block here while too many are held); the default
+        recognises at once.
+        """
+        future: Future[PageText] = Future()
+        try:
+            future.set_result(self.recognize([page])[0])
+        except Exception as error:
+            future.set_exception(error)
+        return future
 
     @abstractmethod
     def load(self) -> EngineInfo:

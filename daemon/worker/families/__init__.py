@@ -2,7 +2,8 @@
 
 `detect_family(config)` names the family from a model's config.json;
 `build_family(name, mode, prompt)` makes the object the hf_vlm engine uses.
-Family modules import torch and transformers only when they are built.
+Family modules never import torch or transformers at module level: the remote
+engine (no torch) shares their prompts and parsers with the in-process one.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from daemon.worker.families.detect import detect_family
+from daemon.worker.families.detect import detect_family, family_from_served_name
 
 if TYPE_CHECKING:
     from daemon.worker.families.base import Family
@@ -34,4 +35,4 @@ def build_family(name: str, mode: str | None = None, prompt: str | None = None) 
     return family
 
 
-__all__ = ["FAMILIES", "build_family", "detect_family"]
+__all__ = ["FAMILIES", "build_family", "detect_family", "family_from_served_name"]

@@ -4,7 +4,10 @@ A family knows how one kind of model wants to be asked (chat template or its
 own prompt format, image size knobs), which transformers classes load it,
 which tokens end its answer, and how to turn its raw answer into text and
 layout blocks. The engine (`engines/hf_vlm.py`) knows everything else:
-loading, devices, attention fallback and the output checks.
+loading, devices, attention fallback and the output checks. The remote
+engine (`engines/openai.py`) asks a server with the same prompts and reads
+its answers with the same parsers, so nothing here imports torch at module
+level: it is imported inside the methods that run a local model.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from PIL import Image
 
 from daemon.protocol import Block
@@ -179,6 +181,8 @@ class Family:
         request: GenerationRequest,
     ) -> list[Generated]:
         """All pages in one batched, greedy `generate` call (left-padded prompts)."""
+        import torch  # here, not at the top: the remote engine shares this module without torch
+
         inputs = self.build_inputs(processor, images, request)
         sizes = self.model_sizes(processor, inputs, len(images))
         inputs = inputs.to(model.device)
@@ -224,6 +228,8 @@ class Family:
     def probe(self, model: Any, processor: Any, request: GenerationRequest) -> None:
         """Prove the loaded model runs here: one forward pass with finite logits, then
         a short generate, both on a small blank page (raises when it does not)."""
+        import torch
+
         page = Image.new("RGB", PROBE_PAGE_SIZE, "white")
         inputs = self.build_inputs(processor, [page], request).to(model.device)
         inputs = inputs.to(model.dtype)
@@ -245,6 +251,24 @@ class Family:
     def parse(self, text: str, page_size: Size, model_size: Size | None) -> Parsed:
         """The answer as page text (and blocks where the family gives structure)."""
         return Parsed(text=text.strip())
+
+    # --- asking a server (engines/openai.py) ---------------------------------------
+
+    def server_prompt(self) -> str:
+        """The text sent beside the image in a chat-completions request.
+
+        The server applies the model's chat template and places the image;
+        only the prompt itself travels.
+        """
+        return self.prompt
+
+    def server_image_size(self, page_size: Size, request: GenerationRequest) -> Size | None:
+        """The size to send the page at so the server does not resize it again (None: as is).
+
+        Families whose answers hold boxes in the model's pixels need to know
+        that size; the others leave resizing to the server.
+        """
+        return None
 
 
 def prepare_tokenizer(tokenizer: Any) -> None:

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 from PIL import Image
 
 from daemon.protocol import Block
@@ -151,6 +150,8 @@ class DeepseekOcrFamily(Family):
     ) -> list[Generated]:
         if not self.uses_infer(model, processor):
             return super().generate(model, processor, images, request)
+        import torch  # in-process only: the remote engine shares this family without torch
+
         tokenizer = tokenizer_of(processor)
         results = []
         with tempfile.TemporaryDirectory(prefix="ocr-inbox-deepseek-") as scratch:
@@ -185,6 +186,10 @@ class DeepseekOcrFamily(Family):
             return
         # infer() is the only entry point these checkpoints document.
         self.generate(model, processor, [Image.new("RGB", PROBE_PAGE_SIZE, "white")], request)
+
+    def server_prompt(self) -> str:
+        # The server places the image itself; an "<image>" in a custom prompt is not text.
+        return self.prompt.replace("<image>", "").strip()
 
     def parse(self, text: str, page_size: Size, model_size: Size | None) -> Parsed:
         blocks = grounded_blocks(text, page_size)

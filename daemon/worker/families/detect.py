@@ -60,3 +60,24 @@ def detect_family(config: Mapping[str, Any]) -> str:
         if fragment in names:
             return family
     return "generic"
+
+
+# Fragments of a served model's name (lower-cased, without "-", "_", "." and
+# "/"), most specific first: "Qwen/Qwen2.5-VL-7B-Instruct" -> "qwen25vl...".
+SERVED_NAMES: tuple[tuple[str, str], ...] = (
+    ("dotsocr", "dots_ocr"),
+    ("deepseekocr", "deepseek_ocr"),
+    ("gotocr", "got_ocr2"),
+    ("qwen3vl", "qwen3_vl"),
+    ("qwen25vl", "qwen2_5_vl"),
+    ("qwen2vl", "qwen2_vl"),
+)
+
+
+def family_from_served_name(name: str) -> str:
+    """The family of a model known only by the name a server gives it; `generic` when unknown."""
+    squashed = "".join(char for char in name.lower() if char not in "-_./ ")
+    for fragment, family in SERVED_NAMES:
+        if fragment in squashed:
+            return family
+    return "generic"

@@ -48,6 +48,8 @@ class DotsOcrFamily(QwenVlFamily):
         "AutoModelForImageTextToText",
     )
     stop_tokens: ClassVar[tuple[str, ...]] = ("<|endofassistant|>", "<|im_end|>")
+    # dots.ocr's preprocessor_config.json (and MAX_PIXELS in its utils/consts.py).
+    server_max_pixels: ClassVar[int] = 11_289_600
 
     def parse(self, text: str, page_size: Size, model_size: Size | None) -> Parsed:
         answer = text.strip()
