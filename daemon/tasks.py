@@ -8,6 +8,7 @@ from typing import Any
 
 from daemon.journal.interface import FileKey
 from daemon.protocol import DocumentResult
+from daemon.settings import InboxProfile
 
 
 @dataclass(eq=False)
@@ -37,6 +38,13 @@ class FileTask:
     # its own): chosen at admission, so a result is written as it was asked for.
     formats: tuple[str, ...] = ("md", "json")
     pdf_over_existing_text: bool = False
+    # The inbox's profile (None for `once`, which watches no inbox).
+    profile: InboxProfile | None = None
+
+    @property
+    def inbox_name(self) -> str:
+        """The inbox's name: in the journal key, the JSON, the log and the metric label."""
+        return self.profile.name if self.profile is not None else self.inbox.name or "/"
 
     @property
     def name(self) -> str:
@@ -45,4 +53,4 @@ class FileTask:
     @property
     def key(self) -> FileKey:
         """The file as the journal knows it."""
-        return FileKey.of(self.path, self.inbox)
+        return FileKey.of(self.path, self.inbox, self.inbox_name)

@@ -46,8 +46,11 @@ class FileKey:
     relative: str
 
     @classmethod
-    def of(cls, path: Path, inbox: Path) -> FileKey:
+    def of(cls, path: Path, inbox: Path, name: str | None = None) -> FileKey:
         """The key of `path`, which lies under the inbox root `inbox` (daemon.settings.inbox_root).
+
+        `name` is the inbox's name when it is not its folder's (an
+        `[inboxes.NAME]` table goes by NAME).
 
         `once` watches no inbox: its files are keyed below the filesystem root
         (inbox "/"), that is by their absolute path. Asked once per file of
@@ -59,7 +62,7 @@ class FileKey:
         if not text.startswith(prefix):
             raise ValueError(f"{path} is not inside the inbox {inbox}")
         # inbox_name(inbox), without its abspath: a root is absolute and normalised already.
-        return cls(inbox.name or "/", text[len(prefix) :].replace(os.sep, "/"))
+        return cls(name or inbox.name or "/", text[len(prefix) :].replace(os.sep, "/"))
 
     def __str__(self) -> str:
         return f"{self.inbox}:{self.relative}"

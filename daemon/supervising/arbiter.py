@@ -117,6 +117,8 @@ class Supervisor:
             metrics=metrics,
             clock=clock,
         )
+        if watch:
+            metrics.declare_inboxes(profile.name for profile in self.flow.profiles.values())
         self.exit_code = EXIT_OK
         self.stopping = False
         self.stop_now = False
@@ -228,8 +230,9 @@ class Supervisor:
     # --- start and stop ----------------------------------------------------
 
     def _start(self) -> None:
-        removed = remove_stale_temp_files(
-            self.settings.watch.inboxes, recursive=self.settings.watch.recursive
+        removed = sum(
+            remove_stale_temp_files([profile.root], recursive=profile.recursive)
+            for profile in self.flow.profiles.values()
         )
         if removed:
             log.info("outputs.stale_temp_removed", count=removed)
@@ -240,22 +243,25 @@ class Supervisor:
             from daemon.watching.watcher import Watcher
 
             watcher = Watcher(
-                self.settings.watch, self.intake.on_stable, already_final=self._already_final
+                self.settings.watch,
+                self.intake.on_stable,
+                already_final=self._already_final,
+                profiles=self.flow.profiles.values(),
             )
             watcher.start()
             self.watcher = watcher
         log.info(
             "daemon.started",
-            inboxes=[str(path.absolute()) for path in self.settings.watch.inboxes]
+            inboxes={p.name: str(p.root) for p in self.flow.profiles.values()}
             if self._watch
-            else [],
+            else {},
             chain=self.recovery.chain.names,
             pid=os.getpid(),
         )
 
     def _forget_vanished(self) -> None:
         """Pending files gone while the daemon was down leave the journal."""
-        roots = self.settings.watch.named_inboxes()
+        roots = {profile.name: profile.root for profile in self.flow.profiles.values()}
         for entry in self.journal.pending():
             root = roots.get(entry.key.inbox)
             if root is None:
@@ -266,7 +272,8 @@ class Supervisor:
 
     def _already_final(self, candidate: Candidate) -> bool:
         """For the watcher's thread: the journal has this exact file's outcome."""
-        key = FileKey.of(candidate.path, candidate.inbox)
+        profile = self.flow.profiles.get(candidate.inbox)
+        key = FileKey.of(candidate.path, candidate.inbox, profile.name if profile else None)
         return self.journal.is_final(key, candidate.size, candidate.mtime_ns)
 
     def _finished(self) -> bool:
@@ -306,8 +313,10 @@ class Supervisor:
             log.error("settings.reload_failed", error=str(error), keeping="the running settings")
             self.health.reloaded()
             return
-        old = self.settings
+        old, old_profiles = self.settings, self.flow.profiles
         self.settings = self.flow.settings = self.workforce.settings = new
+        self.flow.profiles = new.profiles()
+        self.metrics.declare_inboxes(profile.name for profile in self.flow.profiles.values())
         if new.worker.chain != old.worker.chain or new.recovery != old.recovery:
             self.recovery.reset(new.worker.chain, new.recovery)
         for task in self.queue:
@@ -328,8 +337,10 @@ class Supervisor:
         self.intake.max_bytes = new.limits.max_file_bytes
         if new.log != old.log:
             logs.configure(new.log.level, new.log.format)
-        if self.watcher is not None and new.watch != old.watch:
-            self.watcher.update(new.watch)
+        if self.watcher is not None and (
+            new.watch != old.watch or self.flow.profiles != old_profiles
+        ):
+            self.watcher.update(new.watch, self.flow.profiles.values())
         for key in ("state", "metrics"):
             if getattr(new, key) != getattr(old, key):
                 log.warning("settings.needs_restart", section=key)

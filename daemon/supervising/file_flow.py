@@ -58,6 +58,7 @@ class FileFlow:
         self.metrics = metrics
         self.clock = clock
         self.watch = watch
+        self.profiles = settings.profiles()  # by inbox root; again on reload
         self._job_ids = 0
 
     # --- arrival and admission ----------------------------------------------
@@ -81,7 +82,9 @@ class FileFlow:
         path = arrival.path
         refused = name_problem(path)
         if refused is not None:
-            self.ledger.refused_name(path, *refused)
+            profile = self.profiles.get(arrival.inbox)
+            inbox = profile.name if profile is not None else arrival.inbox.name or "/"
+            self.ledger.refused_name(path, inbox, *refused)
             return
         held = self.queue.get(path)
         if held is not None:
@@ -91,6 +94,8 @@ class FileFlow:
                 self.queue.follow_up(arrival)  # finish what was read, then look again
                 return
             self.queue.drop(held)
+        profile = self.profiles.get(arrival.inbox)
+        outputs = self.settings.outputs
         task = FileTask(
             path=path,
             inbox=arrival.inbox,
@@ -100,8 +105,9 @@ class FileFlow:
             admitted_at=self.clock(),
             admitted_wall=time.time(),
             settle_seconds=arrival.settle_seconds,
-            formats=tuple(self.settings.outputs.formats),
-            pdf_over_existing_text=self.settings.outputs.pdf_text_over_existing_text,
+            formats=profile.formats if profile is not None else tuple(outputs.formats),
+            pdf_over_existing_text=outputs.pdf_text_over_existing_text,
+            profile=profile,
         )
         if arrival.sha256 is None:
             self.ledger.unreadable(task, arrival.error or "unreadable")
@@ -117,7 +123,7 @@ class FileFlow:
         task.trail = self.ledger.trail(key)
         task.model_override = self.recovery.resume_model(task.trail)
         self.queue.push(task, self.clock())
-        log.debug("file.queued", file=str(path), waiting=len(self.queue))
+        log.debug("file.queued", file=str(path), inbox=task.inbox_name, waiting=len(self.queue))
 
     def _done_before(self, task: FileTask, key: FileKey, admission: Admission) -> bool:
         """Whether our outputs on disk already answer for this content (then it is skipped)."""
@@ -130,7 +136,7 @@ class FileFlow:
                 self.ledger.found_on_disk(
                     key, on_disk.outcome, task.sha256, task.size, task.mtime_ns
                 )
-            self.ledger.skipped(task.path, on_disk.outcome)
+            self.ledger.skipped(task, on_disk.outcome)
             return True
         if admission is Admission.UNCHANGED:
             self.ledger.redo(task.path, key)
@@ -167,6 +173,7 @@ class FileFlow:
             log.debug(
                 "file.dispatched",
                 file=str(task.path),
+                inbox=task.inbox_name,
                 model=worker.model_name,
                 slot=worker.slot,
                 pid=worker.pid,

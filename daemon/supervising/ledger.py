@@ -88,10 +88,15 @@ class Ledger:
             self.journal.mark_failed(key, sha256, size, mtime_ns, "recorded in its error sidecar")
         return True
 
-    def skipped(self, path: Path, outcome: str) -> None:
-        log.info("file.skipped", file=str(path), reason="outputs exist for this content")
-        self.metrics.files.labels(outcome="skipped").inc()
-        self.record_final(path, outcome)
+    def skipped(self, task: FileTask, outcome: str) -> None:
+        log.info(
+            "file.skipped",
+            file=str(task.path),
+            inbox=task.inbox_name,
+            reason="outputs exist for this content",
+        )
+        self.metrics.files.labels(inbox=task.inbox_name, outcome="skipped").inc()
+        self.record_final(task.path, outcome)
 
     # --- working on it -----------------------------------------------------------
 
@@ -167,13 +172,14 @@ class Ledger:
         size, mtime = (-1, -1) if changed else (task.size, task.mtime_ns)
         self.journal.mark_done(key, result.sha256, size, mtime)
         total = self.clock() - task.admitted_at
-        self.metrics.files.labels(outcome="done").inc()
+        self.metrics.files.labels(inbox=task.inbox_name, outcome="done").inc()
         self.metrics.file_seconds.labels(outcome="done").observe(total)
         self.metrics.last_success.set(time.time())
         self.record_final(task.path, "done")
         log.info(
             "file.done",
             file=str(task.path),
+            inbox=task.inbox_name,
             outcome="done",
             model=model,
             engine=result.engine.engine,
@@ -210,12 +216,13 @@ class Ledger:
                 self._unwritten[task.path] = (key, self.clock() + self.retry_seconds, sha, payload)
         self.journal.mark_failed(key, sha, task.size, task.mtime_ns, fault.message[:1000])
         total = self.clock() - task.admitted_at
-        self.metrics.files.labels(outcome="failed").inc()
+        self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.metrics.file_seconds.labels(outcome="failed").observe(total)
         self.record_final(task.path, "failed")
         log.error(
             "file.failed",
             file=str(task.path),
+            inbox=task.inbox_name,
             outcome="failed",
             reason=fault.kind,
             code=fault.detail.get("code"),
@@ -252,31 +259,38 @@ class Ledger:
         log.error(
             "file.failed",
             file=str(task.path),
+            inbox=task.inbox_name,
             outcome="failed",
             reason="output_in_the_way",
             error=str(error),
         )
         self.journal.mark_failed(task.key, task.sha256, task.size, task.mtime_ns, str(error))
-        self.metrics.files.labels(outcome="failed").inc()
+        self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.record_final(task.path, "failed")
 
-    def refused_name(self, path: Path, code: str, message: str) -> None:
+    def refused_name(self, path: Path, inbox: str, code: str, message: str) -> None:
         """No output can be named after this file (too long, not UTF-8): say so, write nothing.
 
         Not journaled (a name that is not UTF-8 cannot be stored): the watcher
         hands the file on once per daemon start, so this is logged once per start.
         """
         log.error(
-            "file.failed", file=str(path), outcome="failed", reason=code, code=code, error=message
+            "file.failed",
+            file=str(path),
+            inbox=inbox,
+            outcome="failed",
+            reason=code,
+            code=code,
+            error=message,
         )
         self.metrics.output_errors.labels(reason=code).inc()
-        self.metrics.files.labels(outcome="failed").inc()
+        self.metrics.files.labels(inbox=inbox, outcome="failed").inc()
         self.record_final(path, "failed")
 
     def vanished(self, path: Path, key: FileKey, when: str) -> None:
-        log.info("file.vanished", file=str(path), when=when)
+        log.info("file.vanished", file=str(path), inbox=key.inbox, when=when)
         self.journal.forget(key)
-        self.metrics.files.labels(outcome="vanished").inc()
+        self.metrics.files.labels(inbox=key.inbox, outcome="vanished").inc()
         self.record_final(path, "vanished")
 
     def dropped(self, task: FileTask, reason: str) -> None:
@@ -307,12 +321,13 @@ class Ledger:
         log.error(
             "file.failed",
             file=str(task.path),
+            inbox=task.inbox_name,
             outcome="failed",
             reason="unreadable",
             code="unreadable",
             error=message,
         )
-        self.metrics.files.labels(outcome="failed").inc()
+        self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.record_final(task.path, "failed")
 
     def claim_lost(self, task: FileTask) -> None:

@@ -149,7 +149,7 @@ def _run_job(
         sha256 = hashlib.sha256(data).hexdigest()
         engine.reset_peak()
         name = os.path.basename(job.path)
-        engine.begin_job(name)
+        engine.begin_job(name, job.prompt)
         with open_document(data, config.limits, name=name) as document:
             # The searchable PDF is made from the input itself (its own pages,
             # or the image's bytes as they are), so only then are they kept.

@@ -61,8 +61,12 @@ class Engine(ABC):
     def recognize(self, pages: Sequence[Image.Image]) -> list[PageText]:
         """Recognise RGB page images; one PageText per image, in order."""
 
-    def begin_job(self, name: str) -> None:
-        """A new document starts; `name` is its file name (for engines that log or inject by name)."""
+    def begin_job(self, name: str, prompt: str | None = None) -> None:
+        """A new document starts; `name` is its file name (for engines that log or inject by name).
+
+        `prompt` is its inbox's instruction for a vision-language model (None:
+        the model's own); engines that take no instruction ignore it.
+        """
 
     def free_memory(self) -> None:
         """Release cached accelerator memory (after an out-of-memory error)."""
