@@ -40,6 +40,9 @@ class FileTask:
     pdf_over_existing_text: bool = False
     # The inbox's profile (None for `once`, which watches no inbox).
     profile: InboxProfile | None = None
+    # The inbox's own chain when it is not the one recovery serves
+    # (daemon.supervising.inbox_chains); empty: the daemon's chain.
+    chain: tuple[str, ...] = ()
 
     @property
     def inbox_name(self) -> str:

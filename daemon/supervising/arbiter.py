@@ -34,6 +34,7 @@ from daemon.protocol import FromWorker, JobDone, JobFailed, Loaded, LoadFailed, 
 from daemon.settings import Settings, SettingsError
 from daemon.supervising.file_flow import FileFlow
 from daemon.supervising.file_queue import FileQueue
+from daemon.supervising.inbox_chains import serving_chains
 from daemon.supervising.ledger import Ledger
 from daemon.supervising.pool import StartWorker, WorkerPool
 from daemon.supervising.recovery import Recovery
@@ -90,12 +91,14 @@ class Supervisor:
             retry_seconds=settings.outputs.retry_seconds,
             keep_final=not watch,
         )
+        primary, resident = serving_chains(settings, watch=watch)
         self.recovery = Recovery(
-            settings.worker.chain,
+            primary,
             settings.recovery,
             metrics=metrics,
             clock=clock,
             held=lambda: self.queue.held,
+            resident=resident,
         )
         self.signals = LoopSignals()
         self.intake = Intake(settings.limits.max_file_bytes, self.signals.wake)
@@ -256,6 +259,7 @@ class Supervisor:
             if self._watch
             else {},
             chain=self.recovery.chain.names,
+            resident=self.recovery.resident_models(),
             pid=os.getpid(),
         )
 
@@ -317,10 +321,15 @@ class Supervisor:
         self.settings = self.flow.settings = self.workforce.settings = new
         self.flow.profiles = new.profiles()
         self.metrics.declare_inboxes(profile.name for profile in self.flow.profiles.values())
-        if new.worker.chain != old.worker.chain or new.recovery != old.recovery:
-            self.recovery.reset(new.worker.chain, new.recovery)
+        primary, resident = serving_chains(new, watch=self._watch)
+        if (primary, resident) != (self.recovery.chain.names, self.recovery.resident) or (
+            new.recovery != old.recovery
+        ):
+            self.recovery.reset(primary, new.recovery, resident)
         for task in self.queue:
-            if task.model_override is not None and task.model_override not in new.worker.chain:
+            if task.chain:
+                continue  # its inbox's own chain, chosen at admission
+            if task.model_override is not None and task.model_override not in primary:
                 # Its fallback model left the chain (perhaps the settings too):
                 # the file starts again at the new chain's head instead of
                 # waiting for a worker that can no longer be configured.
@@ -344,5 +353,5 @@ class Supervisor:
         for key in ("state", "metrics"):
             if getattr(new, key) != getattr(old, key):
                 log.warning("settings.needs_restart", section=key)
-        log.info("settings.reloaded", generation=self.workforce.generation, chain=new.worker.chain)
+        log.info("settings.reloaded", generation=self.workforce.generation, chain=primary)
         self.health.reloaded()

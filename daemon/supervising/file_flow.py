@@ -121,7 +121,9 @@ class FileFlow:
         if not forced and self._done_before(task, key, admission):
             return
         task.trail = self.ledger.trail(key)
-        task.model_override = self.recovery.resume_model(task.trail)
+        if profile is not None and list(profile.chain) != self.recovery.chain.names:
+            task.chain = profile.chain
+        task.model_override = self.recovery.resume_model(task.trail, task.chain)
         self.queue.push(task, self.clock())
         log.debug("file.queued", file=str(path), inbox=task.inbox_name, waiting=len(self.queue))
 
@@ -277,7 +279,7 @@ class FileFlow:
         """Do what recovery decided (about `fault`): for the file in hand, then for files queued for a model."""
         if decision.demoted is not None:
             for queued in self.queue:
-                if queued.model_override == decision.demoted:
+                if queued.model_override == decision.demoted and not queued.chain:
                     # Sent to the model that just went out of service: the active
                     # model (which follows it) takes the file instead.
                     self.queue.clear_override(queued, self.clock())
