@@ -158,6 +158,15 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.observing.systemd_notify import Notifier
     from daemon.supervising.arbiter import Supervisor
 
+    from daemon.fitting import fit_problem, gpu_total_bytes, resident_models
+
+    problem = fit_problem(resident_models(settings), gpu_total_bytes(settings.worker.device))
+    if problem is not None:
+        # Refused before anything loads: a set that cannot run would only
+        # crash workers with out-of-memory errors one after another.
+        log.error("daemon.models_do_not_fit", error=problem)
+        print(f"ocr-inbox: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         journal = SqliteJournal.open(settings.state.dir)
     except JournalError as error:

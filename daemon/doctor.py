@@ -2,9 +2,10 @@
 
 It runs in the command's own process (not a worker), probes the hardware with
 real tiny computations (hardware.py), then loads every model of the fallback
-chain with the same engine code the worker uses, and releases it. The exit
-status answers the operator's question "will the daemon start serving?": 0
-when the first model of the chain loads here, 1 when it does not.
+chain (and of every inbox's own chain) with the same engine code the worker
+uses, and releases it. The exit status answers the operator's question "will
+the daemon start serving?": 0 when the first model of the chain loads here
+and the models resident at once fit the GPU (daemon.fitting), 1 when not.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from daemon.fitting import ResidentModel, fit_problem, resident_models
 from daemon.settings import Settings
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class ModelReport:
     load_seconds: float | None = None
     error: str | None = None
     info: dict[str, Any] | None = None
+    gpu_bytes: int | None = None  # GPU memory allocated once loaded (torch), when on a GPU
 
 
 @dataclass(slots=True)
@@ -57,10 +60,14 @@ class Report:
     nvml: dict[str, Any]
     device_setting: str
     models: list[ModelReport]
+    # The models every inbox's chain keeps loaded at once (daemon.fitting), and
+    # why they do not fit the GPU (None: they fit, or there is no GPU to judge).
+    resident: list[dict[str, Any]] = field(default_factory=list)
+    fit_problem: str | None = None
 
     @property
     def ok(self) -> bool:
-        return bool(self.models) and self.models[0].loads
+        return bool(self.models) and self.models[0].loads and self.fit_problem is None
 
     def as_dict(self) -> dict[str, Any]:
         data = {name.name: getattr(self, name.name) for name in dataclasses.fields(self)}
@@ -111,6 +118,11 @@ def build_report(settings: Settings) -> Report:
         info["flash_attn"] = dataclasses.asdict(hardware.flash_attn_probe(device))
         gpus.append(info)
     readings, nvml_reason = hardware.nvml_readings()
+    models = [
+        check_model(settings, name, position)
+        for position, name in enumerate(_chain_models(settings), start=1)
+    ]
+    resident = _resident(settings, models)
     flash_version = hardware.package_version("flash-attn") or hardware.package_version("flash_attn")
     return Report(
         software=_software(),
@@ -137,11 +149,34 @@ def build_report(settings: Settings) -> Report:
             "devices": [dataclasses.asdict(reading) for reading in readings],
         },
         device_setting=settings.worker.device,
-        models=[
-            check_model(settings, name, position)
-            for position, name in enumerate(settings.worker.chain, start=1)
-        ],
+        models=models,
+        resident=[dataclasses.asdict(model) for model in resident],
+        fit_problem=fit_problem(resident, _gpu_total(gpus, settings.worker.device)),
     )
+
+
+def _chain_models(settings: Settings) -> list[str]:
+    """[worker] chain, then the models only the inboxes' own chains name."""
+    names = list(settings.worker.chain)
+    for chain in settings.chains():
+        names += [name for name in chain if name not in names]
+    return names
+
+
+def _resident(settings: Settings, models: list[ModelReport]) -> list[ResidentModel]:
+    """The resident set, each model's size measured by its load where that was on a GPU."""
+    measured = {model.name: model.gpu_bytes for model in models if model.gpu_bytes}
+    return [
+        dataclasses.replace(model, weight_bytes=measured.get(model.name, model.weight_bytes))
+        for model in resident_models(settings)
+    ]
+
+
+def _gpu_total(gpus: list[dict[str, Any]], device: str) -> int | None:
+    if device == "cpu" or not gpus:
+        return None
+    index = int(device.partition(":")[2] or 0)
+    return next((int(g["total_memory_bytes"]) for g in gpus if g["index"] == index), None)
 
 
 def _probes(probes: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -198,6 +233,7 @@ def check_model(settings: Settings, name: str, position: int) -> ModelReport:
         report.device, report.dtype, report.attention = info.device, info.dtype, info.attention
         report.family = info.family or report.family
         report.attention_fallbacks = list(info.details.get("attention_fallbacks", []))
+        report.gpu_bytes = sum(reading.allocated_bytes for reading in engine.memory()) or None
     except Exception as error:  # the report's job is to say what went wrong, whatever it was
         report.error = f"{type(error).__name__}: {error}"
     finally:
@@ -272,13 +308,24 @@ def render_text(report: Report) -> str:
             f"  GPU {device['index']}  {device['name']}  {_gib(device['used_bytes'])} used "
             f"of {_gib(device['total_bytes'])}  (driver {device['driver']})"
         )
-    lines += ["", f"Models (worker.chain, device {report.device_setting})"]
+    lines += [
+        "",
+        f"Models (worker.chain, then the inboxes' chains; device {report.device_setting})",
+    ]
     for model in report.models:
         lines += _model_lines(model)
+    lines += ["", "Resident at once (the first model of every inbox's chain)"]
+    for held in report.resident:
+        where = "GPU" if held["on_gpu"] else "CPU"
+        copies = f" x{held['copies']}" if held["copies"] > 1 else ""
+        lines.append(f"  {held['name']}{copies}  {where}  {_gib(held['weight_bytes'])}")
+    lines.append(f"  {'DO NOT FIT: ' + report.fit_problem if report.fit_problem else 'fit'}")
     lines.append("")
     first = report.models[0]
     if report.ok:
         lines.append(f"OK: the first model of the chain, {first.name!r}, loads here.")
+    elif first.loads:
+        lines.append("NOT OK: the models resident at once do not fit the GPU.")
     else:
         lines.append(f"NOT OK: the first model of the chain, {first.name!r}, cannot run here.")
     return "\n".join(lines) + "\n"
