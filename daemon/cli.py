@@ -153,12 +153,11 @@ def _once(settings: Settings, files: list[Path]) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.fitting import fit_problem, gpu_total_bytes, resident_models
     from daemon.journal.sqlite import JournalError, SqliteJournal
     from daemon.observing.metrics import Metrics
     from daemon.observing.systemd_notify import Notifier
     from daemon.supervising.arbiter import Supervisor
-
-    from daemon.fitting import fit_problem, gpu_total_bytes, resident_models
 
     problem = fit_problem(resident_models(settings), gpu_total_bytes(settings.worker.device))
     if problem is not None:
