@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.journal.interface import FileKey
+from daemon.outputs.paths import OutputPaths
 from daemon.protocol import DocumentResult
 from daemon.settings import InboxProfile
 
@@ -52,6 +53,14 @@ class FileTask:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def outputs(self) -> OutputPaths:
+        """Where this file's outputs go: its inbox's output_dir (mirrored), else beside it."""
+        output_dir = self.profile.output_dir if self.profile is not None else None
+        if output_dir is None:
+            return OutputPaths.beside(self.path)
+        return OutputPaths.mirrored(self.path, self.inbox, output_dir)
 
     @property
     def key(self) -> FileKey:

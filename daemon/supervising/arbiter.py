@@ -233,9 +233,12 @@ class Supervisor:
     # --- start and stop ----------------------------------------------------
 
     def _start(self) -> None:
+        profiles = self.flow.profiles.values()
         removed = sum(
             remove_stale_temp_files([profile.root], recursive=profile.recursive)
-            for profile in self.flow.profiles.values()
+            for profile in profiles
+        ) + remove_stale_temp_files(
+            [p.output_dir for p in profiles if p.output_dir is not None], recursive=True
         )
         if removed:
             log.info("outputs.stale_temp_removed", count=removed)

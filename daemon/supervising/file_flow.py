@@ -129,7 +129,7 @@ class FileFlow:
 
     def _done_before(self, task: FileTask, key: FileKey, admission: Admission) -> bool:
         """Whether our outputs on disk already answer for this content (then it is skipped)."""
-        on_disk = recorded(task.path)
+        on_disk = recorded(task.path, task.outputs)
         if on_disk is not None and on_disk.sha256 == task.sha256:
             # Our outputs already describe this content (a crash came between
             # writing them and the journal, which left the row pending, or

@@ -58,8 +58,8 @@ class Ledger:
         self.final: dict[Path, str] = {}
         self._keep_final = keep_final
         # Error sidecars that could not be written yet (disk full, folder not
-        # writable): path -> (key, when to try again, the content's sha256, payload).
-        self._unwritten: dict[Path, tuple[FileKey, float, str, dict[str, Any]]] = {}
+        # writable): path -> (key, when to try again, the content's sha256, payload, where).
+        self._unwritten: dict[Path, tuple[FileKey, float, str, dict[str, Any], OutputPaths]] = {}
 
     # --- seeing a file --------------------------------------------------------
 
@@ -161,6 +161,7 @@ class Ledger:
                 known_hashes=known,
                 before_commit=lambda hashes: self.journal.note_outputs(key, hashes),
                 indent=self.indent,
+                paths=task.outputs,
             )
         except OutputError as error:
             self.output_error(error)
@@ -209,11 +210,13 @@ class Ledger:
                 known_hashes=entry.output_hashes if entry is not None else (),
                 before_commit=lambda: self.journal.fence(key),
                 indent=self.indent,
+                paths=task.outputs,
             )
         except OutputError as error:
             self.output_error(error)
             if error.reason != "not_ours":
-                self._unwritten[task.path] = (key, self.clock() + self.retry_seconds, sha, payload)
+                due = self.clock() + self.retry_seconds
+                self._unwritten[task.path] = (key, due, sha, payload, task.outputs)
         self.journal.mark_failed(key, sha, task.size, task.mtime_ns, fault.message[:1000])
         total = self.clock() - task.admitted_at
         self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
@@ -238,7 +241,7 @@ class Ledger:
         The journal already says failed (the file is not processed again); only
         the sidecar is missing. One whose file has changed or gone since is dropped.
         """
-        for path, (key, due, sha, payload) in list(self._unwritten.items()):
+        for path, (key, due, sha, payload, paths) in list(self._unwritten.items()):
             if due > now:
                 continue
             del self._unwritten[path]
@@ -246,11 +249,11 @@ class Ledger:
             if entry is None or entry.state != State.FAILED or entry.sha256 != sha:
                 continue
             try:
-                write_failure(path, payload, indent=self.indent)
+                write_failure(path, payload, indent=self.indent, paths=paths)
             except OutputError as error:
                 self.output_error(error)
                 if error.reason != "not_ours":
-                    self._unwritten[path] = (key, now + self.retry_seconds, sha, payload)
+                    self._unwritten[path] = (key, now + self.retry_seconds, sha, payload, paths)
                 continue
             log.info("file.error_written", file=str(path), code=payload["error"]["code"])
 
@@ -300,7 +303,7 @@ class Ledger:
 
     def unreadable(self, task: FileTask, message: str) -> None:
         """No permission to read (or an I/O error): a sidecar once; rescans try again."""
-        existing = read_owned_json(OutputPaths.beside(task.path).error)
+        existing = read_owned_json(task.outputs.error)
         if existing is not None and existing.get("error", {}).get("code") == "unreadable":
             return
         fault = Fault(
@@ -314,6 +317,7 @@ class Ledger:
                 task.path,
                 content.failure(task, fault, sha256="", model_name=None, summary=summary),
                 indent=self.indent,
+                paths=task.outputs,
             )
         except OutputError as error:
             self.output_error(error)
