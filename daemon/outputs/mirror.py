@@ -10,6 +10,7 @@ daemon's writes out of it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -26,10 +27,8 @@ def ensure_tree(paths: OutputPaths) -> None:
         folder = paths.root
         for part in paths.folder.relative_to(paths.root).parts:
             folder = folder / part
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(folder)
-            except FileExistsError:
-                pass
             if not stat.S_ISDIR(os.lstat(folder).st_mode):
                 raise OutputError(
                     "not_ours",
