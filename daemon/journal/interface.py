@@ -181,3 +181,17 @@ class Journal(Protocol):
     def close(self) -> None:
         """Release this node's claims and close."""
         ...
+
+    # --- moving a finished input out of its inbox (no claim: the outcome is in) --
+
+    def note_move(self, key: FileKey, destination: str) -> None:
+        """The input is about to move to `destination` (archive_dir or failed_dir)."""
+        ...
+
+    def moves(self) -> list[tuple[FileKey, str]]:
+        """Moves noted and not finished (read at start-up, to finish them)."""
+        ...
+
+    def finish_move(self, key: FileKey) -> None:
+        """The input has left the inbox: drop its move and its row (it is not a vanished file)."""
+        ...

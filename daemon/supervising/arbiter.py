@@ -243,6 +243,7 @@ class Supervisor:
         if removed:
             log.info("outputs.stale_temp_removed", count=removed)
         if self._watch:
+            self.flow.archivist.resume()  # before the watcher: a half-moved input is not new
             self._forget_vanished()
         self.health.starting(self.recovery.active)
         if self._watch:

@@ -24,6 +24,7 @@ from daemon.observing.metrics import Metrics
 from daemon.outputs.writing import name_problem, recorded
 from daemon.protocol import DocumentResult, Fault, JobDone, JobFailed
 from daemon.settings import Settings
+from daemon.supervising.archiving import Archivist
 from daemon.supervising.file_queue import FileQueue
 from daemon.supervising.ledger import Ledger
 from daemon.supervising.recovery import Decision, Quarantine, Recovery, Requeue
@@ -59,6 +60,7 @@ class FileFlow:
         self.clock = clock
         self.watch = watch
         self.profiles = settings.profiles()  # by inbox root; again on reload
+        self.archivist = Archivist(ledger, lambda: self.profiles)
         self._job_ids = 0
 
     # --- arrival and admission ----------------------------------------------
@@ -239,6 +241,7 @@ class FileFlow:
         else:
             summary = "the file cannot be read as a document"
             self.ledger.failed(task, fault, message.sha256, model, summary)
+            self.archivist.after_failure(task)
             self._release(task)
 
     def _write(self, task: FileTask, result: DocumentResult, model: str) -> None:
@@ -248,6 +251,8 @@ class FileFlow:
             changed = result.sha256 != task.sha256
             if changed:
                 log.info("file.changed_while_processing", file=str(task.path))
+            elif self.watch:
+                self.archivist.after_success(task)
             self._release(task, changed=changed)
         elif error.reason == "not_ours":
             self.ledger.blocked(task, error)
@@ -301,6 +306,7 @@ class FileFlow:
     ) -> None:
         if isinstance(verdict, Quarantine):
             self.ledger.failed(task, fault, sha256, model, verdict.summary)
+            self.archivist.after_failure(task)
             self._release(task)
             return
         task.model_override = verdict.model

@@ -334,6 +334,20 @@ class Ledger:
         self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.record_final(task.path, "failed")
 
+    # --- moving inputs out of the inbox (daemon.supervising.archiving) ------------
+
+    def begin_move(self, key: FileKey, destination: Path) -> None:
+        self.journal.note_move(key, str(destination))
+
+    def unfinished_moves(self) -> list[tuple[FileKey, str]]:
+        return self.journal.moves()
+
+    def moved(self, key: FileKey, source: Path, destination: Path | None, why: str) -> None:
+        """The input left its inbox (to `destination`, or deleted when None)."""
+        self.journal.finish_move(key)
+        event = "file.deleted" if destination is None else "file.archived"
+        log.info(event, file=str(source), inbox=key.inbox, to=str(destination), why=why)
+
     def claim_lost(self, task: FileTask) -> None:
         """Another daemon took the file over: this one writes nothing more for it."""
         task.claimed = False
