@@ -174,7 +174,11 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     metrics = Metrics()
 
     def reload_settings() -> Settings:
-        return _load(args)
+        reloaded = _load(args)
+        problem = fit_problem(resident_models(reloaded), gpu_total_bytes(reloaded.worker.device))
+        if problem is not None:
+            raise SettingsError(problem)  # the running settings stay
+        return reloaded
 
     supervisor = Supervisor(
         settings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness import pages
-from harness.driver import base_settings, running_daemon
+from harness.driver import base_settings, running_daemon, write_settings
 from harness.drops import png_bytes
 from harness.inbox import drop, wait_outcome
 from harness.tiny_models import tiny_model
@@ -130,3 +131,27 @@ def test_a_read_only_inbox_with_output_dir_gets_a_mirrored_tree(tmp_path: Path) 
             assert not daemon.find("output.error", reason="permission")
         assert sorted(str(path.relative_to(source)) for path in source.rglob("*")) == before
         assert os.listdir(elsewhere) == []
+
+
+def test_sighup_applies_profile_changes(tmp_path: Path) -> None:
+    """A table added by SIGHUP is watched with its own formats and chain; a changed table's
+    formats apply to the next file."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    settings = _table_settings(tmp_path, first={"path": str(first), "chain": ["a"]})
+    settings["models"] = {"a": {"engine": "faulty"}, "b": {"engine": "faulty"}}
+    with running_daemon(tmp_path, settings) as daemon:
+        daemon.wait_ready()
+        before = drop(first / "before.png", png_bytes(1, mark=47))
+        assert wait_outcome(daemon, before)["model"] == "a"
+        settings["inboxes"]["first"]["formats"] = ["json", "txt"]
+        settings["inboxes"]["second"] = {"path": str(second), "chain": ["b"]}
+        write_settings(daemon.config, settings)
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for("settings.reloaded")
+        daemon.wait_for("watch.inbox_attached", name="second")
+        after = drop(first / "after.png", png_bytes(2, mark=47))
+        other = drop(second / "other.png", png_bytes(3, mark=47))
+        assert wait_outcome(daemon, after)["formats"] == ["json", "txt"]
+        done = wait_outcome(daemon, other)
+        assert (done["inbox"], done["model"]) == ("second", "b")
+        assert daemon.metric("ocr_inbox_files_total", inbox="second", outcome="done") == 1
