@@ -130,10 +130,7 @@ def _load_runnable(args: argparse.Namespace) -> Settings:
     if missing:
         raise SettingsError(
             "\n  ".join(["cannot run this chain here:", *(item.message() for item in missing)]),
-            [
-                {"key": f"worker.chain[{item.position}]", "problem": item.message()}
-                for item in missing
-            ],
+            [{"key": item.key, "problem": item.message()} for item in missing],
         )
     return settings
 
@@ -180,11 +177,19 @@ def _once(settings: Settings, files: list[Path]) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.fitting import fit_problem, gpu_total_bytes, resident_models
     from daemon.journal.sqlite import JournalError, SqliteJournal
     from daemon.observing.metrics import Metrics
     from daemon.observing.systemd_notify import Notifier
     from daemon.supervising.arbiter import Supervisor
 
+    problem = fit_problem(resident_models(settings), gpu_total_bytes(settings.worker.device))
+    if problem is not None:
+        # Refused before anything loads: a set that cannot run would only
+        # crash workers with out-of-memory errors one after another.
+        log.error("daemon.models_do_not_fit", error=problem)
+        print(f"ocr-inbox: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         journal = SqliteJournal.open(settings.state.dir)
     except JournalError as error:
@@ -198,7 +203,11 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     metrics = Metrics()
 
     def reload_settings() -> Settings:
-        return _load_runnable(args)
+        reloaded = _load_runnable(args)
+        problem = fit_problem(resident_models(reloaded), gpu_total_bytes(reloaded.worker.device))
+        if problem is not None:
+            raise SettingsError(problem)  # the running settings stay
+        return reloaded
 
     supervisor = Supervisor(
         settings,

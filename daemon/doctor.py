@@ -2,9 +2,10 @@
 
 It runs in the command's own process (not a worker), probes the hardware with
 real tiny computations (hardware.py), then loads every model of the fallback
-chain with the same engine code the worker uses, and releases it. The exit
-status answers the operator's question "will the daemon start serving?": 0
-when the first model of the chain loads here, 1 when it does not.
+chain (and of every inbox's own chain) with the same engine code the worker
+uses, and releases it. The exit status answers the operator's question "will
+the daemon start serving?": 0 when the first model of the chain loads here
+and the models resident at once fit the GPU (daemon.fitting), 1 when not.
 
 On a base install (no torch: the `vlm` extra is missing) it still runs: the
 GPUs are not probed, the report says which extra is missing and the command
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from daemon.cpus import usable_cpus
 from daemon.doctor_text import render_text
 from daemon.extras import ENGINE_EXTRAS, EXTRA_MODULES, install_hint, missing_modules
+from daemon.fitting import ResidentModel, fit_problem, resident_models
 from daemon.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ class ModelReport:
     load_seconds: float | None = None
     error: str | None = None
     info: dict[str, Any] | None = None
+    gpu_bytes: int | None = None  # GPU memory allocated once loaded (torch), when on a GPU
 
 
 @dataclass(slots=True)
@@ -66,10 +69,14 @@ class Report:
     models: list[ModelReport]
     # Per install extra: installed or not, what is missing, how to add it, who needs it.
     extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The models every inbox's chain keeps loaded at once (daemon.fitting), and
+    # why they do not fit the GPU (None: they fit, or there is no GPU to judge).
+    resident: list[dict[str, Any]] = field(default_factory=list)
+    fit_problem: str | None = None
 
     @property
     def ok(self) -> bool:
-        return bool(self.models) and self.models[0].loads
+        return bool(self.models) and self.models[0].loads and self.fit_problem is None
 
     def as_dict(self) -> dict[str, Any]:
         data = {name.name: getattr(self, name.name) for name in dataclasses.fields(self)}
@@ -123,6 +130,11 @@ def build_report(settings: Settings) -> Report:
         info["flash_attn"] = dataclasses.asdict(hardware.flash_attn_probe(device))
         gpus.append(info)
     readings, nvml_reason = hardware.nvml_readings()
+    models = [
+        check_model(settings, name, position)
+        for position, name in enumerate(_chain_models(settings), start=1)
+    ]
+    resident = _resident(settings, models)
     flash_version = hardware.package_version("flash-attn") or hardware.package_version("flash_attn")
     return Report(
         software=_software(),
@@ -149,15 +161,17 @@ def build_report(settings: Settings) -> Report:
             "devices": [dataclasses.asdict(reading) for reading in readings],
         },
         device_setting=settings.worker.device,
-        models=_check_chain(settings),
+        models=models,
         extras=extras,
+        resident=[dataclasses.asdict(model) for model in resident],
+        fit_problem=fit_problem(resident, _gpu_total(gpus, settings.worker.device)),
     )
 
 
 def _check_chain(settings: Settings) -> list[ModelReport]:
     return [
         check_model(settings, name, position)
-        for position, name in enumerate(settings.worker.chain, start=1)
+        for position, name in enumerate(_chain_models(settings), start=1)
     ]
 
 
@@ -172,7 +186,7 @@ def _extras(settings: Settings) -> dict[str, dict[str, Any]]:
             "install": install_hint(extra),
             "needed_by": [
                 name
-                for name in settings.worker.chain
+                for name in _chain_models(settings)
                 if ENGINE_EXTRAS.get(settings.model(name).engine) == extra
             ],
         }
@@ -182,6 +196,7 @@ def _extras(settings: Settings) -> dict[str, dict[str, Any]]:
 def _report_without_torch(settings: Settings, extras: dict[str, dict[str, Any]]) -> Report:
     """The base install: nothing probes a GPU without torch; the models are checked as usual."""
     why = f"not probed: torch is not installed (the vlm extra: {install_hint('vlm')})"
+    models = _check_chain(settings)
     flash_version = _package_version("flash-attn") or _package_version("flash_attn")
     return Report(
         software={"python": platform.python_version()}
@@ -202,8 +217,10 @@ def _report_without_torch(settings: Settings, extras: dict[str, dict[str, Any]])
         },
         nvml={"available": False, "reason": why, "devices": []},
         device_setting=settings.worker.device,
-        models=_check_chain(settings),
+        models=models,
         extras=extras,
+        # Without torch no GPU is judged: the resident set is shown, its fit is not.
+        resident=[dataclasses.asdict(model) for model in _resident(settings, models)],
     )
 
 
@@ -218,6 +235,30 @@ def _package_version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def _chain_models(settings: Settings) -> list[str]:
+    """[worker] chain, then the models only the inboxes' own chains name."""
+    names = list(settings.worker.chain)
+    for chain in settings.chains():
+        names += [name for name in chain if name not in names]
+    return names
+
+
+def _resident(settings: Settings, models: list[ModelReport]) -> list[ResidentModel]:
+    """The resident set, each model's size measured by its load where that was on a GPU."""
+    measured = {model.name: model.gpu_bytes for model in models if model.gpu_bytes}
+    return [
+        dataclasses.replace(model, weight_bytes=measured.get(model.name, model.weight_bytes))
+        for model in resident_models(settings)
+    ]
+
+
+def _gpu_total(gpus: list[dict[str, Any]], device: str) -> int | None:
+    if device == "cpu" or not gpus:
+        return None
+    index = int(device.partition(":")[2] or 0)
+    return next((int(g["total_memory_bytes"]) for g in gpus if g["index"] == index), None)
 
 
 def _probes(probes: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -277,6 +318,7 @@ def check_model(settings: Settings, name: str, position: int) -> ModelReport:
         report.device, report.dtype, report.attention = info.device, info.dtype, info.attention
         report.family = info.family or report.family
         report.attention_fallbacks = list(info.details.get("attention_fallbacks", []))
+        report.gpu_bytes = sum(reading.allocated_bytes for reading in engine.memory()) or None
     except Exception as error:  # the report's job is to say what went wrong, whatever it was
         report.error = f"{type(error).__name__}: {error}"
     finally:

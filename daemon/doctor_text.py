@@ -58,13 +58,24 @@ def render_text(report: Report) -> str:
             f"  GPU {device['index']}  {device['name']}  {_gib(device['used_bytes'])} used "
             f"of {_gib(device['total_bytes'])}  (driver {device['driver']})"
         )
-    lines += ["", f"Models (worker.chain, device {report.device_setting})"]
+    lines += [
+        "",
+        f"Models (worker.chain, then the inboxes' chains; device {report.device_setting})",
+    ]
     for model in report.models:
         lines += _model_lines(model)
+    lines += ["", "Resident at once (the first model of every inbox's chain)"]
+    for held in report.resident:
+        where = "GPU" if held["on_gpu"] else "CPU"
+        copies = f" x{held['copies']}" if held["copies"] > 1 else ""
+        lines.append(f"  {held['name']}{copies}  {where}  {_gib(held['weight_bytes'])}")
+    lines.append(f"  {'DO NOT FIT: ' + report.fit_problem if report.fit_problem else 'fit'}")
     lines.append("")
     first = report.models[0]
     if report.ok:
         lines.append(f"OK: the first model of the chain, {first.name!r}, loads here.")
+    elif first.loads:
+        lines.append("NOT OK: the models resident at once do not fit the GPU.")
     else:
         lines.append(f"NOT OK: the first model of the chain, {first.name!r}, cannot run here.")
     return "\n".join(lines) + "\n"

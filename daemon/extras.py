@@ -55,24 +55,36 @@ class MissingExtra:
     engine: str
     extra: str
     modules: tuple[str, ...]
+    chain_key: str = "worker.chain"  # or inboxes.NAME.chain: the setting that names it
+
+    @property
+    def key(self) -> str:
+        return f"{self.chain_key}[{self.position}]"
 
     def message(self) -> str:
         return (
-            f"worker.chain[{self.position}]: model {self.model!r} (engine {self.engine}) needs "
+            f"{self.key}: model {self.model!r} (engine {self.engine}) needs "
             f"the {self.extra!r} extra, which is not installed (no {', '.join(self.modules)}): "
-            f"{install_hint(self.extra)}; or take the model out of worker.chain"
+            f"{install_hint(self.extra)}; or take the model out of {self.chain_key}"
         )
 
 
 def missing_extras(settings: Settings) -> list[MissingExtra]:
-    """Every model of the chain that cannot load here for want of an install extra."""
+    """Every model of a chain (the daemon's, then each inbox table's own) that cannot load
+    here for want of an install extra."""
+    chains = [("worker.chain", tuple(settings.worker.chain))] + [
+        (f"inboxes.{name}.chain", tuple(table.chain))
+        for name, table in settings.inboxes.items()
+        if table.chain is not None
+    ]
     found = []
-    for position, name in enumerate(settings.worker.chain):
-        engine = settings.model(name).engine
-        extra = ENGINE_EXTRAS.get(engine)
-        if extra is None:
-            continue
-        modules = missing_modules(extra)
-        if modules:
-            found.append(MissingExtra(position, name, engine, extra, modules))
+    for chain_key, chain in chains:
+        for position, name in enumerate(chain):
+            engine = settings.model(name).engine
+            extra = ENGINE_EXTRAS.get(engine)
+            if extra is None:
+                continue
+            modules = missing_modules(extra)
+            if modules:
+                found.append(MissingExtra(position, name, engine, extra, modules, chain_key))
     return found

@@ -81,6 +81,9 @@ class Job:
     # Only the PDF needs the input itself, so only it is built in the worker;
     # the other formats are written from the result by the supervisor.
     pdf: PdfRequest | None = None
+    # The inbox's own instruction for a vision-language model (its profile's
+    # `prompt`); None: the model's own. Other engines ignore it.
+    prompt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

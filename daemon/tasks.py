@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from daemon.journal.interface import FileKey
+from daemon.outputs.paths import OutputPaths
 from daemon.protocol import DocumentResult
+from daemon.settings import InboxProfile
 
 
 @dataclass(eq=False)
@@ -37,12 +39,30 @@ class FileTask:
     # its own): chosen at admission, so a result is written as it was asked for.
     formats: tuple[str, ...] = ("md", "json")
     pdf_over_existing_text: bool = False
+    # The inbox's profile (None for `once`, which watches no inbox).
+    profile: InboxProfile | None = None
+    # The inbox's own chain when it is not the one recovery serves
+    # (daemon.supervising.inbox_chains); empty: the daemon's chain.
+    chain: tuple[str, ...] = ()
+
+    @property
+    def inbox_name(self) -> str:
+        """The inbox's name: in the journal key, the JSON, the log and the metric label."""
+        return self.profile.name if self.profile is not None else self.inbox.name or "/"
 
     @property
     def name(self) -> str:
         return self.path.name
 
     @property
+    def outputs(self) -> OutputPaths:
+        """Where this file's outputs go: its inbox's output_dir (mirrored), else beside it."""
+        output_dir = self.profile.output_dir if self.profile is not None else None
+        if output_dir is None:
+            return OutputPaths.beside(self.path)
+        return OutputPaths.mirrored(self.path, self.inbox, output_dir)
+
+    @property
     def key(self) -> FileKey:
         """The file as the journal knows it."""
-        return FileKey.of(self.path, self.inbox)
+        return FileKey.of(self.path, self.inbox, self.inbox_name)

@@ -198,7 +198,8 @@ toml_python() {
     die "no Python 3.11 or newer found to read $SETTINGS_PATH (set PYTHON=...)"
 }
 
-# The inbox folders named by [watch] inboxes, absolute, one per line. Relative
+# The inbox folders named by [watch] inboxes and [inboxes.NAME] tables, with
+# the tables' output_dir, archive_dir and failed_dir, absolute, one per line. Relative
 # paths resolve against the unit's WorkingDirectory, as they will for the daemon.
 inbox_paths() {
     "$(toml_python)" - "$1" "$INBOX_ROOT" <<'PY'
@@ -212,9 +213,19 @@ try:
         settings = tomllib.load(handle)
 except (OSError, tomllib.TOMLDecodeError) as error:
     sys.exit(f"ocr-inbox: error: cannot read {settings_file}: {error}")
-inboxes = settings.get("watch", {}).get("inboxes", ["./inbox"])
+tables = settings.get("inboxes", {})
+if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+    sys.exit(f"ocr-inbox: error: {settings_file}: [inboxes.NAME] must be tables")
+# With [inboxes.NAME] tables and [watch] inboxes unset, only the tables are watched.
+default = [] if tables else ["./inbox"]
+inboxes = settings.get("watch", {}).get("inboxes", default)
 if not isinstance(inboxes, list) or not all(isinstance(item, str) for item in inboxes):
     sys.exit(f"ocr-inbox: error: {settings_file}: [watch] inboxes must be a list of paths")
+# Each table's inbox, and the folders the daemon writes to outside it.
+for table in tables.values():
+    for key in ("path", "output_dir", "archive_dir", "failed_dir"):
+        if isinstance(table.get(key), str):
+            inboxes.append(table[key])
 for inbox in inboxes:
     if "\n" in inbox or not inbox.strip():
         sys.exit(f"ocr-inbox: error: {settings_file}: unusable inbox path {inbox!r}")
@@ -255,7 +266,7 @@ write_inbox_dropin() {
     for inbox in "${outside[@]}"; do quoted+=("$(unit_quote "$inbox")"); done
     {
         echo "$DROPIN_HEADER"
-        echo "# Run the installer again after changing [watch] inboxes, or edit this list."
+        echo "# Run the installer again after changing [watch] inboxes or [inboxes.NAME] folders, or edit this list."
         echo "[Service]"
         echo "ReadWritePaths=${quoted[*]}"
     } >"$generated"

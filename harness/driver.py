@@ -166,11 +166,16 @@ class Daemon:
 
     def journal_key(self, path: Path) -> FileKey:
         """How the journal knows `path`: by the configured inbox that holds it."""
-        configured = tomllib.loads(self.config.read_text("utf-8")).get("watch", {})
+        settings = tomllib.loads(self.config.read_text("utf-8"))
+        configured = settings.get("watch", {})
         for inbox in configured.get("inboxes", [str(self.inbox)]):
             root = inbox_root(self.root / inbox)  # relative inboxes are the daemon's cwd's
             if path.is_relative_to(root):
                 return FileKey.of(path, root)
+        for name, table in settings.get("inboxes", {}).items():  # [inboxes.NAME] profiles
+            root = inbox_root(self.root / table["path"])
+            if path.is_relative_to(root):
+                return FileKey.of(path, root, name)
         raise AssertionError(f"{path} is in none of the daemon's inboxes")
 
     def journal_state(self, path: Path) -> str | None:

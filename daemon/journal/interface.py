@@ -46,8 +46,11 @@ class FileKey:
     relative: str
 
     @classmethod
-    def of(cls, path: Path, inbox: Path) -> FileKey:
+    def of(cls, path: Path, inbox: Path, name: str | None = None) -> FileKey:
         """The key of `path`, which lies under the inbox root `inbox` (daemon.settings.inbox_root).
+
+        `name` is the inbox's name when it is not its folder's (an
+        `[inboxes.NAME]` table goes by NAME).
 
         `once` watches no inbox: its files are keyed below the filesystem root
         (inbox "/"), that is by their absolute path. Asked once per file of
@@ -59,7 +62,7 @@ class FileKey:
         if not text.startswith(prefix):
             raise ValueError(f"{path} is not inside the inbox {inbox}")
         # inbox_name(inbox), without its abspath: a root is absolute and normalised already.
-        return cls(inbox.name or "/", text[len(prefix) :].replace(os.sep, "/"))
+        return cls(name or inbox.name or "/", text[len(prefix) :].replace(os.sep, "/"))
 
     def __str__(self) -> str:
         return f"{self.inbox}:{self.relative}"
@@ -177,4 +180,18 @@ class Journal(Protocol):
 
     def close(self) -> None:
         """Release this node's claims and close."""
+        ...
+
+    # --- moving a finished input out of its inbox (no claim: the outcome is in) --
+
+    def note_move(self, key: FileKey, destination: str) -> None:
+        """The input is about to move to `destination` (archive_dir or failed_dir)."""
+        ...
+
+    def moves(self) -> list[tuple[FileKey, str]]:
+        """Moves noted and not finished (read at start-up, to finish them)."""
+        ...
+
+    def finish_move(self, key: FileKey) -> None:
+        """The input has left the inbox: drop its move and its row (it is not a vanished file)."""
         ...

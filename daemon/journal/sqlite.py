@@ -55,6 +55,14 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (inbox, relative)
 );
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, admitted_at);
+-- Inputs being moved out of their inbox (archive_dir, failed_dir), until the
+-- move is finished: a restart finishes it to the same destination.
+CREATE TABLE IF NOT EXISTS moves (
+    inbox       TEXT NOT NULL,
+    relative    TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    PRIMARY KEY (inbox, relative)
+);
 """
 
 _COLUMNS = (
@@ -277,6 +285,27 @@ class SqliteJournal:
     def _drop_final(self, key: FileKey) -> None:
         with self._final_lock:
             self._final.pop(key, None)
+
+    # --- moving inputs out of the inbox ----------------------------------------
+
+    def note_move(self, key: FileKey, destination: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO moves (inbox, relative, destination) VALUES (?, ?, ?)",
+                (key.inbox, key.relative, destination),
+            )
+
+    def moves(self) -> list[tuple[FileKey, str]]:
+        rows = self._db.execute("SELECT inbox, relative, destination FROM moves").fetchall()
+        return [(FileKey(row[0], row[1]), row[2]) for row in rows]
+
+    def finish_move(self, key: FileKey) -> None:
+        with self._transaction() as db:
+            db.execute(f"DELETE FROM moves {_WHERE_KEY}", (key.inbox, key.relative))
+            db.execute(f"DELETE FROM files {_WHERE_KEY}", (key.inbox, key.relative))
+        with self._final_lock:
+            self._final.pop(key, None)
+        self._claims.discard(key)
 
 
 def _params(key: FileKey) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from daemon import __version__
 from daemon.protocol import EngineInfo, GpuMemory, ServerRequest
 
 PREFIX = "ocr_inbox_"
+FILE_OUTCOMES = ("done", "failed", "skipped", "vanished")
 
 # Pages take from tens of milliseconds (the CPU engine on a small image) to
 # minutes (a VLM decoding a dense page), so the buckets span four decades.
@@ -63,8 +64,8 @@ class Metrics:
 
         self.files = Counter(
             PREFIX + "files",
-            "Files finished, by outcome (done, failed, skipped, vanished).",
-            ["outcome"],
+            "Files finished, by inbox and outcome (done, failed, skipped, vanished).",
+            ["inbox", "outcome"],
             registry=r,
         )
         self.pages = Counter(PREFIX + "pages", "Pages recognised.", ["model"], registry=r)
@@ -163,9 +164,6 @@ class Metrics:
         self.build_info.labels(version=__version__).set(1)
         self.queue_depth.set(0)
         self.chain_position.set(0)
-        # Pre-create the outcome series so rates and alerts see zeros, not absence.
-        for outcome in ("done", "failed", "skipped", "vanished"):
-            self.files.labels(outcome=outcome)
         for reason in ("crash", "hang", "cuda_fatal", "load_error", "memory"):
             self.worker_restarts.labels(reason=reason)
         for kind in ("oom", "cuda_fatal"):
@@ -221,6 +219,12 @@ class Metrics:
             self.server_errors.labels(model=model, status=status).inc()
         up = 0 if request.outcome == "unavailable" else 1
         self.server_up.labels(model=model).set(up)
+
+    def declare_inboxes(self, names: Iterable[str]) -> None:
+        """Pre-create each inbox's outcome series so rates and alerts see zeros, not absence."""
+        for name in names:
+            for outcome in FILE_OUTCOMES:
+                self.files.labels(inbox=name, outcome=outcome)
 
     def set_active_model(self, info: EngineInfo | None, position: int) -> None:
         """Replace the active-model info series (one series at a time)."""

@@ -105,6 +105,7 @@ def success(
         "schema": SCHEMA_VERSION,
         "version": __version__,
         "created_at": _now_iso(),
+        "inbox": task.inbox_name,
         "input": {
             "name": task.name,
             "sha256": result.sha256,
@@ -158,6 +159,7 @@ def failure(
         "schema": SCHEMA_VERSION,
         "version": __version__,
         "created_at": _now_iso(),
+        "inbox": task.inbox_name,
         "input": {"name": task.name, "sha256": sha256 or task.sha256, "size": task.size},
         "error": {
             "kind": fault.kind,

@@ -99,9 +99,9 @@ def is_ours(path: Path, known_hashes: Iterable[str]) -> bool:
     return digest is not None and digest in set(known_hashes)
 
 
-def recorded(source: Path) -> Recorded | None:
+def recorded(source: Path, paths: OutputPaths | None = None) -> Recorded | None:
     """The outcome our outputs record for `source`, if a complete set is on disk."""
-    paths = OutputPaths.beside(source)
+    paths = paths or OutputPaths.beside(source)
     payload = read_owned_json(paths.json)
     if payload is not None:
         sha = payload.get("input", {}).get("sha256")

@@ -44,15 +44,32 @@ class OutputError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class OutputPaths:
+    """Where an input's outputs go: beside it, or in a mirrored tree under an output folder."""
+
     source: Path
+    # With an inbox's output_dir: that folder (`root`) and the input's own
+    # folder mirrored below it (`folder`). None: beside the input.
+    root: Path | None = None
+    folder: Path | None = None
 
     @classmethod
     def beside(cls, source: Path) -> OutputPaths:
         return cls(source)
 
+    @classmethod
+    def mirrored(cls, source: Path, inbox: Path, output_dir: Path) -> OutputPaths:
+        """For inbox/a/b/scan.png: output_dir/a/b/scan.png.ocr.<format>."""
+        relative = source.parent.relative_to(inbox)
+        return cls(source, output_dir, output_dir / relative)
+
+    @property
+    def directory(self) -> Path:
+        """The folder the outputs are written in."""
+        return self.folder if self.folder is not None else self.source.parent
+
     def of(self, format: str) -> Path:
         """NAME.ocr.<format> for one of FORMAT_SUFFIXES."""
-        return self.source.with_name(self.source.name + FORMAT_SUFFIXES[format])
+        return self.directory / (self.source.name + FORMAT_SUFFIXES[format])
 
     @property
     def markdown(self) -> Path:
@@ -64,7 +81,7 @@ class OutputPaths:
 
     @property
     def error(self) -> Path:
-        return self.source.with_name(self.source.name + ERROR_SUFFIX)
+        return self.directory / (self.source.name + ERROR_SUFFIX)
 
 
 def name_max(folder: Path) -> int:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from daemon.outputs.mirror import ensure_tree
 from daemon.outputs.ownership import (
     Recorded,
     file_sha256,
@@ -194,6 +195,7 @@ def write_success(
     known_hashes: Iterable[str] = (),
     before_commit: Callable[[list[str]], None] | None = None,
     indent: int | None = 2,
+    paths: OutputPaths | None = None,
 ) -> OutputPaths:
     """Write the set for `source`: `files` (format -> bytes) and the JSON that lists them.
 
@@ -203,7 +205,8 @@ def write_success(
     """
     if "json" in files:
         raise ValueError("the JSON is built from `payload`, not passed in `files`")
-    paths = OutputPaths.beside(source)
+    paths = paths or OutputPaths.beside(source)
+    ensure_tree(paths)
     existing = read_owned_json(paths.json)
     old_listed = listed_outputs(existing)
     ours = set(known_hashes) | set(old_listed.values())
@@ -238,7 +241,7 @@ def write_success(
         raise
     # The JSON that vouches for the others lands last.
     _commit(temps)
-    _fsync_folder(source.parent)
+    _fsync_folder(paths.directory)
     _remove_if_ours_json(paths.error)
     for format, digest in old_listed.items():
         if format not in files:
@@ -253,6 +256,7 @@ def write_failure(
     known_hashes: Iterable[str] = (),
     before_commit: Callable[[], None] | None = None,
     indent: int | None = 2,
+    paths: OutputPaths | None = None,
 ) -> OutputPaths:
     """Write the error sidecar for `source`; remove an older set of ours.
 
@@ -260,7 +264,8 @@ def write_failure(
     `known_hashes` (the journal's) make outputs of a set whose JSON never
     landed ours to remove.
     """
-    paths = OutputPaths.beside(source)
+    paths = paths or OutputPaths.beside(source)
+    ensure_tree(paths)
     if regular_file(paths.error) is not None and read_owned_json(paths.error) is None:
         raise OutputError("not_ours", paths.error, "a file not written by ocr-inbox is in the way")
     body = dict(payload, generator=GENERATOR)
@@ -273,7 +278,7 @@ def write_failure(
                 temp.unlink()
             raise
     _commit([(temp, paths.error)])
-    _fsync_folder(source.parent)
+    _fsync_folder(paths.directory)
     existing = read_owned_json(paths.json)
     listed = listed_outputs(existing)
     known = set(known_hashes)

@@ -6,6 +6,7 @@ workers, which import the heavy libraries themselves. The tables live in
 `loading` builds the whole object and says where a bad value came from.
 """
 
+from daemon.settings.inboxes import InboxProfile, InboxTable
 from daemon.settings.loading import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -52,6 +53,8 @@ __all__ = [
     "FaultRule",
     "FaultyModel",
     "HfVlmModel",
+    "InboxProfile",
+    "InboxTable",
     "KnownAnswer",
     "KnownBlock",
     "KnownLine",

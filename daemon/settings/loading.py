@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from daemon.settings import origins
+from daemon.settings.inboxes import InboxProfile, InboxTable, absolute, check_profiles
 from daemon.settings.models import (
     BUILTIN_MODELS,
     FaultyModel,
@@ -37,6 +38,8 @@ from daemon.settings.sections import (
     StateSettings,
     WatchSettings,
     WorkerSettings,
+    inbox_name,
+    inbox_root,
 )
 
 CONFIG_ENV = "OCR_INBOX_CONFIG"
@@ -66,17 +69,95 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
+    inboxes: dict[str, InboxTable] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _chain_names_known(self) -> Settings:
         known = set(self.models) | set(BUILTIN_MODELS)
-        for index, name in enumerate(self.worker.chain):
-            if name not in known:
-                raise ValueError(
-                    f"worker.chain[{index}]: unknown model {name!r}; "
-                    f"define it as [models.{name}] or use one of {sorted(known)}"
-                )
+        chains = [("worker.chain", self.worker.chain)]
+        chains += [
+            (f"inboxes.{name}.chain", table.chain)
+            for name, table in self.inboxes.items()
+            if table.chain is not None
+        ]
+        for where, chain in chains:
+            for index, name in enumerate(chain):
+                if name not in known:
+                    raise ValueError(
+                        f"{where}[{index}]: unknown model {name!r}; "
+                        f"define it as [models.{name}] or use one of {sorted(known)}"
+                    )
         return self
+
+    @model_validator(mode="after")
+    def _inboxes_apart(self) -> Settings:
+        profiles = self._resolve_profiles()
+        names = [profile.name for profile in profiles]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(
+                    f"inboxes: two inboxes are named {name!r} (a [watch] inboxes folder goes by"
+                    " its last path component, a table by its own name); rename one"
+                )
+        check_profiles(profiles)
+        return self
+
+    def profiles(self) -> dict[Path, InboxProfile]:
+        """Every inbox the daemon watches, by its root: the `[watch] inboxes` list (when
+        set, or when there are no tables) and the `[inboxes.NAME]` tables."""
+        return {profile.root: profile for profile in self._resolve_profiles()}
+
+    def profile_named(self, name: str) -> InboxProfile | None:
+        return next((p for p in self._resolve_profiles() if p.name == name), None)
+
+    def _resolve_profiles(self) -> list[InboxProfile]:
+        watch, chain, formats = self.watch, tuple(self.worker.chain), tuple(self.outputs.formats)
+        listed: list[InboxProfile] = []
+        if "inboxes" in watch.model_fields_set or not self.inboxes:
+            # One folder listed twice is one inbox.
+            roots = {inbox_root(path): inbox_name(path) for path in watch.inboxes}
+            listed = [
+                InboxProfile(
+                    name=name,
+                    root=root,
+                    chain=chain,
+                    formats=formats,
+                    recursive=watch.recursive,
+                    mode=watch.mode,
+                    settle_seconds=watch.settle_seconds,
+                )
+                for root, name in roots.items()
+            ]
+        for name, table in self.inboxes.items():
+            listed.append(
+                InboxProfile(
+                    name=name,
+                    root=inbox_root(table.path),
+                    chain=tuple(table.chain) if table.chain is not None else chain,
+                    formats=tuple(table.formats) if table.formats is not None else formats,
+                    recursive=watch.recursive if table.recursive is None else table.recursive,
+                    mode=table.mode or watch.mode,
+                    settle_seconds=watch.settle_seconds
+                    if table.settle_seconds is None
+                    else table.settle_seconds,
+                    output_dir=absolute(table.output_dir),
+                    archive_dir=absolute(table.archive_dir),
+                    failed_dir=absolute(table.failed_dir),
+                    delete_after_success=table.delete_after_success,
+                    prompt=table.prompt,
+                    webhook_url=table.webhook_url,
+                    from_table=True,
+                )
+            )
+        return listed
+
+    def chains(self) -> list[tuple[str, ...]]:
+        """The distinct chains the inboxes use, in the order the inboxes come."""
+        seen: list[tuple[str, ...]] = []
+        for profile in self._resolve_profiles():
+            if profile.chain not in seen:
+                seen.append(profile.chain)
+        return seen
 
     def model(self, name: str) -> RapidModel | HfVlmModel | OpenAiModel | FaultyModel:
         """The settings of a named model, built-ins included."""

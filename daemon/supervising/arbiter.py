@@ -42,6 +42,7 @@ from daemon.protocol import (
 from daemon.settings import Settings, SettingsError
 from daemon.supervising.file_flow import FileFlow
 from daemon.supervising.file_queue import FileQueue
+from daemon.supervising.inbox_chains import serving_chains
 from daemon.supervising.ledger import Ledger
 from daemon.supervising.pool import StartWorker, WorkerPool
 from daemon.supervising.recovery import Recovery
@@ -99,12 +100,14 @@ class Supervisor:
             retry_seconds=settings.outputs.retry_seconds,
             keep_final=not watch,
         )
+        primary, resident = serving_chains(settings, watch=watch)
         self.recovery = Recovery(
-            settings.worker.chain,
+            primary,
             settings.recovery,
             metrics=metrics,
             clock=clock,
             held=lambda: self.queue.held,
+            resident=resident,
         )
         self.signals = LoopSignals()
         self.intake = Intake(settings.limits.max_file_bytes, self.signals.wake)
@@ -127,6 +130,8 @@ class Supervisor:
             metrics=metrics,
             clock=clock,
         )
+        if watch:
+            metrics.declare_inboxes(profile.name for profile in self.flow.profiles.values())
         self.exit_code = EXIT_OK
         self.stopping = False
         self.stop_now = False
@@ -253,34 +258,43 @@ class Supervisor:
     # --- start and stop ----------------------------------------------------
 
     def _start(self) -> None:
-        removed = remove_stale_temp_files(
-            self.settings.watch.inboxes, recursive=self.settings.watch.recursive
+        profiles = self.flow.profiles.values()
+        removed = sum(
+            remove_stale_temp_files([profile.root], recursive=profile.recursive)
+            for profile in profiles
+        ) + remove_stale_temp_files(
+            [p.output_dir for p in profiles if p.output_dir is not None], recursive=True
         )
         if removed:
             log.info("outputs.stale_temp_removed", count=removed)
         if self._watch:
+            self.flow.archivist.resume()  # before the watcher: a half-moved input is not new
             self._forget_vanished()
         self.health.starting(self.recovery.active)
         if self._watch:
             from daemon.watching.watcher import Watcher
 
             watcher = Watcher(
-                self.settings.watch, self.intake.on_stable, already_final=self._already_final
+                self.settings.watch,
+                self.intake.on_stable,
+                already_final=self._already_final,
+                profiles=self.flow.profiles.values(),
             )
             watcher.start()
             self.watcher = watcher
         log.info(
             "daemon.started",
-            inboxes=[str(path.absolute()) for path in self.settings.watch.inboxes]
+            inboxes={p.name: str(p.root) for p in self.flow.profiles.values()}
             if self._watch
-            else [],
+            else {},
             chain=self.recovery.chain.names,
+            resident=self.recovery.resident_models(),
             pid=os.getpid(),
         )
 
     def _forget_vanished(self) -> None:
         """Pending files gone while the daemon was down leave the journal."""
-        roots = self.settings.watch.named_inboxes()
+        roots = {profile.name: profile.root for profile in self.flow.profiles.values()}
         for entry in self.journal.pending():
             root = roots.get(entry.key.inbox)
             if root is None:
@@ -291,7 +305,8 @@ class Supervisor:
 
     def _already_final(self, candidate: Candidate) -> bool:
         """For the watcher's thread: the journal has this exact file's outcome."""
-        key = FileKey.of(candidate.path, candidate.inbox)
+        profile = self.flow.profiles.get(candidate.inbox)
+        key = FileKey.of(candidate.path, candidate.inbox, profile.name if profile else None)
         return self.journal.is_final(key, candidate.size, candidate.mtime_ns)
 
     def _finished(self) -> bool:
@@ -332,12 +347,19 @@ class Supervisor:
             log.error("settings.reload_failed", error=str(error), keeping="the running settings")
             self.health.reloaded()
             return
-        old = self.settings
+        old, old_profiles = self.settings, self.flow.profiles
         self.settings = self.flow.settings = self.workforce.settings = new
-        if new.worker.chain != old.worker.chain or new.recovery != old.recovery:
-            self.recovery.reset(new.worker.chain, new.recovery)
+        self.flow.profiles = new.profiles()
+        self.metrics.declare_inboxes(profile.name for profile in self.flow.profiles.values())
+        primary, resident = serving_chains(new, watch=self._watch)
+        if (primary, resident) != (self.recovery.chain.names, self.recovery.resident) or (
+            new.recovery != old.recovery
+        ):
+            self.recovery.reset(primary, new.recovery, resident)
         for task in self.queue:
-            if task.model_override is not None and task.model_override not in new.worker.chain:
+            if task.chain:
+                continue  # its inbox's own chain, chosen at admission
+            if task.model_override is not None and task.model_override not in primary:
                 # Its fallback model left the chain (perhaps the settings too):
                 # the file starts again at the new chain's head instead of
                 # waiting for a worker that can no longer be configured.
@@ -354,10 +376,12 @@ class Supervisor:
         self.intake.max_bytes = new.limits.max_file_bytes
         if new.log != old.log:
             logs.configure(new.log.level, new.log.format)
-        if self.watcher is not None and new.watch != old.watch:
-            self.watcher.update(new.watch)
+        if self.watcher is not None and (
+            new.watch != old.watch or self.flow.profiles != old_profiles
+        ):
+            self.watcher.update(new.watch, self.flow.profiles.values())
         for key in ("state", "metrics"):
             if getattr(new, key) != getattr(old, key):
                 log.warning("settings.needs_restart", section=key)
-        log.info("settings.reloaded", generation=self.workforce.generation, chain=new.worker.chain)
+        log.info("settings.reloaded", generation=self.workforce.generation, chain=primary)
         self.health.reloaded()

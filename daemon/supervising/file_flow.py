@@ -24,6 +24,7 @@ from daemon.observing.metrics import Metrics
 from daemon.outputs.writing import name_problem, recorded
 from daemon.protocol import DocumentResult, Fault, JobDone, JobFailed
 from daemon.settings import Settings
+from daemon.supervising.archiving import Archivist
 from daemon.supervising.file_queue import FileQueue
 from daemon.supervising.ledger import Ledger
 from daemon.supervising.recovery import Decision, Quarantine, Recovery, Requeue
@@ -58,6 +59,8 @@ class FileFlow:
         self.metrics = metrics
         self.clock = clock
         self.watch = watch
+        self.profiles = settings.profiles()  # by inbox root; again on reload
+        self.archivist = Archivist(ledger, lambda: self.profiles)
         self._job_ids = 0
 
     # --- arrival and admission ----------------------------------------------
@@ -81,7 +84,9 @@ class FileFlow:
         path = arrival.path
         refused = name_problem(path)
         if refused is not None:
-            self.ledger.refused_name(path, *refused)
+            profile = self.profiles.get(arrival.inbox)
+            inbox = profile.name if profile is not None else arrival.inbox.name or "/"
+            self.ledger.refused_name(path, inbox, *refused)
             return
         held = self.queue.get(path)
         if held is not None:
@@ -91,6 +96,8 @@ class FileFlow:
                 self.queue.follow_up(arrival)  # finish what was read, then look again
                 return
             self.queue.drop(held)
+        profile = self.profiles.get(arrival.inbox)
+        outputs = self.settings.outputs
         task = FileTask(
             path=path,
             inbox=arrival.inbox,
@@ -100,8 +107,9 @@ class FileFlow:
             admitted_at=self.clock(),
             admitted_wall=time.time(),
             settle_seconds=arrival.settle_seconds,
-            formats=tuple(self.settings.outputs.formats),
-            pdf_over_existing_text=self.settings.outputs.pdf_text_over_existing_text,
+            formats=profile.formats if profile is not None else tuple(outputs.formats),
+            pdf_over_existing_text=outputs.pdf_text_over_existing_text,
+            profile=profile,
         )
         if arrival.sha256 is None:
             self.ledger.unreadable(task, arrival.error or "unreadable")
@@ -115,13 +123,15 @@ class FileFlow:
         if not forced and self._done_before(task, key, admission):
             return
         task.trail = self.ledger.trail(key)
-        task.model_override = self.recovery.resume_model(task.trail)
+        if profile is not None and list(profile.chain) != self.recovery.chain.names:
+            task.chain = profile.chain
+        task.model_override = self.recovery.resume_model(task.trail, task.chain)
         self.queue.push(task, self.clock())
-        log.debug("file.queued", file=str(path), waiting=len(self.queue))
+        log.debug("file.queued", file=str(path), inbox=task.inbox_name, waiting=len(self.queue))
 
     def _done_before(self, task: FileTask, key: FileKey, admission: Admission) -> bool:
         """Whether our outputs on disk already answer for this content (then it is skipped)."""
-        on_disk = recorded(task.path)
+        on_disk = recorded(task.path, task.outputs)
         if on_disk is not None and on_disk.sha256 == task.sha256:
             # Our outputs already describe this content (a crash came between
             # writing them and the journal, which left the row pending, or
@@ -130,7 +140,7 @@ class FileFlow:
                 self.ledger.found_on_disk(
                     key, on_disk.outcome, task.sha256, task.size, task.mtime_ns
                 )
-            self.ledger.skipped(task.path, on_disk.outcome)
+            self.ledger.skipped(task, on_disk.outcome)
             return True
         if admission is Admission.UNCHANGED:
             self.ledger.redo(task.path, key)
@@ -169,6 +179,7 @@ class FileFlow:
             log.debug(
                 "file.dispatched",
                 file=str(task.path),
+                inbox=task.inbox_name,
                 model=worker.model_name,
                 slot=worker.slot,
                 pid=worker.pid,
@@ -232,6 +243,7 @@ class FileFlow:
         else:
             summary = "the file cannot be read as a document"
             self.ledger.failed(task, fault, message.sha256, model, summary)
+            self.archivist.after_failure(task)
             self._release(task)
 
     def _write(self, task: FileTask, result: DocumentResult, model: str) -> None:
@@ -241,6 +253,8 @@ class FileFlow:
             changed = result.sha256 != task.sha256
             if changed:
                 log.info("file.changed_while_processing", file=str(task.path))
+            elif self.watch:
+                self.archivist.after_success(task)
             self._release(task, changed=changed)
         elif error.reason == "not_ours":
             self.ledger.blocked(task, error)
@@ -272,7 +286,7 @@ class FileFlow:
         """Do what recovery decided (about `fault`): for the file in hand, then for files queued for a model."""
         if decision.demoted is not None:
             for queued in self.queue:
-                if queued.model_override == decision.demoted:
+                if queued.model_override == decision.demoted and not queued.chain:
                     # Sent to the model that just went out of service: the active
                     # model (which follows it) takes the file instead.
                     self.queue.clear_override(queued, self.clock())
@@ -294,6 +308,7 @@ class FileFlow:
     ) -> None:
         if isinstance(verdict, Quarantine):
             self.ledger.failed(task, fault, sha256, model, verdict.summary)
+            self.archivist.after_failure(task)
             self._release(task)
             return
         task.model_override = verdict.model

@@ -58,8 +58,8 @@ class Ledger:
         self.final: dict[Path, str] = {}
         self._keep_final = keep_final
         # Error sidecars that could not be written yet (disk full, folder not
-        # writable): path -> (key, when to try again, the content's sha256, payload).
-        self._unwritten: dict[Path, tuple[FileKey, float, str, dict[str, Any]]] = {}
+        # writable): path -> (key, when to try again, the content's sha256, payload, where).
+        self._unwritten: dict[Path, tuple[FileKey, float, str, dict[str, Any], OutputPaths]] = {}
 
     # --- seeing a file --------------------------------------------------------
 
@@ -88,10 +88,15 @@ class Ledger:
             self.journal.mark_failed(key, sha256, size, mtime_ns, "recorded in its error sidecar")
         return True
 
-    def skipped(self, path: Path, outcome: str) -> None:
-        log.info("file.skipped", file=str(path), reason="outputs exist for this content")
-        self.metrics.files.labels(outcome="skipped").inc()
-        self.record_final(path, outcome)
+    def skipped(self, task: FileTask, outcome: str) -> None:
+        log.info(
+            "file.skipped",
+            file=str(task.path),
+            inbox=task.inbox_name,
+            reason="outputs exist for this content",
+        )
+        self.metrics.files.labels(inbox=task.inbox_name, outcome="skipped").inc()
+        self.record_final(task.path, outcome)
 
     # --- working on it -----------------------------------------------------------
 
@@ -156,6 +161,7 @@ class Ledger:
                 known_hashes=known,
                 before_commit=lambda hashes: self.journal.note_outputs(key, hashes),
                 indent=self.indent,
+                paths=task.outputs,
             )
         except OutputError as error:
             self.output_error(error)
@@ -167,13 +173,14 @@ class Ledger:
         size, mtime = (-1, -1) if changed else (task.size, task.mtime_ns)
         self.journal.mark_done(key, result.sha256, size, mtime)
         total = self.clock() - task.admitted_at
-        self.metrics.files.labels(outcome="done").inc()
+        self.metrics.files.labels(inbox=task.inbox_name, outcome="done").inc()
         self.metrics.file_seconds.labels(outcome="done").observe(total)
         self.metrics.last_success.set(time.time())
         self.record_final(task.path, "done")
         log.info(
             "file.done",
             file=str(task.path),
+            inbox=task.inbox_name,
             outcome="done",
             model=model,
             engine=result.engine.engine,
@@ -203,19 +210,22 @@ class Ledger:
                 known_hashes=entry.output_hashes if entry is not None else (),
                 before_commit=lambda: self.journal.fence(key),
                 indent=self.indent,
+                paths=task.outputs,
             )
         except OutputError as error:
             self.output_error(error)
             if error.reason != "not_ours":
-                self._unwritten[task.path] = (key, self.clock() + self.retry_seconds, sha, payload)
+                due = self.clock() + self.retry_seconds
+                self._unwritten[task.path] = (key, due, sha, payload, task.outputs)
         self.journal.mark_failed(key, sha, task.size, task.mtime_ns, fault.message[:1000])
         total = self.clock() - task.admitted_at
-        self.metrics.files.labels(outcome="failed").inc()
+        self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.metrics.file_seconds.labels(outcome="failed").observe(total)
         self.record_final(task.path, "failed")
         log.error(
             "file.failed",
             file=str(task.path),
+            inbox=task.inbox_name,
             outcome="failed",
             reason=fault.kind,
             code=fault.detail.get("code"),
@@ -231,7 +241,7 @@ class Ledger:
         The journal already says failed (the file is not processed again); only
         the sidecar is missing. One whose file has changed or gone since is dropped.
         """
-        for path, (key, due, sha, payload) in list(self._unwritten.items()):
+        for path, (key, due, sha, payload, paths) in list(self._unwritten.items()):
             if due > now:
                 continue
             del self._unwritten[path]
@@ -239,11 +249,11 @@ class Ledger:
             if entry is None or entry.state != State.FAILED or entry.sha256 != sha:
                 continue
             try:
-                write_failure(path, payload, indent=self.indent)
+                write_failure(path, payload, indent=self.indent, paths=paths)
             except OutputError as error:
                 self.output_error(error)
                 if error.reason != "not_ours":
-                    self._unwritten[path] = (key, now + self.retry_seconds, sha, payload)
+                    self._unwritten[path] = (key, now + self.retry_seconds, sha, payload, paths)
                 continue
             log.info("file.error_written", file=str(path), code=payload["error"]["code"])
 
@@ -252,31 +262,38 @@ class Ledger:
         log.error(
             "file.failed",
             file=str(task.path),
+            inbox=task.inbox_name,
             outcome="failed",
             reason="output_in_the_way",
             error=str(error),
         )
         self.journal.mark_failed(task.key, task.sha256, task.size, task.mtime_ns, str(error))
-        self.metrics.files.labels(outcome="failed").inc()
+        self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.record_final(task.path, "failed")
 
-    def refused_name(self, path: Path, code: str, message: str) -> None:
+    def refused_name(self, path: Path, inbox: str, code: str, message: str) -> None:
         """No output can be named after this file (too long, not UTF-8): say so, write nothing.
 
         Not journaled (a name that is not UTF-8 cannot be stored): the watcher
         hands the file on once per daemon start, so this is logged once per start.
         """
         log.error(
-            "file.failed", file=str(path), outcome="failed", reason=code, code=code, error=message
+            "file.failed",
+            file=str(path),
+            inbox=inbox,
+            outcome="failed",
+            reason=code,
+            code=code,
+            error=message,
         )
         self.metrics.output_errors.labels(reason=code).inc()
-        self.metrics.files.labels(outcome="failed").inc()
+        self.metrics.files.labels(inbox=inbox, outcome="failed").inc()
         self.record_final(path, "failed")
 
     def vanished(self, path: Path, key: FileKey, when: str) -> None:
-        log.info("file.vanished", file=str(path), when=when)
+        log.info("file.vanished", file=str(path), inbox=key.inbox, when=when)
         self.journal.forget(key)
-        self.metrics.files.labels(outcome="vanished").inc()
+        self.metrics.files.labels(inbox=key.inbox, outcome="vanished").inc()
         self.record_final(path, "vanished")
 
     def dropped(self, task: FileTask, reason: str) -> None:
@@ -286,7 +303,7 @@ class Ledger:
 
     def unreadable(self, task: FileTask, message: str) -> None:
         """No permission to read (or an I/O error): a sidecar once; rescans try again."""
-        existing = read_owned_json(OutputPaths.beside(task.path).error)
+        existing = read_owned_json(task.outputs.error)
         if existing is not None and existing.get("error", {}).get("code") == "unreadable":
             return
         fault = Fault(
@@ -300,6 +317,7 @@ class Ledger:
                 task.path,
                 content.failure(task, fault, sha256="", model_name=None, summary=summary),
                 indent=self.indent,
+                paths=task.outputs,
             )
         except OutputError as error:
             self.output_error(error)
@@ -307,13 +325,28 @@ class Ledger:
         log.error(
             "file.failed",
             file=str(task.path),
+            inbox=task.inbox_name,
             outcome="failed",
             reason="unreadable",
             code="unreadable",
             error=message,
         )
-        self.metrics.files.labels(outcome="failed").inc()
+        self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.record_final(task.path, "failed")
+
+    # --- moving inputs out of the inbox (daemon.supervising.archiving) ------------
+
+    def begin_move(self, key: FileKey, destination: Path) -> None:
+        self.journal.note_move(key, str(destination))
+
+    def unfinished_moves(self) -> list[tuple[FileKey, str]]:
+        return self.journal.moves()
+
+    def moved(self, key: FileKey, source: Path, destination: Path | None, why: str) -> None:
+        """The input left its inbox (to `destination`, or deleted when None)."""
+        self.journal.finish_move(key)
+        event = "file.deleted" if destination is None else "file.archived"
+        log.info(event, file=str(source), inbox=key.inbox, to=str(destination), why=why)
 
     def claim_lost(self, task: FileTask) -> None:
         """Another daemon took the file over: this one writes nothing more for it."""

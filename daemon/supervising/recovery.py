@@ -22,7 +22,7 @@ prove the policy without processes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from daemon.observing.metrics import Metrics
 from daemon.protocol import Fault
 from daemon.settings import RecoverySettings
 from daemon.supervising.chain import ModelChain
+from daemon.supervising.inbox_chains import Chain, first_usable, resident_heads, usable_after
 from daemon.tasks import FileTask
 
 log = structlog.get_logger(__name__)
@@ -71,8 +72,11 @@ class Recovery:
         metrics: Metrics,
         clock: Callable[[], float],
         held: Callable[[], int] = lambda: 0,
+        resident: Sequence[Chain] = (),
     ) -> None:
         self.settings = settings
+        # Inboxes' chains other than this one (daemon.supervising.inbox_chains).
+        self.resident = list(resident)
         self.metrics = metrics
         self.clock = clock
         self.held = held  # how many files the daemon holds, for the log when the chain ends
@@ -80,9 +84,12 @@ class Recovery:
         self.unloadable: set[str] = set()  # per-file fallback models that failed to load
         self.fallen_because = ""  # why the chain last moved down, for /readyz
 
-    def reset(self, chain_names: list[str], settings: RecoverySettings) -> None:
+    def reset(
+        self, chain_names: list[str], settings: RecoverySettings, resident: Sequence[Chain] = ()
+    ) -> None:
         """New settings (SIGHUP): a fresh chain from its first model."""
         self.settings = settings
+        self.resident = list(resident)
         self.chain = ModelChain(chain_names, settings, self.clock)
         self.unloadable.clear()
         self.metrics.set_active_model(None, 0)
@@ -98,12 +105,20 @@ class Recovery:
     def usable(self, model: str) -> bool:
         return model not in self.unloadable
 
-    def resume_model(self, trail: list[dict[str, Any]]) -> str | None:
+    def resident_models(self) -> list[str]:
+        """The models kept loaded for the inboxes' own chains (their first usable ones)."""
+        return resident_heads(self.resident, self.usable)
+
+    def resume_model(self, trail: list[dict[str, Any]], chain: Chain = ()) -> str | None:
         """The model for a file that comes back pending with a trail (after a restart).
 
         The trail lists the models the file already left; it goes on after the
-        last of them instead of starting again at the top of the chain.
+        last of them instead of starting again at the top of the chain. A file
+        of an inbox with a chain of its own (`chain`) always names its model.
         """
+        if chain:
+            after = usable_after(chain, str(trail[-1].get("model")), self.usable) if trail else None
+            return after or first_usable(chain, self.usable) or chain[0]
         if not trail:
             return None
         following = self._usable_after(str(trail[-1].get("model")))
@@ -133,6 +148,8 @@ class Recovery:
             # (and with no model left it stays pending for the next start,
             # rather than being quarantined for a broken GPU).
             override = None if task.model_override == model else task.model_override
+            if task.chain:
+                override = task.model_override  # its own chain keeps the model resident
             return Decision(Requeue(override), demoted=self._demote(reason))
         if attempts >= limit:
             message = f"the worker was lost {attempts} times on this file"
@@ -229,7 +246,7 @@ class Recovery:
 
     def next_model_for(self, task: FileTask, model: str, reason: str) -> Verdict:
         """One file moves to the model after `model`; with none left, it is quarantined."""
-        following = self._usable_after(model)
+        following = self._usable_after(model, task.chain)
         if following is None:
             return Quarantine("every model of the chain failed on this file")
         self.metrics.fallbacks.labels(
@@ -265,8 +282,11 @@ class Recovery:
             log.warning("chain.fallback", from_model=old, to_model=new, reason=reason)
         return old
 
-    def _usable_after(self, model: str) -> str | None:
-        """The first model below `model` in the chain that has not failed to load."""
+    def _usable_after(self, model: str, chain: Chain = ()) -> str | None:
+        """The first model below `model` in the chain (the file's own, if it has one) that has
+        not failed to load."""
+        if chain:
+            return usable_after(chain, model, self.usable)
         following = self.chain.after(model)
         while following is not None and following in self.unloadable:
             following = self.chain.after(following)

@@ -148,7 +148,8 @@ class WorkerHandle:
         # The PDF is built in the worker (it parses the input); only when wanted.
         wanted = "pdf" in task.formats
         pdf = PdfRequest(over_existing_text=task.pdf_over_existing_text) if wanted else None
-        if not self.send(Job(job_id, str(task.path), pdf=pdf)):
+        prompt = task.profile.prompt if task.profile is not None else None
+        if not self.send(Job(job_id, str(task.path), pdf=pdf, prompt=prompt)):
             return False  # the sentinel will say why
         task.job_id = job_id
         self.state = WorkerState.BUSY

@@ -2,7 +2,9 @@
 
 One worker per slot: slots "0".."count-1" run the active model of the chain;
 a slot "fallback:<model>" runs a per-file fallback model while files wait for
-it, and is retired once idle for idle_fallback_seconds. A worker whose model
+it, and is retired once idle for idle_fallback_seconds, or the first model
+of an inbox's own chain, kept resident while that chain wants it
+(daemon.supervising.inbox_chains). A worker whose model
 or settings are out of date is replaced, a busy one after its file. The pool
 (daemon.supervising.pool) holds the processes; what a fault means for the
 chain is recovery's answer, returned to the arbiter as a Decision for the
@@ -95,11 +97,11 @@ class Workforce:
             if self.stale(worker) and worker.state in (WorkerState.IDLE, WorkerState.LOADING):
                 self.pool.retire(worker, "model or settings changed")
         wanted = [(str(index), active) for index in range(self.settings.worker.count)]
-        wanted += [
-            (fallback_slot(model), model)
-            for model in self.queue.overrides
-            if model != active and self.recovery.usable(model)
-        ]
+        resident = self.recovery.resident_models()
+        for model in [*resident, *self.queue.overrides]:
+            entry = (fallback_slot(model), model)
+            if model != active and self.recovery.usable(model) and entry not in wanted:
+                wanted.append(entry)
         running = self.pool.slots()
         for slot, model in wanted:
             if slot not in running and self.pool.may_start(slot, now):
@@ -119,6 +121,7 @@ class Workforce:
                 is_fallback_slot(worker.slot)
                 and worker.state == WorkerState.IDLE
                 and self.queue.overrides.get(worker.model_name, 0) == 0
+                and worker.model_name not in resident
                 and worker.idle_since is not None
                 and now - worker.idle_since > idle_limit
             ):

@@ -11,22 +11,50 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 from watchdog.observers.api import BaseObserver
 
-from daemon.settings import WatchSettings
+from daemon.settings import InboxProfile, WatchSettings, inbox_name, inbox_root
 from daemon.watching.observers import Change, observer_alive, start_observer, stop_observer
 
 log = structlog.get_logger("daemon.watching.watcher")
 
 
+def watched_inboxes(
+    settings: WatchSettings, profiles: Iterable[InboxProfile] | None = None
+) -> dict[Path, tuple[str, WatchSettings]]:
+    """Each inbox's root, name and the watch settings it runs with.
+
+    An inbox profile (daemon.settings.inboxes) may choose its own mode,
+    recursion and settle window; without profiles, the `[watch]` list is
+    watched with `[watch]` as it stands.
+    """
+    if profiles is None:
+        return {inbox_root(path): (inbox_name(path), settings) for path in settings.inboxes}
+    return {
+        profile.root: (
+            profile.name,
+            settings.model_copy(
+                update={
+                    "mode": profile.mode,
+                    "recursive": profile.recursive,
+                    "settle_seconds": profile.settle_seconds,
+                }
+            ),
+        )
+        for profile in profiles
+    }
+
+
 @dataclass(slots=True)
 class Inbox:
     path: Path  # daemon.settings.inbox_root() of the configured path
+    settings: WatchSettings  # [watch], with the mode, recursion and settle of its profile
+    name: str = ""
     real: str = ""  # realpath, to judge where symlinks point
     observer: BaseObserver | None = None
     identity: tuple[int, int] | None = None  # (st_dev, st_ino) when attached
@@ -44,8 +72,13 @@ class Inbox:
             return False
         return (result.st_dev, result.st_ino) == self.identity
 
-    def attach(self, settings: WatchSettings, post: Callable[[Change], None]) -> bool:
+    @property
+    def recursive(self) -> bool:
+        return self.settings.recursive
+
+    def attach(self, post: Callable[[Change], None]) -> bool:
         """Start watching (creating the folder when create_missing); False, logged once, if not."""
+        settings = self.settings
         try:
             try:
                 result = os.stat(self.path)
@@ -69,6 +102,7 @@ class Inbox:
         log.info(
             "watch.inbox_attached",
             inbox=str(self.path),
+            name=self.name,
             mode=settings.mode,
             recursive=settings.recursive,
         )
@@ -80,8 +114,9 @@ class Inbox:
         if observer is not None:
             stop_observer(observer)
 
-    def relative_parts(self, path: str, *, recursive: bool) -> list[str] | None:
+    def relative_parts(self, path: str) -> list[str] | None:
         """Path's components below the inbox; None when outside it or too deep for the mode."""
+        recursive = self.settings.recursive
         root = str(self.path) + os.sep
         if not path.startswith(root):
             return None
@@ -115,3 +150,33 @@ class Inbox:
             )
         else:
             log.warning("watch.inbox_unavailable", inbox=str(self.path), reason=problem)
+
+
+def settle_windows(inboxes: dict[Path, Inbox]) -> dict[Path, float]:
+    """Each inbox's settle window, for the settle tracker."""
+    return {root: inbox.settings.settle_seconds for root, inbox in inboxes.items()}
+
+
+def reconcile(
+    inboxes: dict[Path, Inbox],
+    wanted: dict[Path, tuple[str, WatchSettings]],
+    attach: Callable[[Inbox], bool],
+) -> None:
+    """Bring the watched inboxes in line with reloaded settings (SIGHUP).
+
+    An inbox no longer wanted is detached and dropped; one whose mode,
+    recursion or poll interval changed is attached again (an observer is
+    started with them); a new one is attached.
+    """
+    for root in list(inboxes):
+        if root not in wanted:
+            inboxes.pop(root).detach()
+            log.info("watch.inbox_removed", inbox=str(root))
+    for root, (name, watch) in wanted.items():
+        inbox = inboxes.setdefault(root, Inbox(root, watch, name))
+        old, inbox.settings, inbox.name = inbox.settings, watch, name
+        observed = (old.mode, old.recursive, old.poll_interval_seconds)
+        if observed != (watch.mode, watch.recursive, watch.poll_interval_seconds):
+            inbox.detach()
+        if inbox.observer is None:
+            attach(inbox)

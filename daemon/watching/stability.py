@@ -82,6 +82,8 @@ class SettleTracker:
         self, settle_seconds: float, *, lstat: Callable[[Path], os.stat_result] = os.lstat
     ) -> None:
         self.settle_seconds = settle_seconds
+        # Inboxes whose profile chose a settle window of their own, by root.
+        self.per_inbox: dict[Path, float] = {}
         self._lstat = lstat
         self._entries: dict[Path, _Entry] = {}
         self._heap: list[tuple[float, int, Path]] = []
@@ -97,7 +99,10 @@ class SettleTracker:
         """Start (or restart) the settle window for a file whose state was just read."""
         entry = _Entry(inbox, state, now, stat_at=now, event_at=now, sequence=next(self._sequence))
         self._entries[path] = entry
-        heapq.heappush(self._heap, (entry.due(self.settle_seconds), entry.sequence, path))
+        heapq.heappush(self._heap, (entry.due(self._window(entry)), entry.sequence, path))
+
+    def _window(self, entry: _Entry) -> float:
+        return self.per_inbox.get(entry.inbox, self.settle_seconds)
 
     def touch(self, path: Path, now: float) -> bool:
         """Note an event for a tracked path (pushes its window back); False if not tracked."""
@@ -141,7 +146,7 @@ class SettleTracker:
             entry = self._entries.get(path)
             if entry is None or entry.sequence != sequence:
                 continue
-            due = entry.due(self.settle_seconds)
+            due = entry.due(self._window(entry))
             if due > now:
                 self._push(path, entry, due)
                 continue
@@ -162,7 +167,7 @@ class SettleTracker:
             # EIO/ESTALE on a network share are often brief: look again a window later.
             log.debug("watch.stat_failed", path=str(path), error=error.strerror or str(error))
             entry.stat_at = now
-            self._push(path, entry, entry.due(self.settle_seconds))
+            self._push(path, entry, entry.due(self._window(entry)))
             return None
         if not stat.S_ISREG(result.st_mode):
             del self._entries[path]
@@ -174,7 +179,7 @@ class SettleTracker:
             return Settled(path, entry.inbox, state, entry.first_seen)
         entry.state = state
         entry.stat_at = now
-        self._push(path, entry, entry.due(self.settle_seconds))
+        self._push(path, entry, entry.due(self._window(entry)))
         return None
 
     def _push(self, path: Path, entry: _Entry, due: float) -> None:

@@ -25,16 +25,16 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
-from daemon.settings import WatchSettings, inbox_root
+from daemon.settings import InboxProfile, WatchSettings
 from daemon.watching.candidates import Candidate, parts_reason
 from daemon.watching.handoff import Handoff
-from daemon.watching.inboxes import Inbox
+from daemon.watching.inboxes import Inbox, reconcile, settle_windows, watched_inboxes
 from daemon.watching.observers import Change, forget_lost_events, watch_for_lost_events
 from daemon.watching.scanning import Scans, walk
 from daemon.watching.stability import FileState, SettleTracker
@@ -64,14 +64,17 @@ class Watcher:
         *,
         already_final: Callable[[Candidate], bool] = lambda candidate: False,
         clock: Callable[[], float] = time.monotonic,
+        profiles: Iterable[InboxProfile] | None = None,
     ) -> None:
         self._settings = settings
         self._handoff = Handoff(on_stable, already_final)
         self._clock = clock
         self._tracker = SettleTracker(settings.settle_seconds)
         self._inboxes: dict[Path, Inbox] = {
-            root: Inbox(root) for root in map(inbox_root, settings.inboxes)
+            root: Inbox(root, watch, name)
+            for root, (name, watch) in watched_inboxes(settings, profiles).items()
         }
+        self._tracker.per_inbox = settle_windows(self._inboxes)
         self._changes: queue.SimpleQueue[Change | _Command | None] = queue.SimpleQueue()
         self._scans = Scans(clock)
         self._thread: threading.Thread | None = None
@@ -145,9 +148,11 @@ class Watcher:
         self._call(queue_scan)
         self._wait(done)
 
-    def update(self, settings: WatchSettings) -> None:
+    def update(
+        self, settings: WatchSettings, profiles: Iterable[InboxProfile] | None = None
+    ) -> None:
         """Apply reloaded settings (SIGHUP); files being tracked stay tracked where still in scope."""
-        self._call(lambda: self._apply(settings))
+        self._call(lambda: self._apply(settings, profiles))
 
     # --- the watcher's thread -------------------------------------------------
 
@@ -254,7 +259,7 @@ class Watcher:
             self._on_new_file(inbox, item.path)
 
     def _on_new_file(self, inbox: Inbox, path: str) -> None:
-        parts = inbox.relative_parts(path, recursive=self._settings.recursive)
+        parts = inbox.relative_parts(path)
         if parts is None:
             return
         reason = parts_reason(parts)
@@ -271,9 +276,9 @@ class Watcher:
             self._tracker.track(Path(path), inbox.path, FileState.of(result), self._clock())
 
     def _on_folder(self, inbox: Inbox, path: str) -> None:
-        if not self._settings.recursive:
+        if not inbox.recursive:
             return
-        parts = inbox.relative_parts(path, recursive=self._settings.recursive)
+        parts = inbox.relative_parts(path)
         if parts is None or any(part.startswith(".") for part in parts):
             return
         try:
@@ -326,7 +331,7 @@ class Watcher:
 
         whole = yield from walk(
             top,
-            recursive=self._settings.recursive,
+            recursive=inbox.recursive,
             watched=lambda: self._inboxes.get(inbox.path) is inbox and inbox.observer is not None,
             found_file=found_file,
             found_symlink=inbox.note_symlink,
@@ -355,7 +360,7 @@ class Watcher:
     def _attach(self, inbox: Inbox) -> bool:
         if not self._running or self._stopping.is_set():
             return False
-        if not inbox.attach(self._settings, self._changes.put):
+        if not inbox.attach(self._changes.put):
             return False
         # After the observer starts: whatever the scan misses, an event reports.
         self._scans.add_full(self._walk(inbox, str(inbox.path), full=True), "attached")
@@ -363,30 +368,14 @@ class Watcher:
 
     def _in_scope(self, path: Path, inbox: Path) -> bool:
         watched = self._inboxes.get(inbox)
-        return (
-            watched is not None
-            and watched.relative_parts(str(path), recursive=self._settings.recursive) is not None
-        )
+        return watched is not None and watched.relative_parts(str(path)) is not None
 
-    def _apply(self, settings: WatchSettings) -> None:
-        old, self._settings = self._settings, settings
+    def _apply(self, settings: WatchSettings, profiles: Iterable[InboxProfile] | None) -> None:
+        self._settings = settings
         self._tracker.settle_seconds = settings.settle_seconds
-        rewatch = (old.mode, old.recursive, old.poll_interval_seconds) != (
-            settings.mode,
-            settings.recursive,
-            settings.poll_interval_seconds,
-        )
-        wanted = [inbox_root(path) for path in settings.inboxes]
-        for root in list(self._inboxes):
-            if root not in wanted:
-                self._inboxes.pop(root).detach()
-                log.info("watch.inbox_removed", inbox=str(root))
-            elif rewatch:
-                self._inboxes[root].detach()
-        for root in wanted:
-            inbox = self._inboxes.setdefault(root, Inbox(root))
-            if inbox.observer is None:
-                self._attach(inbox)
+        wanted = watched_inboxes(settings, profiles)
+        reconcile(self._inboxes, wanted, self._attach)
+        self._tracker.per_inbox = settle_windows(self._inboxes)
         dropped = self._tracker.retain(self._in_scope)
         self._next_rescan = min(self._next_rescan, self._clock() + settings.rescan_interval_seconds)
         log.info(

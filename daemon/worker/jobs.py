@@ -96,7 +96,7 @@ def run_job(
         sha256 = hashlib.sha256(data).hexdigest()
         engine.reset_peak()
         name = os.path.basename(job.path)
-        engine.begin_job(name)
+        engine.begin_job(name, job.prompt)
         with DOCUMENT_LOCK if concurrent else _NO_LOCK:
             document = open_document(data, config.limits, name=name).__enter__()
         try:
@@ -231,7 +231,7 @@ def _recognize_concurrently(
             conn.send(Progress(job.job_id, page.index, document.pages_to_process))
             if builder is not None and builder.needs_pages:
                 builder.keep_page(page)
-            future = engine.submit(page.image)
+            future = engine.submit(page.image, job.prompt)
             sent.append(
                 _Sent(
                     page.index,

@@ -285,3 +285,19 @@ def test_unknown_option_is_refused(root: Path) -> None:
     assert result.returncode != 0
     assert "--skip-venvv" in result.stderr
     assert snapshot(root) == before
+
+
+def test_profile_folders_are_made_and_opened_to_the_service(root: Path, tmp_path: Path) -> None:
+    """[inboxes.NAME] tables: each inbox, output_dir and archive_dir is created and, outside the
+    inbox root, listed in the drop-in's ReadWritePaths=; the unset [watch] inboxes adds nothing."""
+    settings = tmp_path / "profiles.toml"
+    settings.write_text(
+        '[inboxes.invoices]\npath = "invoices"\noutput_dir = "/srv/ocr-out/invoices"\n'
+        'archive_dir = "/srv/ocr-archive"\n'
+    )
+    run_install(root, "--skip-venv", settings=settings)
+    for folder in ("srv/ocr-inbox/invoices", "srv/ocr-out/invoices", "srv/ocr-archive"):
+        assert (root / folder).is_dir(), folder
+    assert not (root / "srv/ocr-inbox/inbox").exists()
+    dropin = root / "etc/systemd/system/ocr-inbox.service.d/10-inboxes.conf"
+    assert 'ReadWritePaths="/srv/ocr-out/invoices" "/srv/ocr-archive"' in dropin.read_text()

@@ -153,7 +153,7 @@ def test_real_prometheus_scrapes_the_metrics_server(
     """Debian's Prometheus scrapes /metrics on loopback and its API returns the daemon's series."""
     metrics, _ = metrics_server
     metrics.queue_depth.set(7)
-    metrics.files.labels(outcome="done").inc(3)
+    metrics.files.labels(inbox="scans", outcome="done").inc(3)
 
     build_info = prometheus.query_until("ocr_inbox_build_info")
     queue = prometheus.query_until("ocr_inbox_queue_depth == 7")

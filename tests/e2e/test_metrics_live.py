@@ -135,7 +135,7 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processed]:
         def settled() -> bool:
             current = scrape(daemon)
             return (
-                current.value("ocr_inbox_files_total", outcome="done") == 5
+                current.value("ocr_inbox_files_total", inbox="inbox", outcome="done") == 5
                 and current.value("ocr_inbox_queue_depth") == 0
             )
 
@@ -151,10 +151,10 @@ def test_file_and_page_counts_match_what_was_processed(processed: Processed) -> 
     assert done == {str(p) for p in [*processed.good, processed.pdf, processed.empty]}
     assert [r["model"] for r in daemon.find("file.done", file=str(processed.empty))] == ["second"]
 
-    assert s.value("ocr_inbox_files_total", outcome="done") == 5
-    assert s.value("ocr_inbox_files_total", outcome="failed") == 1
-    assert s.value("ocr_inbox_files_total", outcome="skipped") == 0
-    assert s.value("ocr_inbox_files_total", outcome="vanished") == 0
+    assert s.value("ocr_inbox_files_total", inbox="inbox", outcome="done") == 5
+    assert s.value("ocr_inbox_files_total", inbox="inbox", outcome="failed") == 1
+    assert s.value("ocr_inbox_files_total", inbox="inbox", outcome="skipped") == 0
+    assert s.value("ocr_inbox_files_total", inbox="inbox", outcome="vanished") == 0
     # First: three one-page files and the two-page PDF; second: the file handed down.
     assert s.value("ocr_inbox_pages_total", model="first") == 5
     assert s.value("ocr_inbox_pages_total", model="second") == 1

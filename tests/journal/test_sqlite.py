@@ -223,3 +223,19 @@ def test_a_journal_of_a_newer_release_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(JournalError, match="newer ocr-inbox"):
         SqliteJournal.open(state)
+
+
+def test_a_move_is_remembered_until_finished(tmp_path: Path) -> None:
+    """A noted move survives reopening; finishing it drops the move and the file's row."""
+    journal = SqliteJournal.open(tmp_path)
+    journal.admit(A, 1, 1, "a" * 64)
+    assert journal.claim(A)
+    journal.mark_done(A, "a" * 64, 1, 1)
+    journal.note_move(A, "/archive/a.png")
+    journal.close()
+    journal = SqliteJournal.open(tmp_path)
+    assert journal.moves() == [(A, "/archive/a.png")]
+    assert journal.is_final(A, 1, 1)
+    journal.finish_move(A)
+    assert journal.moves() == [] and journal.get(A) is None and not journal.is_final(A, 1, 1)
+    journal.close()

@@ -92,23 +92,27 @@ def test_histograms_are_in_seconds_and_memory_in_bytes() -> None:
 def test_counters_are_exposed_with_total_suffix() -> None:
     """Counters appear on the wire as <name>_total, as PromQL in the deploy files expects."""
     metrics = Metrics()
-    metrics.files.labels(outcome="done").inc()
+    metrics.files.labels(inbox="scans", outcome="done").inc()
     metrics.pages.labels(model="rapidocr").inc(3)
     metrics.generated_tokens.labels(model="qwen2-vl-2b").inc(120)
 
     text = exposition(metrics)
 
-    assert 'ocr_inbox_files_total{outcome="done"} 1.0' in text
+    assert 'ocr_inbox_files_total{inbox="scans",outcome="done"} 1.0' in text
     assert 'ocr_inbox_pages_total{model="rapidocr"} 3.0' in text
     assert 'ocr_inbox_generated_tokens_total{model="qwen2-vl-2b"} 120.0' in text
 
 
 def test_outcome_restart_and_cuda_series_exist_at_zero_before_any_event() -> None:
     """Pre-created label sets export 0, so rates and the alert rules see zeros, not absence."""
-    registry = Metrics().registry
+    metrics = Metrics()
+    metrics.declare_inboxes(["scans", "letters"])
+    registry = metrics.registry
 
-    for outcome in ("done", "failed", "skipped", "vanished"):
-        assert registry.get_sample_value("ocr_inbox_files_total", {"outcome": outcome}) == 0
+    for inbox in ("scans", "letters"):
+        for outcome in ("done", "failed", "skipped", "vanished"):
+            labels = {"inbox": inbox, "outcome": outcome}
+            assert registry.get_sample_value("ocr_inbox_files_total", labels) == 0
     for reason in ("crash", "hang", "cuda_fatal", "load_error"):
         assert registry.get_sample_value("ocr_inbox_worker_restarts_total", {"reason": reason}) == 0
     for kind in ("oom", "cuda_fatal"):
@@ -232,10 +236,11 @@ def test_record_memory_without_nvml_leaves_used_and_total_absent() -> None:
 def test_each_instance_owns_its_registry() -> None:
     """Two Metrics() never share values, and a given registry is the one used."""
     first, second = Metrics(), Metrics()
-    first.files.labels(outcome="done").inc()
+    first.files.labels(inbox="scans", outcome="done").inc()
 
     assert first.registry is not second.registry
-    assert second.registry.get_sample_value("ocr_inbox_files_total", {"outcome": "done"}) == 0
+    done = {"inbox": "scans", "outcome": "done"}
+    assert second.registry.get_sample_value("ocr_inbox_files_total", done) in (0, None)
 
     registry = CollectorRegistry()
     assert Metrics(registry).registry is registry

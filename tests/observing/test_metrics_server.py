@@ -78,7 +78,7 @@ def test_metrics_serves_the_registry_as_prometheus_text(
     server: MetricsServer, metrics: Metrics
 ) -> None:
     """/metrics returns the text exposition of the registry, with values the daemon set."""
-    metrics.files.labels(outcome="done").inc(3)
+    metrics.files.labels(inbox="scans", outcome="done").inc(3)
     metrics.queue_depth.set(7)
 
     reply = get(server.port, "/metrics")
@@ -86,7 +86,7 @@ def test_metrics_serves_the_registry_as_prometheus_text(
     assert reply.status == 200
     assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = reply.body.decode()
-    assert 'ocr_inbox_files_total{outcome="done"} 3.0' in text
+    assert 'ocr_inbox_files_total{inbox="scans",outcome="done"} 3.0' in text
     assert "ocr_inbox_queue_depth 7.0" in text
     assert "ocr_inbox_build_info{" in text
 

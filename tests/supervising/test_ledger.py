@@ -48,7 +48,7 @@ def test_a_failed_file_gets_its_sidecar_and_is_quarantined(tmp_path: Path) -> No
     assert (sidecar["error"]["message"], sidecar["error"]["summary"]) == ("corrupt", "cannot read")
     entry = ledger.journal.get(task.key)
     assert entry is not None and entry.state is State.FAILED and entry.error == "corrupt"
-    assert ledger.metrics.files.labels(outcome="failed")._value.get() == 1
+    assert ledger.metrics.files.labels(inbox=task.inbox_name, outcome="failed")._value.get() == 1
     assert [entry["event"] for entry in logs] == ["file.failed"]
 
 

@@ -73,12 +73,14 @@ class Engine(ABC):
         several threads)."""
         return 1
 
-    def submit(self, page: Image.Image) -> Future[PageText]:
+    def submit(self, page: Image.Image, prompt: str | None = None) -> Future[PageText]:
         """Start recognising one page; the future holds its text or its error.
 
         Engines with concurrent_jobs > 1 override this to keep many pages in
         flight (and may block here while too many are held); the default
-        recognises at once.
+        recognises at once. `prompt` is the page's inbox's instruction (None:
+        the model's own); it travels with the page because concurrent files
+        from different inboxes share one engine.
         """
         future: Future[PageText] = Future()
         try:
@@ -95,8 +97,12 @@ class Engine(ABC):
     def recognize(self, pages: Sequence[Image.Image]) -> list[PageText]:
         """Recognise RGB page images; one PageText per image, in order."""
 
-    def begin_job(self, name: str) -> None:
-        """A new document starts; `name` is its file name (for engines that log or inject by name)."""
+    def begin_job(self, name: str, prompt: str | None = None) -> None:
+        """A new document starts; `name` is its file name (for engines that log or inject by name).
+
+        `prompt` is its inbox's instruction for a vision-language model (None:
+        the model's own); engines that take no instruction ignore it.
+        """
 
     def free_memory(self) -> None:
         """Release cached accelerator memory (after an out-of-memory error)."""

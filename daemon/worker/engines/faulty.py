@@ -83,7 +83,7 @@ class FaultyEngine(Engine):
             details={"rules": len(self.model.rules)},
         )
 
-    def begin_job(self, name: str) -> None:
+    def begin_job(self, name: str, prompt: str | None = None) -> None:
         self._document = name
         self._fault = None
         self._full_area = None

@@ -68,6 +68,7 @@ class HfVlmEngine(Engine):
         self.model: Any = None
         self.processor: Any = None
         self.family: Family | None = None
+        self.prompt = model.prompt  # the instruction the family was built with
         self.device = torch.device("cpu")
         self.info: EngineInfo | None = None
 
@@ -136,6 +137,7 @@ class HfVlmEngine(Engine):
             ) from error
 
         self.family, self.processor, self.device = family, processor, plan.device
+        self.prompt = self.settings.prompt
         fallbacks = list(plan.skipped)
         for attention in plan.attention:
             failure = self._try_attention(plan, family, attention)
@@ -250,6 +252,22 @@ class HfVlmEngine(Engine):
             min_pixels=self.settings.min_pixels,
             max_pixels=self.settings.max_pixels,
         )
+
+    def begin_job(self, name: str, prompt: str | None = None) -> None:
+        """Ask this document's pages with its inbox's prompt (the model's own when None).
+
+        A family is only the way of asking and parsing, cheap to build; the
+        loaded model and processor serve every prompt, so inboxes that differ
+        only in their prompt share one resident model.
+        """
+        wanted = prompt if prompt is not None else self.settings.prompt
+        if self.family is None or wanted == self.prompt:
+            return
+        try:
+            self.family = build_family(self.family.name, self.settings.mode, wanted)
+        except FamilyError as error:
+            raise EngineError(f"model {self.name!r}: {error}") from error
+        self.prompt = wanted
 
     def recognize(self, pages: Sequence[Image.Image]) -> list[PageText]:
         if self.model is None or self.family is None:

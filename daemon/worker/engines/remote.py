@@ -54,6 +54,9 @@ class OpenAiEngine(Engine):
         self.client: ServerClient | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._held = threading.BoundedSemaphore(2 * model.max_in_flight)
+        # Inboxes with their own prompt: one family each, built on first use.
+        self._families: dict[str, Family] = {}
+        self._families_lock = threading.Lock()
 
     @property
     def concurrent_jobs(self) -> int:
@@ -128,38 +131,55 @@ class OpenAiEngine(Engine):
         futures = [self.submit(page) for page in pages]
         return [future.result() for future in futures]
 
-    def submit(self, page: Image.Image) -> Future[PageText]:
+    def submit(self, page: Image.Image, prompt: str | None = None) -> Future[PageText]:
         if self._pool is None or self.family is None:
             raise EngineError(f"model {self.name!r} is not loaded")
+        family = self._family_for(prompt)
         # Resized and encoded here, on the file's thread, so the request
         # threads only wait on the server: the next page is ready to go the
         # moment a request slot frees.
-        sent_size, url = self._encode(page)
+        sent_size, url = self._encode(page, family)
         self._held.acquire()  # blocks the file's thread: rendering waits for answers
         try:
-            future = self._pool.submit(self._ask, page.size, sent_size, url)
+            future = self._pool.submit(self._ask, family, page.size, sent_size, url)
         except RuntimeError:  # the pool was shut down meanwhile
             self._held.release()
             raise
         future.add_done_callback(lambda _: self._held.release())
         return future
 
-    def _encode(self, page: Image.Image) -> tuple[tuple[int, int], str]:
-        """The size the page is sent at, and the page as a data URL."""
+    def _family_for(self, prompt: str | None) -> Family:
+        """The way of asking for an inbox's prompt: built once per prompt, shared by its pages."""
         assert self.family is not None
+        if prompt is None or prompt == self.settings.prompt:
+            return self.family
+        with self._families_lock:
+            family = self._families.get(prompt)
+            if family is None:
+                try:
+                    family = build_family(self.family.name, self.settings.mode, prompt)
+                except FamilyError as error:
+                    raise EngineError(f"model {self.name!r}: {error}") from error
+                self._families[prompt] = family
+        return family
+
+    def _encode(self, page: Image.Image, family: Family) -> tuple[tuple[int, int], str]:
+        """The size the page is sent at, and the page as a data URL."""
         request = GenerationRequest(
             max_new_tokens=self.settings.max_new_tokens,
             min_pixels=self.settings.min_pixels,
             max_pixels=self.settings.max_pixels,
         )
-        sent_size = self.family.server_image_size(page.size, request) or _within(
+        sent_size = family.server_image_size(page.size, request) or _within(
             page.size, self.settings.max_pixels
         )
         image = page if sent_size == page.size else page.resize(sent_size, Image.Resampling.LANCZOS)
         return sent_size, self._data_url(image)
 
-    def _ask(self, page_size: tuple[int, int], sent_size: tuple[int, int], url: str) -> PageText:
-        assert self.family is not None and self.client is not None
+    def _ask(
+        self, family: Family, page_size: tuple[int, int], sent_size: tuple[int, int], url: str
+    ) -> PageText:
+        assert self.client is not None
         answer = self.client.chat(
             {
                 "model": self.settings.model,
@@ -168,7 +188,7 @@ class OpenAiEngine(Engine):
                         "role": "user",
                         "content": [
                             {"type": "image_url", "image_url": {"url": url}},
-                            {"type": "text", "text": self.family.server_prompt()},
+                            {"type": "text", "text": family.server_prompt()},
                         ],
                     }
                 ],
@@ -176,7 +196,7 @@ class OpenAiEngine(Engine):
                 "temperature": 0.0,
             }
         )
-        return self._page_text(page_size, answer, sent_size)
+        return self._page_text(family, page_size, answer, sent_size)
 
     def _data_url(self, image: Image.Image) -> str:
         buffer = io.BytesIO()
@@ -195,9 +215,8 @@ class OpenAiEngine(Engine):
         return f"data:{_MIME[fmt]};base64," + base64.b64encode(data).decode("ascii")
 
     def _page_text(
-        self, page_size: tuple[int, int], answer: Answer, sent_size: tuple[int, int]
+        self, family: Family, page_size: tuple[int, int], answer: Answer, sent_size: tuple[int, int]
     ) -> PageText:
-        assert self.family is not None
         stopped = {"stop": True, "length": False}.get(answer.finish_reason or "")
         limit = self.settings.max_new_tokens
         if stopped is not True:
@@ -212,9 +231,9 @@ class OpenAiEngine(Engine):
                 f"model {self.name!r} produced no text for a page "
                 f"({answer.completion_tokens} token(s) generated)"
             )
-        parsed = self.family.parse(answer.text, page_size, sent_size)
+        parsed = family.parse(answer.text, page_size, sent_size)
         details: dict[str, Any] = {
-            "mode": self.family.mode,
+            "mode": family.mode,
             "prompt_tokens": answer.prompt_tokens,
             "hit_token_limit": None if stopped is None else not stopped,
             "request_seconds": round(answer.seconds, 4),
