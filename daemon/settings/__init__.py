@@ -39,6 +39,7 @@ from daemon.settings.sections import (
     StateSettings,
     WatchSettings,
     WorkerSettings,
+    check_webhook_url,
     inbox_name,
     inbox_root,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "StateSettings",
     "WatchSettings",
     "WorkerSettings",
+    "check_webhook_url",
     "config_path",
     "inbox_name",
     "inbox_root",
