@@ -125,6 +125,12 @@ class WebhookSender:
             oldest = min((event.queued_at for event in self._events.values()), default=None)
         return 0.0 if oldest is None else max(self._wall() - oldest, 0.0)
 
+    def retry_at(self, url: str) -> float | None:
+        """When (on the monotonic clock) the receiver at `url` may be tried again; None when not held back."""
+        with self._changed:
+            receiver = self._receivers.get(url)
+            return receiver.not_before if receiver is not None and receiver.failures else None
+
     def stop(self, wait: float) -> None:
         """Stop after the attempt in flight, waiting at most `wait` seconds for it.
 
