@@ -154,7 +154,11 @@ class WebhookSender:
                 if self._stopping:
                     return
                 assert event is not None
-            answer = self._post(event, self.timeout)
+            try:
+                answer = self._post(event, self.timeout)
+            except Exception as error:  # a bug must not end the thread: the event waits instead
+                log.exception("webhook.post_error", key=event.key)
+                answer = Answer(None, "connection", f"{type(error).__name__}: {error}")
             self._record(event, answer)
 
     def _next_due(self) -> WebhookEvent | None:

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from daemon.journal.interface import WebhookEvent
 from daemon.observing.metrics import Metrics
 from daemon.webhooks.posting import Answer
-from daemon.webhooks.sender import WebhookSender
+from daemon.webhooks.sender import Post, WebhookSender
 from tests.supervising.fakes import FakeClock
 
 A = "http://user:s3cret@a.example/hook"
@@ -75,7 +75,7 @@ def made() -> Iterator[list[WebhookSender]]:
         sender.stop(5.0)
 
 
-def make(made: list[WebhookSender], post: ScriptedReceivers, clock: FakeClock) -> WebhookSender:
+def make(made: list[WebhookSender], post: Post, clock: FakeClock) -> WebhookSender:
     sender = WebhookSender(
         Metrics(),
         timeout=5.0,
@@ -214,3 +214,30 @@ def test_stop_returns_with_events_undelivered(made: list[WebhookSender], clock: 
 
     assert not sender._thread.is_alive()
     assert sender.delivered() == [] and sender.depth() == 1
+
+
+def test_an_unexpected_error_in_a_post_leaves_the_thread_running(
+    made: list[WebhookSender], clock: FakeClock
+) -> None:
+    """A post that raises (a bug, not the network) counts as a failed attempt; the event is retried."""
+    calls: list[str] = []
+
+    def post(event: WebhookEvent, timeout: float) -> Answer:
+        calls.append(event.key)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return OK
+
+    sender = make(made, post, clock)
+    with capture_logs() as logs:
+        sender.submit(event("k1"))
+        sender.start()
+        deadline = time.monotonic() + WAIT
+        while sender.retry_at(A) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        clock.advance(1.0)
+        sender.submit(event("k1"))
+        assert wait_delivered(sender, 1) == ["k1"]
+
+    assert calls == ["k1", "k1"]
+    assert "webhook.post_error" in [line["event"] for line in logs]
