@@ -14,9 +14,10 @@ against a shared journal.
 
 A state folder written by an earlier release is migrated when opened
 (SCHEMA_VERSION 1 keyed rows by absolute path; 2 by inbox name and relative
-path; 3 added the webhook outbox, daemon.journal.sqlite_outbox). Only the supervisor's main thread uses a journal (sqlite3
-connections are not shared between threads); the watcher asks `is_final`,
-which reads an in-memory index guarded by a lock.
+path; 3 added the webhook outbox, daemon.journal.sqlite_outbox). Only the
+supervisor's main thread uses a journal (sqlite3 connections are not shared
+between threads); the watcher asks `is_final`, which reads an in-memory
+index guarded by a lock.
 """
 
 from __future__ import annotations

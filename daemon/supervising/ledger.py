@@ -362,7 +362,10 @@ class Ledger:
         seconds: float | None,
         error: dict[str, Any] | None = None,
     ) -> None:
-        """Store the file's completion event in the outbox, then hand it (and any the bound dropped) to the sender."""
+        """Store the file's completion event in the outbox, then hand it to the sender.
+
+        The sender is also given the events the outbox dropped to stay within its bound.
+        """
         url = self.webhook_url(key.inbox) if self.webhooks is not None else None
         if url is None or self.webhooks is None:
             return
