@@ -96,6 +96,21 @@ class Entry:
     admitted_at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """A completion webhook waiting for its receiver (daemon.webhooks): one per finished file.
+
+    `key` is the idempotency key (stable for one file, content and outcome), so
+    the same finish queued twice is one event; `body` is the JSON document
+    exactly as it is POSTed; `queued_at` is Unix time (it outlives a restart).
+    """
+
+    key: str
+    url: str
+    body: str
+    queued_at: float
+
+
 class ClaimLost(Exception):
     """This node does not hold the file's claim (any more): write nothing for it."""
 
@@ -176,6 +191,28 @@ class Journal(Protocol):
 
     def mark_failed(self, key: FileKey, sha256: str, size: int, mtime_ns: int, error: str) -> None:
         """Error sidecar written (or our outputs say failed) for this content; the claim ends."""
+        ...
+
+    # --- the webhook outbox (events for the receivers of completion webhooks) --
+    # Not claimed: a node queues the events of the files it finished and
+    # delivers only its own. A shared backend keeps each node's outbox apart
+    # (events of a node that never comes back are that node's to deliver).
+
+    def queue_webhook(self, event: WebhookEvent, limit: int) -> list[WebhookEvent]:
+        """Store an event until it is delivered, durably before returning.
+
+        An event with the same key replaces the stored one and becomes the
+        newest. When more than `limit` are stored, the oldest are removed and
+        returned (the caller logs and counts them).
+        """
+        ...
+
+    def webhooks(self) -> list[WebhookEvent]:
+        """Every stored event, oldest first (read at start-up)."""
+        ...
+
+    def webhook_delivered(self, key: str) -> None:
+        """The receiver accepted the event: remove it (no-op when it is gone already)."""
         ...
 
     def close(self) -> None:

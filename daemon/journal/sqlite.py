@@ -14,9 +14,10 @@ against a shared journal.
 
 A state folder written by an earlier release is migrated when opened
 (SCHEMA_VERSION 1 keyed rows by absolute path; 2 by inbox name and relative
-path). Only the supervisor's main thread uses a journal (sqlite3
-connections are not shared between threads); the watcher asks `is_final`,
-which reads an in-memory index guarded by a lock.
+path; 3 added the webhook outbox, daemon.journal.sqlite_outbox). Only the
+supervisor's main thread uses a journal (sqlite3 connections are not shared
+between threads); the watcher asks `is_final`, which reads an in-memory
+index guarded by a lock.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from typing import Any
 import structlog
 
 from daemon.journal.interface import Admission, ClaimLost, Entry, FileKey, State
+from daemon.journal.sqlite_outbox import OUTBOX_SCHEMA, SqliteOutbox
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -64,6 +66,7 @@ CREATE TABLE IF NOT EXISTS moves (
     PRIMARY KEY (inbox, relative)
 );
 """
+SCHEMA += OUTBOX_SCHEMA.strip() + ";\n"
 
 _COLUMNS = (
     "size, mtime_ns, sha256, state, attempts, trail, error, md_sha256, admitted_at, updated_at"
@@ -75,7 +78,7 @@ class JournalError(Exception):
     """The journal cannot be opened as it is (a newer release wrote it)."""
 
 
-class SqliteJournal:
+class SqliteJournal(SqliteOutbox):
     """The daemon's durable memory. Open with SqliteJournal.open(state_dir)."""
 
     FILENAME = "journal.sqlite3"
@@ -341,8 +344,11 @@ def _prepare(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
     if "path" in columns:  # version 1 (or a version-1 file whose version was never set)
         _migrate_from_1(db)
-    db.executescript(SCHEMA)
-    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    # Version 2 lacks only the webhook outbox: the script's CREATE ... IF NOT
+    # EXISTS adds it, in the one transaction executescript runs it in.
+    db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+    if version == 2:
+        log.info("journal.migrated", from_version=2, to_version=SCHEMA_VERSION, rows=0)
 
 
 def _migrate_from_1(db: sqlite3.Connection) -> None:

@@ -100,6 +100,37 @@ class Metrics:
             registry=r,
         )
 
+        # Completion webhooks (daemon.webhooks). No URL label: a URL may hold a password.
+        self.webhooks_queued = Counter(
+            PREFIX + "webhooks_queued",
+            "Completion webhook events queued (one per finished file, when a URL is set).",
+            registry=r,
+        )
+        self.webhooks_delivered = Counter(
+            PREFIX + "webhooks_delivered",
+            "Completion webhook events accepted by their receiver (2xx).",
+            registry=r,
+        )
+        self.webhook_retries = Counter(
+            PREFIX + "webhook_retries",
+            "Webhook attempts that failed and will be retried, by reason (connection, timeout, status).",
+            ["reason"],
+            registry=r,
+        )
+        self.webhooks_dropped = Counter(
+            PREFIX + "webhooks_dropped",
+            "Webhook events dropped undelivered: the oldest, when the queue was full.",
+            registry=r,
+        )
+        self.webhook_queue_depth = Gauge(
+            PREFIX + "webhook_queue_depth", "Webhook events waiting for delivery.", registry=r
+        )
+        self.webhook_oldest_age = Gauge(
+            PREFIX + "webhook_oldest_event_age_seconds",
+            "Seconds the oldest undelivered webhook event has waited (0 when none waits).",
+            registry=r,
+        )
+
         self.queue_depth = Gauge(PREFIX + "queue_depth", "Files waiting for a worker.", registry=r)
         self.files_settling = Gauge(
             PREFIX + "files_settling",
@@ -168,6 +199,8 @@ class Metrics:
             self.worker_restarts.labels(reason=reason)
         for kind in ("oom", "cuda_fatal"):
             self.cuda_errors.labels(kind=kind)
+        for reason in ("connection", "timeout", "status"):
+            self.webhook_retries.labels(reason=reason)
         self._server_metrics(r)
 
     def _server_metrics(self, r: CollectorRegistry) -> None:

@@ -42,6 +42,7 @@ from daemon.settings.sections import (
     StateSettings,
     WatchSettings,
     WorkerSettings,
+    check_webhook_url,
     inbox_name,
     inbox_root,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "StateSettings",
     "WatchSettings",
     "WorkerSettings",
+    "check_webhook_url",
     "config_path",
     "describe_origin",
     "inbox_name",

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from daemon.settings.sections import OutputFormat, Section, inbox_root
+from daemon.settings.sections import OutputFormat, Section, check_webhook_url, inbox_root
 
 WatchMode = Literal["native", "polling"]
 
@@ -26,8 +26,8 @@ WatchMode = Literal["native", "polling"]
 class InboxTable(Section):
     """One `[inboxes.NAME]` table. Unset keys take the daemon-wide value.
 
-    `webhook_url` is consumed by the completion webhook sender (a JSON POST per
-    finished file of this inbox); the profiles only carry it.
+    `webhook_url` is where the completion webhook sender posts each finished
+    file of this inbox (daemon.webhooks.urls.webhook_url_for).
     """
 
     path: Path
@@ -48,9 +48,14 @@ class InboxTable(Section):
     # The instruction given to a vision-language model with each page of this
     # inbox's files (the model's own prompt when unset).
     prompt: str | None = None
-    # Consumed by the completion webhook sender: a JSON POST per finished file
-    # of this inbox goes here ([outputs] webhook_url when unset).
+    # A JSON POST per finished file of this inbox goes here ([outputs]
+    # webhook_url when unset).
     webhook_url: str | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_is_http(cls, url: str | None) -> str | None:
+        return check_webhook_url(url)
 
     @model_validator(mode="after")
     def _consistent(self) -> InboxTable:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -115,6 +116,22 @@ class OutputSettings(Section):
     pdf_text_over_existing_text: bool = False
     json_indent: int | None = 2
     retry_seconds: float = Field(default=30.0, gt=0)
+    # Completion webhooks (daemon.webhooks): a JSON POST per finished file to
+    # this URL, for every inbox (an inbox's profile may name its own). None: none.
+    webhook_url: str | None = None
+    # One attempt's bound (connecting, sending, reading the answer): a receiver
+    # that hangs costs the sending thread this long, never the OCR.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # While a receiver fails, attempts wait 1, 2, 4 ... seconds, at most this
+    # (a Retry-After it sends is honoured instead, up to an hour).
+    webhook_backoff_cap_seconds: float = Field(default=300.0, gt=0)
+    # Events kept in the journal for delivery; beyond it the oldest is dropped.
+    webhook_queue_limit: int = Field(default=10_000, ge=1)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_is_http(cls, url: str | None) -> str | None:
+        return check_webhook_url(url)
 
     @model_validator(mode="after")
     def _json_is_the_record(self) -> OutputSettings:
@@ -126,6 +143,21 @@ class OutputSettings(Section):
         if len(set(self.formats)) != len(self.formats):
             raise ValueError("formats lists a format twice")
         return self
+
+
+def check_webhook_url(url: str | None) -> str | None:
+    """A webhook URL as the settings accept it: http or https with a host ("" means none)."""
+    if url is None or not url.strip():
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as error:
+        raise ValueError(f"not a URL: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The message must not repeat the URL: it may hold a password.
+        raise ValueError("a webhook URL must start with http:// or https:// and name a host")
+    return url.strip()
 
 
 class MetricsSettings(Section):

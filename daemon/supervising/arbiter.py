@@ -52,6 +52,8 @@ from daemon.supervising.worker_handles import WorkerHandle
 from daemon.supervising.workforce import Workforce
 from daemon.watching.candidates import Candidate
 from daemon.watching.intake import Intake
+from daemon.webhooks.sender import WebhookSender
+from daemon.webhooks.urls import webhook_url_for
 
 if TYPE_CHECKING:
     from daemon.watching.watcher import Watcher  # imported when watching starts
@@ -64,6 +66,9 @@ EXIT_FAILED = 1  # `once`: a file failed
 EXIT_NO_MODEL = 3  # no model of the chain can run: systemd should restart us
 
 LOOP_TICK_SECONDS = 0.5
+# How long a stop waits for a webhook in flight, so its delivery can be noted
+# (one not noted is sent again after the restart: at least once either way).
+WEBHOOK_STOP_WAIT_SECONDS = 1.0
 
 
 class Supervisor:
@@ -92,6 +97,18 @@ class Supervisor:
             clock=clock,
             start=start_worker,
         )
+        # `once` sends no webhooks: its journal lives in memory, so nothing
+        # undelivered could outlive its exit.
+        self.webhooks = (
+            WebhookSender(
+                metrics,
+                timeout=settings.outputs.webhook_timeout_seconds,
+                backoff_cap=settings.outputs.webhook_backoff_cap_seconds,
+                limit=settings.outputs.webhook_queue_limit,
+            )
+            if watch
+            else None
+        )
         self.ledger = Ledger(
             journal,
             metrics,
@@ -99,6 +116,8 @@ class Supervisor:
             settings.outputs.json_indent,
             retry_seconds=settings.outputs.retry_seconds,
             keep_final=not watch,
+            webhooks=self.webhooks,
+            webhook_url=lambda inbox: webhook_url_for(self.settings, inbox),
         )
         primary, resident = serving_chains(settings, watch=watch)
         self.recovery = Recovery(
@@ -183,6 +202,7 @@ class Supervisor:
         self.flow.retry_due(now)
         self.recovery.maintain(self.stopping)
         self._fail_back()
+        self.ledger.webhooks_delivered()
         if not self.stopping and not self.recovery.exhausted:
             self.workforce.ensure(now)
             self.flow.dispatch(self.workforce.idle(), now)
@@ -270,6 +290,9 @@ class Supervisor:
         if self._watch:
             self.flow.archivist.resume()  # before the watcher: a half-moved input is not new
             self._forget_vanished()
+        if self.webhooks is not None:
+            self.ledger.resume_webhooks()
+            self.webhooks.start()
         self.health.starting(self.recovery.active)
         if self._watch:
             from daemon.watching.watcher import Watcher
@@ -325,6 +348,9 @@ class Supervisor:
         self.workforce.shutdown(immediately=self.stop_now)
         self.intake.close()  # before the wake pipe it writes to is closed
         self.probe.close()
+        if self.webhooks is not None:
+            self.webhooks.stop(WEBHOOK_STOP_WAIT_SECONDS)
+            self.ledger.webhooks_delivered()
         self.metrics.set_active_model(None, self.recovery.chain.position or 0)
         self.signals.close()
         log.info("daemon.stopped", exit_code=self.exit_code, pending=len(self.journal.pending()))
@@ -374,6 +400,10 @@ class Supervisor:
         self.ledger.indent = new.outputs.json_indent
         self.ledger.retry_seconds = new.outputs.retry_seconds
         self.intake.max_bytes = new.limits.max_file_bytes
+        if self.webhooks is not None:  # webhook_url is read per file, through self.settings
+            self.webhooks.timeout = new.outputs.webhook_timeout_seconds
+            self.webhooks.backoff_cap = new.outputs.webhook_backoff_cap_seconds
+            self.webhooks.limit = new.outputs.webhook_queue_limit
         if new.log != old.log:
             logs.configure(new.log.level, new.log.format)
         if self.watcher is not None and (

@@ -137,9 +137,8 @@ class FileFlow:
             # writing them and the journal, which left the row pending, or
             # the journal is new): not twice.
             if admission is not Admission.UNCHANGED:
-                self.ledger.found_on_disk(
-                    key, on_disk.outcome, task.sha256, task.size, task.mtime_ns
-                )
+                pending = admission is Admission.PENDING
+                self.ledger.found_on_disk(task, on_disk.outcome, announce=pending)
             self.ledger.skipped(task, on_disk.outcome)
             return True
         if admission is Admission.UNCHANGED:

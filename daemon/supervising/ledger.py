@@ -10,6 +10,11 @@ records it and decides nothing about what happens next.
 Writes made for a claimed file raise ClaimLost when the daemon no longer
 holds the claim (a shared journal gave the file to another daemon); an output
 is renamed into place only after the journal confirmed the claim (fence).
+
+A finished file (done or failed) whose inbox has a webhook URL is announced:
+its event is stored in the journal's outbox before the outcome is marked (a
+crash between the two sends it once more, never loses it), then handed to
+the sending thread (daemon.webhooks.sender), which never blocks this one.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from daemon.outputs.writing import (
 )
 from daemon.protocol import DocumentResult, Fault
 from daemon.tasks import FileTask
+from daemon.webhooks.events import Outcome, finished_event, outputs_on_disk
+from daemon.webhooks.sender import WebhookSender
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +54,8 @@ class Ledger:
         retry_seconds: float = 30.0,
         *,
         keep_final: bool = False,
+        webhooks: WebhookSender | None = None,
+        webhook_url: Callable[[str], str | None] = lambda inbox: None,
     ) -> None:
         self.journal = journal
         self.metrics = metrics
@@ -60,6 +69,10 @@ class Ledger:
         # Error sidecars that could not be written yet (disk full, folder not
         # writable): path -> (key, when to try again, the content's sha256, payload, where).
         self._unwritten: dict[Path, tuple[FileKey, float, str, dict[str, Any], OutputPaths]] = {}
+        # Completion webhooks: the sending thread (None: none are sent, as in
+        # `once`) and the URL for an inbox's name (None: that inbox sends none).
+        self.webhooks = webhooks
+        self.webhook_url = webhook_url
 
     # --- seeing a file --------------------------------------------------------
 
@@ -76,12 +89,20 @@ class Ledger:
         log.info("file.redo", file=str(path), reason="its outputs were removed")
         self.journal.reopen(key)
 
-    def found_on_disk(
-        self, key: FileKey, outcome: str, sha256: str, size: int, mtime_ns: int
-    ) -> bool:
-        """Our outputs already record this content (the journal missed it): note that, if ours to note."""
+    def found_on_disk(self, task: FileTask, outcome: Outcome, *, announce: bool = False) -> bool:
+        """Our outputs already record this content (the journal missed it): note that, if ours to note.
+
+        `announce` when the journal had the file pending: a crash came after its
+        outputs, perhaps before its webhook was stored, so it is stored again
+        (same key; model and seconds are not known any more).
+        """
+        key, sha256, size, mtime_ns = task.key, task.sha256, task.size, task.mtime_ns
         if not self.journal.claim(key):
             return False
+        if announce:
+            self.announce(
+                task.path, key, outcome, sha256, outputs_on_disk(task.outputs, outcome), None, None
+            )
         if outcome == "done":
             self.journal.mark_done(key, sha256, size, mtime_ns)
         else:
@@ -153,10 +174,11 @@ class Ledger:
         entry = self.journal.get(key)
         known = entry.output_hashes if entry is not None else ()
         started = time.monotonic()
+        files = content.output_files(task, result)
         try:
-            write_success(
+            paths = write_success(
                 task.path,
-                content.output_files(task, result),
+                files,
                 content.success(task, result, model, timings),
                 known_hashes=known,
                 before_commit=lambda hashes: self.journal.note_outputs(key, hashes),
@@ -171,8 +193,10 @@ class Ledger:
         # impossible size keeps its new content from looking finished.
         changed = result.sha256 != task.sha256
         size, mtime = (-1, -1) if changed else (task.size, task.mtime_ns)
-        self.journal.mark_done(key, result.sha256, size, mtime)
         total = self.clock() - task.admitted_at
+        outputs = {format: paths.of(format) for format in ("json", *files)}
+        self.announce(task.path, key, "done", result.sha256, outputs, model, total)
+        self.journal.mark_done(key, result.sha256, size, mtime)
         self.metrics.files.labels(inbox=task.inbox_name, outcome="done").inc()
         self.metrics.file_seconds.labels(outcome="done").observe(total)
         self.metrics.last_success.set(time.time())
@@ -217,8 +241,10 @@ class Ledger:
             if error.reason != "not_ours":
                 due = self.clock() + self.retry_seconds
                 self._unwritten[task.path] = (key, due, sha, payload, task.outputs)
-        self.journal.mark_failed(key, sha, task.size, task.mtime_ns, fault.message[:1000])
         total = self.clock() - task.admitted_at
+        sidecar = outputs_on_disk(task.outputs, "failed")
+        self.announce(task.path, key, "failed", sha, sidecar, model, total, payload["error"])
+        self.journal.mark_failed(key, sha, task.size, task.mtime_ns, fault.message[:1000])
         self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.metrics.file_seconds.labels(outcome="failed").observe(total)
         self.record_final(task.path, "failed")
@@ -267,6 +293,9 @@ class Ledger:
             reason="output_in_the_way",
             error=str(error),
         )
+        problem = {"kind": "output_in_the_way", "code": "output_in_the_way", "message": str(error)}
+        seconds = self.clock() - task.admitted_at
+        self.announce(task.path, task.key, "failed", task.sha256, {}, None, seconds, problem)
         self.journal.mark_failed(task.key, task.sha256, task.size, task.mtime_ns, str(error))
         self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.record_final(task.path, "failed")
@@ -352,6 +381,40 @@ class Ledger:
         """Another daemon took the file over: this one writes nothing more for it."""
         task.claimed = False
         log.warning("file.claim_lost", file=str(task.path), key=str(task.key))
+
+    # --- completion webhooks ------------------------------------------------------
+
+    def announce(
+        self,
+        path: Path,
+        key: FileKey,
+        outcome: Outcome,
+        sha256: str,
+        outputs: dict[str, Path],
+        model: str | None,
+        seconds: float | None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """Store the file's completion event in the outbox, then hand it to the sender.
+
+        The sender is also given the events the outbox dropped to stay within its bound.
+        """
+        url = self.webhook_url(key.inbox) if self.webhooks is not None else None
+        if url is None or self.webhooks is None:
+            return
+        event = finished_event(url, key, path, sha256, outcome, outputs, model, seconds, error)
+        self.webhooks.submit(event, dropped=self.journal.queue_webhook(event, self.webhooks.limit))
+
+    def resume_webhooks(self) -> None:
+        """At start: hand the events a previous run left undelivered to the sender."""
+        if self.webhooks is not None:
+            self.webhooks.resume(self.journal.webhooks())
+
+    def webhooks_delivered(self) -> None:
+        """Remove the events the sender saw accepted from the outbox."""
+        if self.webhooks is not None:
+            for key in self.webhooks.delivered():
+                self.journal.webhook_delivered(key)
 
     def record_final(self, path: Path, outcome: str) -> None:
         """Note what became of a file, where `once` will ask."""
