@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _once(settings: Settings, files: list[Path]) -> int:
+    from daemon.journal.opening import node_of
     from daemon.journal.sqlite import SqliteJournal
     from daemon.observing.metrics import Metrics
     from daemon.supervising.arbiter import Supervisor
@@ -146,22 +147,27 @@ def _once(settings: Settings, files: list[Path]) -> int:
             print(f"ocr-inbox: {file}: {reason}", file=sys.stderr)
         paths.append(path)
     supervisor = Supervisor(
-        settings, journal=SqliteJournal.open(None), metrics=Metrics(), watch=False
+        settings,
+        journal=SqliteJournal.open(None, node_of(settings.state)),
+        metrics=Metrics(),
+        watch=False,
     )
     supervisor.add_files(paths)
     return supervisor.run()
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon.journal.sqlite import JournalError, SqliteJournal
+    from daemon.journal.interface import JournalUnusable
+    from daemon.journal.opening import open_journal
     from daemon.observing.metrics import Metrics
     from daemon.observing.systemd_notify import Notifier
     from daemon.supervising.arbiter import Supervisor
 
     try:
-        journal = SqliteJournal.open(settings.state.dir)
-    except JournalError as error:
-        print(f"ocr-inbox: {settings.state.dir}: {error}", file=sys.stderr)
+        journal = open_journal(settings.state)
+    except JournalUnusable as error:
+        print(f"ocr-inbox: journal: {error}", file=sys.stderr)
+        log.error("journal.unusable", error=str(error))
         return EXIT_USAGE
     metrics = Metrics()
 
@@ -195,6 +201,12 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         log.info("metrics.serving", host=settings.metrics.host, port=server.port)
     try:
         return supervisor.run()
+    except JournalUnusable as error:
+        # A shared journal's server that comes back refusing our credentials
+        # (changed while we waited): as at start, the settings must change.
+        print(f"ocr-inbox: journal: {error}", file=sys.stderr)
+        log.error("journal.unusable", error=str(error))
+        return EXIT_USAGE
     finally:
         if server is not None:
             server.stop()

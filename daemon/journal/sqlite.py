@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from daemon.journal.interface import Admission, ClaimLost, Entry, FileKey, State
+from daemon.journal.interface import Admission, ClaimLost, Entry, FileKey, LeaseReport, State
 
 log = structlog.get_logger(__name__)
 
@@ -72,8 +72,9 @@ class SqliteJournal:
 
     FILENAME = "journal.sqlite3"
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, node: str = "local") -> None:
         self._db = connection
+        self._node = node
         self._final_lock = threading.Lock()
         # key -> (size, mtime_ns) of rows in a final state: lets a rescan of
         # 100,000 finished files cost one stat each and no database query.
@@ -82,7 +83,7 @@ class SqliteJournal:
         self._load_final_index()
 
     @classmethod
-    def open(cls, state_dir: Path | None) -> SqliteJournal:
+    def open(cls, state_dir: Path | None, node: str = "local") -> SqliteJournal:
         """Open (creating or migrating) the journal in state_dir; None keeps it in memory (`once`)."""
         if state_dir is None:
             connection = sqlite3.connect(":memory:", isolation_level=None)
@@ -100,7 +101,7 @@ class SqliteJournal:
             connection.execute("PRAGMA synchronous=NORMAL")
         connection.row_factory = sqlite3.Row
         _prepare(connection)
-        return cls(connection)
+        return cls(connection, node)
 
     def close(self) -> None:
         self._claims.clear()
@@ -136,6 +137,19 @@ class SqliteJournal:
         """Called from the watcher's thread; reads only the in-memory index."""
         with self._final_lock:
             return self._final.get(key) == (size, mtime_ns)
+
+    def takeable(self) -> list[FileKey]:
+        return []  # one node: every pending row was queued at start
+
+    def problem(self) -> str | None:
+        return None  # a local file: a failure to use it is an error, not a wait
+
+    def leases(self) -> LeaseReport:
+        return LeaseReport(claims_held=len(self._claims))
+
+    @property
+    def node(self) -> str:
+        return self._node
 
     # --- seeing files ------------------------------------------------------
 

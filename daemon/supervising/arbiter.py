@@ -122,6 +122,7 @@ class Supervisor:
         self.stop_now = False
         self._watch = watch
         self.watcher: Watcher | None = None
+        self._next_takeover_look = 0.0
 
     # --- public ------------------------------------------------------------
 
@@ -147,7 +148,10 @@ class Supervisor:
         return self.exit_code
 
     def ready_state(self) -> tuple[bool, str]:
-        """For /readyz (called from the HTTP thread: reads one tuple)."""
+        """For /readyz (called from the HTTP thread: reads one tuple, and the journal's problem)."""
+        problem = self.journal.problem()
+        if problem is not None:
+            return (False, problem)
         return self.health.readiness
 
     # --- the loop --------------------------------------------------------------
@@ -166,6 +170,9 @@ class Supervisor:
         now = self.clock()
         self.workforce.enforce_deadlines(now)
         self.flow.retry_due(now)
+        if self._watch and not self.stopping and now >= self._next_takeover_look:
+            self._look_for_takeovers()
+            self._next_takeover_look = now + self.settings.state.lease_seconds / 2
         self.recovery.maintain(self.stopping)
         if not self.stopping and not self.recovery.exhausted:
             self.workforce.ensure(now)
@@ -210,7 +217,31 @@ class Supervisor:
         if end.lost is not None and end.fault is not None:
             self.flow.worker_lost(end.lost, worker.model_name, end.reason, end.fault)
 
+    def _look_for_takeovers(self) -> None:
+        """Pending files no live claim holds (their node died, or let them go): look at them again.
+
+        The intake hashes each again and the flow admits it as any arrival; the
+        claim at dispatch takes it over. Files of inboxes this daemon does not
+        watch are left to the daemons that do.
+        """
+        roots = self.settings.watch.named_inboxes()
+        for key in self.journal.takeable():
+            root = roots.get(key.inbox)
+            if root is None:
+                continue
+            path = root / key.relative
+            if self.queue.get(path) is None:
+                self.intake.recheck(path, root)
+
     def _report(self, now: float) -> None:
+        leases = self.journal.leases()
+        self.metrics.record_leases(
+            self.journal.node,
+            held=leases.claims_held,
+            taken_over=leases.taken_over,
+            lost=leases.lost,
+            heartbeat_age=leases.heartbeat_age_seconds,
+        )
         self.metrics.queue_depth.set(len(self.queue))
         if self.watcher is not None:
             self.metrics.files_settling.set(self.watcher.tracking)
@@ -228,6 +259,9 @@ class Supervisor:
     # --- start and stop ----------------------------------------------------
 
     def _start(self) -> None:
+        # Every log line of this daemon names its node: several daemons' logs
+        # can be read side by side.
+        structlog.contextvars.bind_contextvars(node=self.journal.node)
         removed = remove_stale_temp_files(
             self.settings.watch.inboxes, recursive=self.settings.watch.recursive
         )

@@ -152,7 +152,7 @@ class Ledger:
             write_success(
                 task.path,
                 content.output_files(task, result),
-                content.success(task, result, model, timings),
+                content.success(task, result, model, timings, node=self.journal.node),
                 known_hashes=known,
                 before_commit=lambda hashes: self.journal.note_outputs(key, hashes),
                 indent=self.indent,
@@ -194,7 +194,9 @@ class Ledger:
         """Write the error sidecar and quarantine this content (not retried until it changes)."""
         sha = sha256 or task.sha256
         key = task.key
-        payload = content.failure(task, fault, sha256=sha, model_name=model, summary=summary)
+        payload = content.failure(
+            task, fault, sha256=sha, model_name=model, summary=summary, node=self.journal.node
+        )
         entry = self.journal.get(key)
         try:
             write_failure(
