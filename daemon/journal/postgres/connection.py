@@ -50,6 +50,11 @@ _FINAL_MESSAGES = {
     "does not exist": "no such database or role",
     "no pg_hba.conf entry": "this host is not allowed in",
     "permission denied": "not allowed",
+    # libpq's own checks of the URL's options (a bad sslmode=...): never passing.
+    "invalid connection option": "not a valid PostgreSQL URL",
+    "invalid sslmode value": "not a valid PostgreSQL URL",
+    "invalid integer value": "not a valid PostgreSQL URL",
+    "invalid URI": "not a valid PostgreSQL URL",
 }
 
 T = TypeVar("T")
