@@ -291,7 +291,10 @@ def test_k_fatal_failures_demote_the_model_then_the_cooldown_brings_it_back(
         tmp_path,
         flaky={"rules": [rule("poison-*", "cuda_fatal")]},
         # The second loss of the file is also the one that demotes the model.
-        recovery={"max_fatal_failures": 2, "attempts_per_model": 2, "cooldown_seconds": 4.0},
+        # 12 s: long enough that the fallback model's load and the file dropped
+        # during the cool-down finish first even on a loaded 2-core machine
+        # (4 s failed 4 runs in 6 there: the cool-down ended before `during` was read).
+        recovery={"max_fatal_failures": 2, "attempts_per_model": 2, "cooldown_seconds": 12.0},
     )
     inbox = tmp_path / "inbox"
     with running_daemon(tmp_path, settings) as daemon:
@@ -311,7 +314,7 @@ def test_k_fatal_failures_demote_the_model_then_the_cooldown_brings_it_back(
         assert daemon.wait_for("file.done", file=str(during))[0]["model"] == "steady"
         [back] = daemon.wait_for("chain.retry_first", timeout=60)
         assert back["model"] == "flaky"
-        assert record_time(back) >= record_time(fallback) + 4.0
+        assert record_time(back) >= record_time(fallback) + 12.0
         daemon.wait_for("model.loaded", slot="0", model="flaky", count=3)
         after = drop_png(inbox / "after-1.png", seed=3)
         assert daemon.wait_for("file.done", file=str(after))[0]["model"] == "flaky"
