@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -39,3 +40,12 @@ def postgres_cluster() -> Cluster:
         return shared_cluster(Path(os.environ[PG_RUN_ENV]))
     except ClusterUnavailable as error:
         unavailable(str(error))
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_url(postgres_cluster: Cluster) -> str:
+    """A fresh, empty database in the run's cluster; its URL (the daemon's role and password)."""
+    return postgres_cluster.new_database(f"test_{os.getpid()}_{next(_databases)}")

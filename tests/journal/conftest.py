@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,16 +10,8 @@ import pytest
 from daemon.journal.interface import Journal
 from daemon.journal.opening import open_journal
 from daemon.settings.sections import StateSettings
-from harness.postgres_cluster import Cluster
 
 OpenJournal = Callable[..., Journal]
-_databases = itertools.count()
-
-
-@pytest.fixture
-def pg_url(postgres_cluster: Cluster) -> str:
-    """A fresh, empty database in the run's cluster; its URL (the daemon's role and password)."""
-    return postgres_cluster.new_database(f"journal_{next(_databases)}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
