@@ -262,8 +262,13 @@ class Supervisor:
         # Every log line of this daemon names its node: several daemons' logs
         # can be read side by side.
         structlog.contextvars.bind_contextvars(node=self.journal.node)
+        # With a shared journal other daemons write into these folders now:
+        # only this node's leftovers are removed (a node restarted under its
+        # name, the default, cleans up after its own crash).
         removed = remove_stale_temp_files(
-            self.settings.watch.inboxes, recursive=self.settings.watch.recursive
+            self.settings.watch.inboxes,
+            recursive=self.settings.watch.recursive,
+            writer=self.ledger.writer if self.settings.state.url else None,
         )
         if removed:
             log.info("outputs.stale_temp_removed", count=removed)

@@ -30,6 +30,7 @@ from daemon.outputs.writing import (
     read_owned_json,
     write_failure,
     write_success,
+    writer_tag,
 )
 from daemon.protocol import DocumentResult, Fault
 from daemon.tasks import FileTask
@@ -49,6 +50,8 @@ class Ledger:
         keep_final: bool = False,
     ) -> None:
         self.journal = journal
+        # Temp files carry this mark, so daemons sharing a folder know whose they are.
+        self.writer = writer_tag(journal.node)
         self.metrics = metrics
         self.clock = clock
         self.indent = indent
@@ -156,6 +159,7 @@ class Ledger:
                 known_hashes=known,
                 before_commit=lambda hashes: self.journal.note_outputs(key, hashes),
                 indent=self.indent,
+                writer=self.writer,
             )
         except OutputError as error:
             self.output_error(error)
@@ -205,6 +209,7 @@ class Ledger:
                 known_hashes=entry.output_hashes if entry is not None else (),
                 before_commit=lambda: self.journal.fence(key),
                 indent=self.indent,
+                writer=self.writer,
             )
         except OutputError as error:
             self.output_error(error)
@@ -241,7 +246,7 @@ class Ledger:
             if entry is None or entry.state != State.FAILED or entry.sha256 != sha:
                 continue
             try:
-                write_failure(path, payload, indent=self.indent)
+                write_failure(path, payload, indent=self.indent, writer=self.writer)
             except OutputError as error:
                 self.output_error(error)
                 if error.reason != "not_ours":
