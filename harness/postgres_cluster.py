@@ -61,7 +61,9 @@ class Cluster:
     def __init__(self, bin_dir: Path, port: int | None = None, folder: Path | None = None) -> None:
         self.bin_dir = bin_dir
         self.port = port if port is not None else _free_port()
-        self.folder = folder if folder is not None else Path(tempfile.mkdtemp(prefix="ocr-inbox-pg-"))
+        self.folder = (
+            folder if folder is not None else Path(tempfile.mkdtemp(prefix="ocr-inbox-pg-"))
+        )
         self.data = self.folder / "data"
         self.log = self.folder / "server.log"
         self._as_user: list[str] = []
@@ -225,7 +227,11 @@ def shared_cluster(run_dir: Path) -> Cluster:
             raise
         record.write_text(
             json.dumps(
-                {"bin_dir": str(cluster.bin_dir), "port": cluster.port, "folder": str(cluster.folder)}
+                {
+                    "bin_dir": str(cluster.bin_dir),
+                    "port": cluster.port,
+                    "folder": str(cluster.folder),
+                }
             )
         )
         return cluster
