@@ -1,4 +1,4 @@
-"""Command line: run | once FILE... | doctor | bench, and --version.
+"""Command line: run | once FILE... | status | doctor | bench, and --version.
 
 Exit codes carry meaning: 0 fine; 1 a file failed (`once`) or the daemon hit
 an error; 2 the settings or arguments are wrong (fix them before retrying);
@@ -73,6 +73,20 @@ def _parser() -> argparse.ArgumentParser:
     common(doctor)
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
+    status = commands.add_parser(
+        "status",
+        help="what the journal knows: files by state, in flight, failures, nodes (exit 0; 1: its database is unreachable; 2: no such journal)",
+    )
+    status.add_argument(
+        "--config",
+        type=Path,
+        help="settings file (default: $OCR_INBOX_CONFIG, else ./settings.toml)",
+    )
+    status.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="where the journal lives (state.dir)"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
     bench = commands.add_parser(
         "bench", help="run the benchmarks under bench/ (see docs/benchmarks.md)"
     )
@@ -129,7 +143,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_doctor(settings, as_json=args.json, out=sys.stdout)
     if args.command == "once":
         return _once(settings, args.files)
+    if args.command == "status":
+        return _status(settings, as_json=args.json)
     return _run(settings, args)
+
+
+def _status(settings: Settings, *, as_json: bool) -> int:
+    import json
+
+    from daemon.journal.interface import JournalUnusable
+    from daemon.journal.status import JournalAway, read_status, render
+
+    try:
+        report = read_status(settings.state)
+    except JournalUnusable as error:
+        print(f"ocr-inbox: journal: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except JournalAway as error:
+        print(f"ocr-inbox: journal unreachable: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if as_json else render(report))
+    return 0
 
 
 def _once(settings: Settings, files: list[Path]) -> int:

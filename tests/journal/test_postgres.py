@@ -15,7 +15,7 @@ from daemon.journal.opening import default_node, open_journal
 from daemon.journal.postgres.connection import redact
 from daemon.journal.postgres.journal import PostgresJournal
 from daemon.settings.sections import StateSettings
-from harness.postgres_cluster import ROLE_PASSWORD, Cluster
+from harness.postgres_cluster import ROLE_PASSWORD, Cluster, start_cluster
 
 SHA = "a" * 64
 A = FileKey("scans", "a.png")
@@ -192,10 +192,22 @@ def _in_thread(target: object) -> tuple[threading.Thread, dict[str, object]]:
     return thread, box
 
 
+@pytest.fixture
+def own_cluster(postgres_cluster: Cluster) -> Iterator[Cluster]:
+    """A cluster of this test's own: stopping the run's shared one would disturb tests running beside it."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 def test_a_server_down_at_start_and_restarted_later_loses_nothing(
-    postgres_cluster: Cluster, pg_url: str, tmp_path: Path
+    own_cluster: Cluster, tmp_path: Path
 ) -> None:
     """Opening waits while the server is down (problem says why); a restart mid-use is ridden out, nothing lost."""
+    postgres_cluster = own_cluster
+    pg_url = postgres_cluster.new_database("outage")
     state = StateSettings(dir=tmp_path, url=pg_url, node="a", lease_seconds=30)
     postgres_cluster.stop_server()
     try:

@@ -168,6 +168,10 @@ class Database:
             self._set_problem(None)
             return connection
 
+    def raise_if_final(self, error: psycopg.Error) -> None:
+        """Raise JournalUnusable when `error` is one no retry will fix."""
+        self._final_or_raise(error)
+
     def _final_or_raise(self, error: psycopg.Error) -> None:
         text = self.scrub(str(error)).strip()
         reason = _FINAL_STATES.get(error.sqlstate or "")

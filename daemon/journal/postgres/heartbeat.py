@@ -89,7 +89,7 @@ class Heartbeat:
             "UPDATE ocr_inbox_nodes SET heartbeat_at = clock_timestamp() WHERE node = %s",
             (journal.node,),
         )
-        held = journal.held_claims()
+        held = journal.memory.held()
         if held:
             renewed = db.execute(
                 "UPDATE ocr_inbox_files AS f"
@@ -110,7 +110,7 @@ class Heartbeat:
             # renewed either; forgetting it again is harmless.
             gone = [key for key in held if key not in kept]
             if gone:
-                journal.forget_claims(gone)
+                journal.memory.let_go(*gone)
                 for key in gone:
                     log.warning("journal.lease_lost", key=str(key), node=journal.node)
         self._last_beat = time.monotonic()
@@ -138,5 +138,5 @@ class Heartbeat:
             key = FileKey(str(row[0]), str(row[1]))
             final = row[4] != State.PENDING.value
             changes[key] = (int(row[2]), int(row[3])) if final else None
-        self.journal.replace_final(changes, everything)
+        self.journal.memory.replace_final(changes, everything)
         self._last_look = stamp[0] if stamp is not None else None

@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,6 +37,7 @@ from daemon.journal.postgres.connection import (
     is_connection_error,
 )
 from daemon.journal.postgres.heartbeat import Heartbeat
+from daemon.journal.postgres.memory import NodeMemory
 from daemon.journal.postgres.schema import prepare
 
 log = structlog.get_logger("daemon.journal.postgres")
@@ -63,12 +63,9 @@ class PostgresJournal:
         self.node = node
         self.lease_seconds = lease_seconds
         self._connection: Connection | None = None
-        self._claims: set[FileKey] = set()
-        self._claims_lock = threading.Lock()
+        self.memory = NodeMemory()
         self._taken_over = 0
         self._lost = 0
-        self._final_lock = threading.Lock()
-        self._final: dict[FileKey, tuple[int, int]] = {}
         self.heartbeat = Heartbeat(self)
 
     @classmethod
@@ -107,8 +104,7 @@ class PostgresJournal:
                 # The leases run out on their own; nothing is lost.
                 log.warning("journal.close_failed", error=self.database.scrub(str(error)))
             self._connection.close()
-        with self._claims_lock:
-            self._claims.clear()
+        self.memory.let_go_all()
 
     # --- the connection, and patience ------------------------------------------
 
@@ -170,8 +166,7 @@ class PostgresJournal:
 
     def is_final(self, key: FileKey, size: int, mtime_ns: int) -> bool:
         """Called from the watcher's thread: the in-memory index the heartbeat keeps fresh."""
-        with self._final_lock:
-            return self._final.get(key) == (size, mtime_ns)
+        return self.memory.is_final(key, size, mtime_ns)
 
     def takeable(self) -> list[FileKey]:
         """Pending files that no live lease holds and this node does not hold (a dead node's, or let go)."""
@@ -183,8 +178,7 @@ class PostgresJournal:
                 (State.PENDING.value,),
             ).fetchall()
         )
-        with self._claims_lock:
-            held = set(self._claims)
+        held = set(self.memory.held())
         return [key for key in (FileKey(str(r[0]), str(r[1])) for r in rows) if key not in held]
 
     def problem(self) -> str | None:
@@ -192,8 +186,7 @@ class PostgresJournal:
         return None if problem is None else f"the journal's database is unreachable: {problem}"
 
     def leases(self) -> LeaseReport:
-        with self._claims_lock:
-            held = len(self._claims)
+        held = len(self.memory.held())
         return LeaseReport(
             claims_held=held,
             taken_over=self._taken_over,
@@ -234,9 +227,9 @@ class PostgresJournal:
 
         admission = self._run(admit)
         if admission is Admission.UNCHANGED:
-            self._set_final(key, size, mtime_ns)
+            self.memory.set_final(key, size, mtime_ns)
         else:
-            self._drop_final(key)
+            self.memory.drop_final(key)
         return admission
 
     def reopen(self, key: FileKey) -> None:
@@ -247,12 +240,12 @@ class PostgresJournal:
                 (State.PENDING.value, *_params(key), State.PENDING.value),
             )
         )
-        self._drop_final(key)
+        self.memory.drop_final(key)
 
     def forget(self, key: FileKey) -> None:
         self._run(lambda db: db.execute(f"DELETE FROM ocr_inbox_files WHERE {_KEY}", _params(key)))
-        self._discard_claim(key)
-        self._drop_final(key)
+        self.memory.let_go(key)
+        self.memory.drop_final(key)
 
     # --- claims --------------------------------------------------------------------
 
@@ -285,15 +278,14 @@ class PostgresJournal:
         outcome = self._run(claim)
         if outcome is False:
             return False
-        with self._claims_lock:
-            self._claims.add(key)
+        self.memory.hold(key)
         if isinstance(outcome, str):
             self._taken_over += 1
             log.warning("file.taken_over", key=str(key), from_node=outcome, node=self.node)
         return True
 
     def release(self, key: FileKey) -> None:
-        self._discard_claim(key)
+        self.memory.let_go(key)
         self._run(
             lambda db: db.execute(
                 "UPDATE ocr_inbox_files SET claim_node = NULL, lease_until = NULL"
@@ -345,8 +337,8 @@ class PostgresJournal:
             mtime_ns,
             error,
         )
-        self._discard_claim(key)
-        self._set_final(key, size, mtime_ns)
+        self.memory.let_go(key)
+        self.memory.set_final(key, size, mtime_ns)
 
     def _write(
         self,
@@ -357,9 +349,7 @@ class PostgresJournal:
         returning_params: tuple[object, ...] = (),
     ) -> tuple[Any, ...]:
         """One update of a row this node holds, in one statement with the check; ClaimLost if not held."""
-        with self._claims_lock:
-            held = key in self._claims
-        if not held:
+        if not self.memory.holds(key):
             raise ClaimLost(key)
         row = self._run(
             lambda db: db.execute(
@@ -374,7 +364,7 @@ class PostgresJournal:
         return tuple(row)
 
     def _lost_claim(self, key: FileKey) -> None:
-        self._discard_claim(key)
+        self.memory.let_go(key)
         self._lost += 1
         with contextlib.suppress(psycopg.Error):  # a count for the operator; the claim is gone
             self._run(
@@ -382,41 +372,6 @@ class PostgresJournal:
                     "UPDATE ocr_inbox_nodes SET lost = lost + 1 WHERE node = %s", (self.node,)
                 )
             )
-
-    def _discard_claim(self, key: FileKey) -> None:
-        with self._claims_lock:
-            self._claims.discard(key)
-
-    def held_claims(self) -> list[FileKey]:
-        """For the heartbeat's thread."""
-        with self._claims_lock:
-            return list(self._claims)
-
-    def forget_claims(self, keys: list[FileKey]) -> None:
-        """The heartbeat found these leases gone: stop believing we hold them."""
-        with self._claims_lock:
-            self._claims.difference_update(keys)
-
-    # --- the in-memory index of final rows -------------------------------------------
-
-    def replace_final(self, rows: dict[FileKey, tuple[int, int] | None], everything: bool) -> None:
-        """From the heartbeat: rows changed (None: no longer final); everything: the whole index."""
-        with self._final_lock:
-            if everything:
-                self._final = {}
-            for key, value in rows.items():
-                if value is None:
-                    self._final.pop(key, None)
-                else:
-                    self._final[key] = value
-
-    def _set_final(self, key: FileKey, size: int, mtime_ns: int) -> None:
-        with self._final_lock:
-            self._final[key] = (size, mtime_ns)
-
-    def _drop_final(self, key: FileKey) -> None:
-        with self._final_lock:
-            self._final.pop(key, None)
 
 
 def _params(key: FileKey) -> tuple[str, str]:
