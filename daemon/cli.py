@@ -1,4 +1,4 @@
-"""Command line: run | once FILE... | doctor | bench, and --version.
+"""Command line: run | once FILE... | status | doctor | bench, and --version.
 
 Exit codes carry meaning: 0 fine; 1 a file failed (`once`) or the daemon hit
 an error; 2 the settings or arguments are wrong (fix them before retrying);
@@ -80,6 +80,20 @@ def _parser() -> argparse.ArgumentParser:
     common(doctor)
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
+    status = commands.add_parser(
+        "status",
+        help="what the journal knows: files by state, in flight, failures, nodes (exit 0; 1: its database is unreachable; 2: no such journal)",
+    )
+    status.add_argument(
+        "--config",
+        type=Path,
+        help="settings file (default: $OCR_INBOX_CONFIG, else ./settings.toml)",
+    )
+    status.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="where the journal lives (state.dir)"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
     bench = commands.add_parser(
         "bench", help="run the benchmarks under bench/ (see docs/benchmarks.md)"
     )
@@ -153,10 +167,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_doctor(settings, as_json=args.json, out=sys.stdout)
     if args.command == "once":
         return _once(settings, args.files)
+    if args.command == "status":
+        return _status(settings, as_json=args.json)
     return _run(settings, args)
 
 
+def _status(settings: Settings, *, as_json: bool) -> int:
+    import json
+
+    from daemon.journal.interface import JournalUnusable
+    from daemon.journal.status import JournalAway, read_status, render
+
+    try:
+        report = read_status(settings.state)
+    except JournalUnusable as error:
+        print(f"ocr-inbox: journal: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except JournalAway as error:
+        print(f"ocr-inbox: journal unreachable: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if as_json else render(report))
+    return 0
+
+
 def _once(settings: Settings, files: list[Path]) -> int:
+    from daemon.journal.opening import node_of
     from daemon.journal.sqlite import SqliteJournal
     from daemon.observing.metrics import Metrics
     from daemon.supervising.arbiter import Supervisor
@@ -170,7 +205,10 @@ def _once(settings: Settings, files: list[Path]) -> int:
             print(f"ocr-inbox: {file}: {reason}", file=sys.stderr)
         paths.append(path)
     supervisor = Supervisor(
-        settings, journal=SqliteJournal.open(None), metrics=Metrics(), watch=False
+        settings,
+        journal=SqliteJournal.open(None, node_of(settings.state)),
+        metrics=Metrics(),
+        watch=False,
     )
     supervisor.add_files(paths)
     return supervisor.run()
@@ -178,7 +216,8 @@ def _once(settings: Settings, files: list[Path]) -> int:
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.fitting import fit_problem, gpu_total_bytes, resident_models
-    from daemon.journal.sqlite import JournalError, SqliteJournal
+    from daemon.journal.interface import JournalUnusable
+    from daemon.journal.opening import open_journal
     from daemon.observing.metrics import Metrics
     from daemon.observing.systemd_notify import Notifier
     from daemon.supervising.arbiter import Supervisor
@@ -191,11 +230,16 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"ocr-inbox: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        journal = SqliteJournal.open(settings.state.dir)
-    except JournalError as error:
+        journal = open_journal(settings.state)
+    except JournalUnusable as error:
+        where = (
+            "state.url, OCR_INBOX_STATE__URL or state.password_file"
+            if settings.state.url
+            else "state.dir, OCR_INBOX_STATE__DIR or --state-dir"
+        )
         startup_errors.report(
             "journal.unusable",
-            f"{settings.state.dir}: {error} (state.dir, OCR_INBOX_STATE__DIR or --state-dir)",
+            f"{error} ({where})",
             fmt=settings.log.format,
             state_dir=str(settings.state.dir),
         )
@@ -243,6 +287,12 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         log.info("metrics.serving", host=settings.metrics.host, port=server.port)
     try:
         return supervisor.run()
+    except JournalUnusable as error:
+        # A shared journal's server that comes back refusing our credentials
+        # (changed while we waited): as at start, the settings must change.
+        print(f"ocr-inbox: journal: {error}", file=sys.stderr)
+        log.error("journal.unusable", error=str(error))
+        return EXIT_USAGE
     finally:
         if server is not None:
             server.stop()

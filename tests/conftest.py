@@ -1,12 +1,57 @@
 """Fixtures every test module may ask for by name."""
 
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 
+from harness.postgres_cluster import (
+    Cluster,
+    ClusterUnavailable,
+    shared_cluster,
+    stop_shared_cluster,
+)
 from tests.support.inference_server_fixtures import transformers_server  # noqa: F401
 from tests.support.tiny_model_fixtures import tiny_models_root  # noqa: F401  (a fixture, used by name)
+from tests.support.tools import unavailable
+
+# Made by the controlling pytest process before xdist's workers start; they
+# inherit it, so the whole run shares one PostgreSQL cluster.
+PG_RUN_ENV = "PYTEST_OCR_INBOX_PG_RUN"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and PG_RUN_ENV not in os.environ:
+        os.environ[PG_RUN_ENV] = tempfile.mkdtemp(prefix="ocr-inbox-pg-run-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and PG_RUN_ENV in os.environ:
+        stop_shared_cluster(Path(os.environ.pop(PG_RUN_ENV)))
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Cluster:
+    """The run's one throwaway PostgreSQL cluster (skips without the server, fails under REQUIRE_SYSTEM_TOOLS=1)."""
+    try:
+        return shared_cluster(Path(os.environ[PG_RUN_ENV]))
+    except ClusterUnavailable as error:
+        unavailable(str(error))
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_url(postgres_cluster: Cluster) -> str:
+    """A fresh, empty database in the run's cluster; its URL (the daemon's role and password)."""
+    return postgres_cluster.new_database(f"test_{os.getpid()}_{next(_databases)}")
 
 
 @pytest.fixture(autouse=True)

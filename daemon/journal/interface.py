@@ -111,6 +111,20 @@ class WebhookEvent:
     queued_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseReport:
+    """What a node's claims look like now, for metrics and `ocr-inbox status`."""
+
+    claims_held: int = 0
+    taken_over: int = 0  # leases of other nodes this node took over since it started
+    lost: int = 0  # claims this node found taken from it since it started
+    heartbeat_age_seconds: float | None = None  # None: the backend has no heartbeat
+
+
+class JournalUnusable(Exception):
+    """The journal cannot be used as configured (bad URL, wrong credentials, a newer schema): exit 2."""
+
+
 class ClaimLost(Exception):
     """This node does not hold the file's claim (any more): write nothing for it."""
 
@@ -123,8 +137,14 @@ class Journal(Protocol):
     """The daemon's durable memory of files, for one node.
 
     Every method is called from the supervisor's main loop, except is_final,
-    which the watcher's thread calls and which must be cheap (no query).
+    which the watcher's thread calls and which must be cheap (no query), and
+    problem and leases, which the HTTP thread may call.
     """
+
+    @property
+    def node(self) -> str:
+        """The name this daemon goes by in the journal (state.node)."""
+        ...
 
     # --- reading ---------------------------------------------------------
 
@@ -141,6 +161,21 @@ class Journal(Protocol):
     def is_final(self, key: FileKey, size: int, mtime_ns: int) -> bool:
         """True when this exact file (key, size, mtime) already has its outcome."""
         ...
+
+    def takeable(self) -> list[FileKey]:
+        """Pending files no live claim holds and this node does not hold: a dead node's, or let go.
+
+        Asked every so often, so a node looks again at files it left to another
+        node that then died. One node (SQLite) queued every pending file at
+        start and leaves none to others: none.
+        """
+        ...
+
+    def problem(self) -> str | None:
+        """Why the journal cannot be used right now (None when it can): for readiness."""
+        ...
+
+    def leases(self) -> LeaseReport: ...
 
     # --- seeing files (no claim: every node admits what it sees) ----------
 

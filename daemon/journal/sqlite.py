@@ -33,7 +33,8 @@ from typing import Any
 
 import structlog
 
-from daemon.journal.interface import Admission, ClaimLost, Entry, FileKey, State
+from daemon.journal.interface import Admission, ClaimLost, Entry, FileKey, LeaseReport, State
+from daemon.journal.sqlite_moves import MOVES_SCHEMA, SqliteMoves
 from daemon.journal.sqlite_outbox import OUTBOX_SCHEMA, SqliteOutbox
 
 log = structlog.get_logger(__name__)
@@ -57,16 +58,8 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (inbox, relative)
 );
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, admitted_at);
--- Inputs being moved out of their inbox (archive_dir, failed_dir), until the
--- move is finished: a restart finishes it to the same destination.
-CREATE TABLE IF NOT EXISTS moves (
-    inbox       TEXT NOT NULL,
-    relative    TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    PRIMARY KEY (inbox, relative)
-);
 """
-SCHEMA += OUTBOX_SCHEMA.strip() + ";\n"
+SCHEMA += MOVES_SCHEMA.strip() + ";\n" + OUTBOX_SCHEMA.strip() + ";\n"
 
 _COLUMNS = (
     "size, mtime_ns, sha256, state, attempts, trail, error, md_sha256, admitted_at, updated_at"
@@ -78,13 +71,14 @@ class JournalError(Exception):
     """The journal cannot be opened as it is (a newer release wrote it)."""
 
 
-class SqliteJournal(SqliteOutbox):
+class SqliteJournal(SqliteOutbox, SqliteMoves):
     """The daemon's durable memory. Open with SqliteJournal.open(state_dir)."""
 
     FILENAME = "journal.sqlite3"
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, node: str = "local") -> None:
         self._db = connection
+        self._node = node
         self._final_lock = threading.Lock()
         # key -> (size, mtime_ns) of rows in a final state: lets a rescan of
         # 100,000 finished files cost one stat each and no database query.
@@ -93,7 +87,7 @@ class SqliteJournal(SqliteOutbox):
         self._load_final_index()
 
     @classmethod
-    def open(cls, state_dir: Path | None) -> SqliteJournal:
+    def open(cls, state_dir: Path | None, node: str = "local") -> SqliteJournal:
         """Open (creating or migrating) the journal in state_dir; None keeps it in memory (`once`)."""
         if state_dir is None:
             connection = sqlite3.connect(":memory:", isolation_level=None)
@@ -111,7 +105,7 @@ class SqliteJournal(SqliteOutbox):
             connection.execute("PRAGMA synchronous=NORMAL")
         connection.row_factory = sqlite3.Row
         _prepare(connection)
-        return cls(connection)
+        return cls(connection, node)
 
     def close(self) -> None:
         self._claims.clear()
@@ -147,6 +141,19 @@ class SqliteJournal(SqliteOutbox):
         """Called from the watcher's thread; reads only the in-memory index."""
         with self._final_lock:
             return self._final.get(key) == (size, mtime_ns)
+
+    def takeable(self) -> list[FileKey]:
+        return []  # one node: every pending row was queued at start
+
+    def problem(self) -> str | None:
+        return None  # a local file: a failure to use it is an error, not a wait
+
+    def leases(self) -> LeaseReport:
+        return LeaseReport(claims_held=len(self._claims))
+
+    @property
+    def node(self) -> str:
+        return self._node
 
     # --- seeing files ------------------------------------------------------
 
@@ -288,27 +295,6 @@ class SqliteJournal(SqliteOutbox):
     def _drop_final(self, key: FileKey) -> None:
         with self._final_lock:
             self._final.pop(key, None)
-
-    # --- moving inputs out of the inbox ----------------------------------------
-
-    def note_move(self, key: FileKey, destination: str) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO moves (inbox, relative, destination) VALUES (?, ?, ?)",
-                (key.inbox, key.relative, destination),
-            )
-
-    def moves(self) -> list[tuple[FileKey, str]]:
-        rows = self._db.execute("SELECT inbox, relative, destination FROM moves").fetchall()
-        return [(FileKey(row[0], row[1]), row[2]) for row in rows]
-
-    def finish_move(self, key: FileKey) -> None:
-        with self._transaction() as db:
-            db.execute(f"DELETE FROM moves {_WHERE_KEY}", (key.inbox, key.relative))
-            db.execute(f"DELETE FROM files {_WHERE_KEY}", (key.inbox, key.relative))
-        with self._final_lock:
-            self._final.pop(key, None)
-        self._claims.discard(key)
 
 
 def _params(key: FileKey) -> tuple[str, str]:

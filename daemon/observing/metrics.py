@@ -193,6 +193,30 @@ class Metrics:
             PREFIX + "build_info", "The running version (value 1).", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
+        # Claims in the journal; labelled by node so several daemons' series
+        # stay apart in one Prometheus (the SQLite journal reports them too).
+        self.claims_held = Gauge(
+            PREFIX + "claims_held", "Files this daemon holds the claim of.", ["node"], registry=r
+        )
+        self.leases_taken_over = Counter(
+            PREFIX + "leases_taken_over",
+            "Claims of other daemons whose lease ran out and that this daemon took over.",
+            ["node"],
+            registry=r,
+        )
+        self.claims_lost = Counter(
+            PREFIX + "claims_lost",
+            "Claims this daemon found taken from it (its lease ran out): nothing was written.",
+            ["node"],
+            registry=r,
+        )
+        self.heartbeat_age = Gauge(
+            PREFIX + "heartbeat_age_seconds",
+            "Seconds since this daemon's last heartbeat reached the shared journal (-1: no heartbeat).",
+            ["node"],
+            registry=r,
+        )
+        self._leases_seen = (0, 0)  # (taken over, lost) as last reported
         self.queue_depth.set(0)
         self.chain_position.set(0)
         for reason in ("crash", "hang", "cuda_fatal", "load_error", "memory"):
@@ -271,6 +295,17 @@ class Metrics:
                 attention=info.attention,
             ).set(1)
         self.chain_position.set(position)
+
+    def record_leases(
+        self, node: str, *, held: int, taken_over: int, lost: int, heartbeat_age: float | None
+    ) -> None:
+        """The journal's lease figures now (the totals since start; counters advance by what is new)."""
+        self.claims_held.labels(node=node).set(held)
+        self.heartbeat_age.labels(node=node).set(-1 if heartbeat_age is None else heartbeat_age)
+        seen_taken, seen_lost = self._leases_seen
+        self.leases_taken_over.labels(node=node).inc(max(taken_over - seen_taken, 0))
+        self.claims_lost.labels(node=node).inc(max(lost - seen_lost, 0))
+        self._leases_seen = (taken_over, lost)
 
     def record_memory(self, readings: Iterable[GpuMemory]) -> None:
         for reading in readings:

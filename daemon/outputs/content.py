@@ -97,15 +97,25 @@ def _pdf(pdf: SearchablePdf) -> dict[str, Any]:
 
 
 def success(
-    task: FileTask, result: DocumentResult, model_name: str, timings: dict[str, float]
+    task: FileTask,
+    result: DocumentResult,
+    model_name: str,
+    timings: dict[str, float],
+    *,
+    node: str | None = None,
 ) -> dict[str, Any]:
-    """The .ocr.json document (outputs.write_success adds generator and markdown hash)."""
+    """The .ocr.json document (outputs.write_success adds generator and markdown hash).
+
+    `node`: the daemon that wrote it (state.node), so a set on a share shared
+    by several hosts says which one did the work.
+    """
     info = result.engine
     return {
         "schema": SCHEMA_VERSION,
         "version": __version__,
         "created_at": _now_iso(),
         "inbox": task.inbox_name,
+        **({"node": node} if node is not None else {}),
         "input": {
             "name": task.name,
             "sha256": result.sha256,
@@ -153,13 +163,15 @@ def failure(
     sha256: str | None,
     model_name: str | None,
     summary: str,
+    node: str | None = None,
 ) -> dict[str, Any]:
-    """The .ocr.error.json document: what failed, why, and what was tried."""
+    """The .ocr.error.json document: what failed, why, and what was tried (and by which node)."""
     return {
         "schema": SCHEMA_VERSION,
         "version": __version__,
         "created_at": _now_iso(),
         "inbox": task.inbox_name,
+        **({"node": node} if node is not None else {}),
         "input": {"name": task.name, "sha256": sha256 or task.sha256, "size": task.size},
         "error": {
             "kind": fault.kind,

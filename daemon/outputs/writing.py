@@ -79,6 +79,7 @@ __all__ = [
     "sha256_text",
     "write_failure",
     "write_success",
+    "writer_tag",
 ]
 
 
@@ -97,8 +98,16 @@ def encode_json(payload: dict[str, Any], indent: int | None) -> bytes:
 # --- writing -----------------------------------------------------------------
 
 
-def _temp_path(target: Path) -> Path:
-    token = f".{secrets.token_hex(4)}{TEMP_SUFFIX}"
+def writer_tag(node: str) -> str:
+    """The mark of a daemon (node) in its temp files' names: 8 hex digits, whatever the node's name."""
+    return hashlib.sha256(node.encode()).hexdigest()[:8]
+
+
+def _temp_path(target: Path, writer: str = "") -> Path:
+    # `writer` (writer_tag) says whose temp file it is: daemons sharing one
+    # folder remove only their own leftovers, never another's write in progress.
+    mark = f".w{writer}" if writer else ""
+    token = f"{mark}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     # The target's name makes a leftover temp file recognisable, but only as
     # much of it as fits: an output name that fits must not fail for its temp.
     room = max(0, name_max(target.parent) - 1 - len(token))
@@ -114,9 +123,9 @@ def _classify_os_error(error: OSError) -> OutputFailure:
     return "io"
 
 
-def _write_temp(target: Path, data: bytes) -> Path:
+def _write_temp(target: Path, data: bytes, writer: str = "") -> Path:
     """Write data to a new hidden temp file beside target and fsync it."""
-    temp = _temp_path(target)
+    temp = _temp_path(target, writer)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(temp, flags, 0o644)
@@ -196,6 +205,7 @@ def write_success(
     before_commit: Callable[[list[str]], None] | None = None,
     indent: int | None = 2,
     paths: OutputPaths | None = None,
+    writer: str = "",
 ) -> OutputPaths:
     """Write the set for `source`: `files` (format -> bytes) and the JSON that lists them.
 
@@ -232,8 +242,8 @@ def write_success(
     try:
         for format, data in files.items():
             target = paths.of(format)
-            temps.append((_write_temp(target, data), target))
-        temps.append((_write_temp(paths.json, encode_json(body, indent)), paths.json))
+            temps.append((_write_temp(target, data, writer), target))
+        temps.append((_write_temp(paths.json, encode_json(body, indent), writer), paths.json))
         if before_commit is not None:
             before_commit(list(hashes.values()))
     except BaseException:
@@ -257,6 +267,7 @@ def write_failure(
     before_commit: Callable[[], None] | None = None,
     indent: int | None = 2,
     paths: OutputPaths | None = None,
+    writer: str = "",
 ) -> OutputPaths:
     """Write the error sidecar for `source`; remove an older set of ours.
 
@@ -269,7 +280,7 @@ def write_failure(
     if regular_file(paths.error) is not None and read_owned_json(paths.error) is None:
         raise OutputError("not_ours", paths.error, "a file not written by ocr-inbox is in the way")
     body = dict(payload, generator=GENERATOR)
-    temp = _write_temp(paths.error, encode_json(body, indent))
+    temp = _write_temp(paths.error, encode_json(body, indent), writer)
     if before_commit is not None:
         try:
             before_commit()
@@ -296,8 +307,16 @@ def write_failure(
     return paths
 
 
-def remove_stale_temp_files(folders: Iterable[Path], *, recursive: bool) -> int:
-    """Delete temp files a killed daemon left behind; returns how many."""
+def remove_stale_temp_files(
+    folders: Iterable[Path], *, recursive: bool, writer: str | None = None
+) -> int:
+    """Delete temp files a killed daemon left behind; returns how many.
+
+    `writer` (writer_tag of this node): only temp files of that writer, for a
+    folder shared with other daemons whose writes may be in progress. None:
+    every temp file of ours (one daemon owns the folder).
+    """
+    own = None if writer is None else f".w{writer}."
     removed = 0
     for folder in folders:
         stack = [folder]
@@ -308,8 +327,10 @@ def remove_stale_temp_files(folders: Iterable[Path], *, recursive: bool) -> int:
                 # 300,000 entries, and a list of them cost ~75 MB at every start.
                 with os.scandir(current) as entries:
                     for entry in entries:
-                        if entry.is_file(follow_symlinks=False) and entry.name.endswith(
-                            TEMP_SUFFIX
+                        if (
+                            entry.is_file(follow_symlinks=False)
+                            and entry.name.endswith(TEMP_SUFFIX)
+                            and (own is None or own in entry.name)
                         ):
                             with contextlib.suppress(OSError):
                                 os.unlink(entry.path)

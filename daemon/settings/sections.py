@@ -61,6 +61,23 @@ class WatchSettings(Section):
 
 class StateSettings(Section):
     dir: Path = Path("./.state")
+    # Empty: the journal is a SQLite file in `dir`, for one daemon. A
+    # postgresql:// URL: one journal shared by every daemon pointing at it.
+    url: str = ""
+    # A file holding the database's password (when the URL has none); libpq's
+    # PGPASSWORD and ~/.pgpass work too.
+    password_file: str = ""
+    # This daemon's name in the journal, logs, outputs and metrics. Empty: the
+    # host's name and a hash of `dir` (daemon.journal.opening.default_node).
+    node: str = Field(default="", pattern=r"^[A-Za-z0-9_.:@-]{0,100}$")
+    # How long a claim outlives its daemon's last heartbeat (every third of it).
+    lease_seconds: float = Field(default=30.0, ge=0.3, le=86400)
+
+    @model_validator(mode="after")
+    def _url_is_postgresql(self) -> StateSettings:
+        if self.url and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("url must be empty (SQLite in state.dir) or a postgresql:// URL")
+        return self
 
 
 class LimitsSettings(Section):

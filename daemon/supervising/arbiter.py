@@ -156,6 +156,7 @@ class Supervisor:
         self.stop_now = False
         self._watch = watch
         self.watcher: Watcher | None = None
+        self._next_takeover_look = 0.0
 
     # --- public ------------------------------------------------------------
 
@@ -181,7 +182,10 @@ class Supervisor:
         return self.exit_code
 
     def ready_state(self) -> tuple[bool, str]:
-        """For /readyz (called from the HTTP thread: reads one tuple)."""
+        """For /readyz (called from the HTTP thread: reads one tuple, and the journal's problem)."""
+        problem = self.journal.problem()
+        if problem is not None:
+            return (False, problem)
         return self.health.readiness
 
     # --- the loop --------------------------------------------------------------
@@ -200,6 +204,9 @@ class Supervisor:
         now = self.clock()
         self.workforce.enforce_deadlines(now)
         self.flow.retry_due(now)
+        if self._watch and not self.stopping and now >= self._next_takeover_look:
+            self._look_for_takeovers()
+            self._next_takeover_look = now + self.settings.state.lease_seconds / 2
         self.recovery.maintain(self.stopping)
         self._fail_back()
         self.ledger.webhooks_delivered()
@@ -259,7 +266,31 @@ class Supervisor:
             for task in end.lost:
                 self.flow.worker_lost(task, worker.model_name, end.reason, end.fault)
 
+    def _look_for_takeovers(self) -> None:
+        """Pending files no live claim holds (their node died, or let them go): look at them again.
+
+        The intake hashes each again and the flow admits it as any arrival; the
+        claim at dispatch takes it over. Files of inboxes this daemon does not
+        watch are left to the daemons that do.
+        """
+        roots = self.settings.watch.named_inboxes()
+        for key in self.journal.takeable():
+            root = roots.get(key.inbox)
+            if root is None:
+                continue
+            path = root / key.relative
+            if self.queue.get(path) is None:
+                self.intake.recheck(path, root)
+
     def _report(self, now: float) -> None:
+        leases = self.journal.leases()
+        self.metrics.record_leases(
+            self.journal.node,
+            held=leases.claims_held,
+            taken_over=leases.taken_over,
+            lost=leases.lost,
+            heartbeat_age=leases.heartbeat_age_seconds,
+        )
         self.metrics.queue_depth.set(len(self.queue))
         if self.watcher is not None:
             self.metrics.files_settling.set(self.watcher.tracking)
@@ -278,12 +309,21 @@ class Supervisor:
     # --- start and stop ----------------------------------------------------
 
     def _start(self) -> None:
+        # Every log line of this daemon names its node: several daemons' logs
+        # can be read side by side.
+        structlog.contextvars.bind_contextvars(node=self.journal.node)
+        # With a shared journal other daemons write into these folders now:
+        # only this node's leftovers are removed (a node restarted under its
+        # name, the default, cleans up after its own crash).
+        writer = self.ledger.writer if self.settings.state.url else None
         profiles = self.flow.profiles.values()
         removed = sum(
-            remove_stale_temp_files([profile.root], recursive=profile.recursive)
+            remove_stale_temp_files([profile.root], recursive=profile.recursive, writer=writer)
             for profile in profiles
         ) + remove_stale_temp_files(
-            [p.output_dir for p in profiles if p.output_dir is not None], recursive=True
+            [p.output_dir for p in profiles if p.output_dir is not None],
+            recursive=True,
+            writer=writer,
         )
         if removed:
             log.info("outputs.stale_temp_removed", count=removed)

@@ -35,6 +35,7 @@ from daemon.outputs.writing import (
     read_owned_json,
     write_failure,
     write_success,
+    writer_tag,
 )
 from daemon.protocol import DocumentResult, Fault
 from daemon.tasks import FileTask
@@ -58,6 +59,8 @@ class Ledger:
         webhook_url: Callable[[str], str | None] = lambda inbox: None,
     ) -> None:
         self.journal = journal
+        # Temp files carry this mark, so daemons sharing a folder know whose they are.
+        self.writer = writer_tag(journal.node)
         self.metrics = metrics
         self.clock = clock
         self.indent = indent
@@ -179,11 +182,12 @@ class Ledger:
             paths = write_success(
                 task.path,
                 files,
-                content.success(task, result, model, timings),
+                content.success(task, result, model, timings, node=self.journal.node),
                 known_hashes=known,
                 before_commit=lambda hashes: self.journal.note_outputs(key, hashes),
                 indent=self.indent,
                 paths=task.outputs,
+                writer=self.writer,
             )
         except OutputError as error:
             self.output_error(error)
@@ -225,7 +229,9 @@ class Ledger:
         """Write the error sidecar and quarantine this content (not retried until it changes)."""
         sha = sha256 or task.sha256
         key = task.key
-        payload = content.failure(task, fault, sha256=sha, model_name=model, summary=summary)
+        payload = content.failure(
+            task, fault, sha256=sha, model_name=model, summary=summary, node=self.journal.node
+        )
         entry = self.journal.get(key)
         try:
             write_failure(
@@ -235,6 +241,7 @@ class Ledger:
                 before_commit=lambda: self.journal.fence(key),
                 indent=self.indent,
                 paths=task.outputs,
+                writer=self.writer,
             )
         except OutputError as error:
             self.output_error(error)
@@ -275,7 +282,7 @@ class Ledger:
             if entry is None or entry.state != State.FAILED or entry.sha256 != sha:
                 continue
             try:
-                write_failure(path, payload, indent=self.indent, paths=paths)
+                write_failure(path, payload, indent=self.indent, paths=paths, writer=self.writer)
             except OutputError as error:
                 self.output_error(error)
                 if error.reason != "not_ours":

@@ -11,53 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon.journal.interface import Admission, ClaimLost, FileKey, State
+from daemon.journal.interface import Admission, FileKey, State
 from daemon.journal.sqlite import SCHEMA_VERSION, JournalError, SqliteJournal
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 A = FileKey("scans", "a.png")
 B = FileKey("scans", "sub/b.png")
-
-
-def test_new_then_pending_then_unchanged(tmp_path: Path) -> None:
-    """A new file is NEW; seen again while pending it keeps its place; once done it is UNCHANGED."""
-    journal = SqliteJournal.open(tmp_path)
-    assert journal.admit(A, 10, 1, SHA_A) is Admission.NEW
-    assert journal.admit(A, 10, 1, SHA_A) is Admission.PENDING
-    assert journal.claim(A)
-    journal.mark_done(A, SHA_A, 10, 1)
-    assert journal.admit(A, 10, 2, SHA_A) is Admission.UNCHANGED
-    entry = journal.get(A)
-    assert entry is not None and entry.state is State.DONE and entry.key == A
-
-
-def test_changed_content_is_new_and_forgets_attempts(tmp_path: Path) -> None:
-    """New content at a known key is admitted afresh, without the old content's attempt counts."""
-    journal = SqliteJournal.open(tmp_path)
-    journal.admit(A, 10, 1, SHA_A)
-    assert journal.claim(A)
-    assert journal.record_attempt(A, "qwen") == 1
-    assert journal.record_attempt(A, "qwen") == 2
-    journal.mark_failed(A, SHA_A, 10, 1, "poison")
-    assert journal.admit(A, 11, 2, SHA_B) is Admission.NEW
-    entry = journal.get(A)
-    assert entry is not None
-    assert entry.state is State.PENDING and entry.attempts == {} and entry.sha256 == SHA_B
-
-
-def test_final_index_answers_without_the_database(tmp_path: Path) -> None:
-    """is_final matches exactly (key, size, mtime) of finished files, and survives reopening."""
-    journal = SqliteJournal.open(tmp_path)
-    journal.admit(A, 10, 5, SHA_A)
-    assert not journal.is_final(A, 10, 5)
-    journal.claim(A)
-    journal.mark_done(A, SHA_A, 10, 5)
-    assert journal.is_final(A, 10, 5)
-    assert not journal.is_final(A, 10, 6)
-    assert not journal.is_final(FileKey("letters", "a.png"), 10, 5)  # another inbox, another file
-    journal.close()
-    assert SqliteJournal.open(tmp_path).is_final(A, 10, 5)
 
 
 def test_pending_rows_survive_kill_9(tmp_path: Path) -> None:
@@ -84,60 +44,6 @@ def test_pending_rows_survive_kill_9(tmp_path: Path) -> None:
     journal = SqliteJournal.open(tmp_path)
     assert len(journal.pending()) == 30
     assert journal.counts() == {"pending": 30, "done": 20}
-
-
-def test_trail_and_output_hashes_are_kept(tmp_path: Path) -> None:
-    """The fallback trail and the hashes of the output set about to be committed are stored per file."""
-    journal = SqliteJournal.open(tmp_path)
-    journal.admit(A, 1, 1, SHA_A)
-    journal.claim(A)
-    journal.record_trail(A, [{"model": "qwen", "outcome": "empty_output"}])
-    journal.note_outputs(A, ["c" * 64, "e" * 64])
-    entry = journal.get(A)
-    assert entry is not None
-    assert entry.trail == [{"model": "qwen", "outcome": "empty_output"}]
-    assert entry.output_hashes == ("c" * 64, "e" * 64)
-
-
-def test_forget_and_reopen(tmp_path: Path) -> None:
-    """A vanished file's row is dropped; a finished row can be made pending again."""
-    journal = SqliteJournal.open(tmp_path)
-    journal.admit(A, 1, 1, SHA_A)
-    journal.forget(A)
-    assert journal.get(A) is None
-    journal.admit(B, 1, 1, SHA_B)
-    journal.claim(B)
-    journal.mark_done(B, SHA_B, 1, 1)
-    journal.reopen(B)
-    entry = journal.get(B)
-    assert entry is not None and entry.state is State.PENDING
-    assert not journal.is_final(B, 1, 1)
-
-
-def test_work_on_a_file_needs_its_claim(tmp_path: Path) -> None:
-    """Writes for a file need its claim; the outcome ends it; only pending rows can be claimed."""
-    journal = SqliteJournal.open(tmp_path)
-    assert not journal.claim(A)  # no row
-    journal.admit(A, 1, 1, SHA_A)
-    with pytest.raises(ClaimLost):
-        journal.record_attempt(A, "qwen")
-    with pytest.raises(ClaimLost):
-        journal.fence(A)
-    assert journal.claim(A) and journal.claim(A)  # granted again to the node that holds it
-    journal.fence(A)
-    journal.mark_done(A, SHA_A, 1, 1)
-    with pytest.raises(ClaimLost):
-        journal.note_outputs(A, ["c" * 64])
-    assert not journal.claim(A)  # done: nothing to claim
-    journal.admit(B, 1, 1, SHA_B)
-    journal.claim(B)
-    journal.release(B)
-    with pytest.raises(ClaimLost):
-        journal.mark_failed(B, SHA_B, 1, 1, "no claim")
-    journal.claim(B)
-    journal.forget(B)
-    with pytest.raises(ClaimLost):
-        journal.fence(B)
 
 
 def test_uses_write_ahead_logging(tmp_path: Path) -> None:

@@ -142,3 +142,17 @@ def test_outputs_of_two_inputs_with_one_stem_do_not_collide(tmp_path: Path) -> N
     write_success(pdf, {"md": b"pdf text"}, PAYLOAD)
     assert (tmp_path / "a.png.ocr.md").read_text() == "png text"
     assert (tmp_path / "a.pdf.ocr.md").read_text() == "pdf text"
+
+
+def test_a_daemon_sharing_a_folder_removes_only_its_own_temp_files(tmp_path: Path) -> None:
+    """Temp files are named by their writer; a node's clean-up leaves another node's writes in progress."""
+    from daemon.outputs.writing import _write_temp, writer_tag
+
+    mine, theirs = writer_tag("gpu1-aaaa"), writer_tag("gpu2-bbbb")
+    assert mine != theirs and len(mine) == 8
+    own = _write_temp(tmp_path / "a.ocr.md", b"x", mine)
+    other = _write_temp(tmp_path / "b.ocr.md", b"y", theirs)
+    assert f".w{mine}." in own.name
+    assert outputs.remove_stale_temp_files([tmp_path], recursive=False, writer=mine) == 1
+    assert not own.exists() and other.exists()
+    assert outputs.remove_stale_temp_files([tmp_path], recursive=False) == 1  # one daemon: all

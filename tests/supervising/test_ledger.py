@@ -127,12 +127,12 @@ def test_only_the_ledger_writes_the_journal() -> None:
         name
         for name, member in vars(Journal).items()
         if callable(member) and not name.startswith("_")
-    } - {"get", "pending", "counts", "is_final", "close"}
+    } - {"get", "pending", "counts", "is_final", "takeable", "problem", "leases", "close"}
     assert {"admit", "claim", "mark_done", "mark_failed", "forget", "record_attempt"} <= writes
     callers = set()
     for module in DAEMON.rglob("*.py"):
-        if module.parent.name == "journal":
-            continue
+        if module.relative_to(DAEMON).parts[0] == "journal":
+            continue  # the backends themselves
         for node in ast.walk(ast.parse(module.read_text())):
             if (
                 isinstance(node, ast.Call)

@@ -1,0 +1,133 @@
+"""The shared journal's per-node tables: the webhook outbox and the moves in progress.
+
+Both belong to the node that wrote them (a `node` column): a node reads back
+only its own at start. A finished file's webhook and an input half moved into
+its archive are this node's promise, kept by this node when it restarts under
+its name (the default name, host and state folder, is the same after a
+restart). A node that never comes back leaves its rows here; `ocr-inbox
+status` does not show them yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+
+from daemon.journal.interface import FileKey, WebhookEvent
+from daemon.journal.postgres.memory import NodeMemory
+
+T = TypeVar("T")
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+OUTBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ocr_inbox_webhooks (
+    seq       BIGSERIAL PRIMARY KEY,
+    node      TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    url       TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    queued_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (node, key)
+);
+CREATE TABLE IF NOT EXISTS ocr_inbox_moves (
+    inbox       TEXT NOT NULL,
+    relative    TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    PRIMARY KEY (inbox, relative)
+);
+"""
+
+
+class PostgresNodeTables:
+    """The Journal protocol's outbox and move methods, for PostgresJournal."""
+
+    node: str
+    memory: NodeMemory
+
+    def _run(self, operation: Callable[[Connection], T]) -> T:
+        raise NotImplementedError
+
+    # --- the webhook outbox ----------------------------------------------------------
+
+    def queue_webhook(self, event: WebhookEvent, limit: int) -> list[WebhookEvent]:
+        def queue(db: Connection) -> list[WebhookEvent]:
+            with db.transaction():
+                # Deleted and inserted again: the same event becomes the newest.
+                db.execute(
+                    "DELETE FROM ocr_inbox_webhooks WHERE node = %s AND key = %s",
+                    (self.node, event.key),
+                )
+                db.execute(
+                    "INSERT INTO ocr_inbox_webhooks (node, key, url, body, queued_at)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (self.node, event.key, event.url, event.body, event.queued_at),
+                )
+                rows = db.execute(
+                    "DELETE FROM ocr_inbox_webhooks WHERE seq IN ("
+                    " SELECT seq FROM ocr_inbox_webhooks WHERE node = %s ORDER BY seq DESC"
+                    " OFFSET %s) RETURNING key, url, body, queued_at, seq",
+                    (self.node, limit),
+                ).fetchall()
+            return [_event(row) for row in sorted(rows, key=lambda row: row[4])]
+
+        return self._run(queue)
+
+    def webhooks(self) -> list[WebhookEvent]:
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT key, url, body, queued_at FROM ocr_inbox_webhooks WHERE node = %s"
+                " ORDER BY seq",
+                (self.node,),
+            ).fetchall()
+        )
+        return [_event(row) for row in rows]
+
+    def webhook_delivered(self, key: str) -> None:
+        self._run(
+            lambda db: db.execute(
+                "DELETE FROM ocr_inbox_webhooks WHERE node = %s AND key = %s", (self.node, key)
+            )
+        )
+
+    # --- moving a finished input out of its inbox ------------------------------------
+
+    def note_move(self, key: FileKey, destination: str) -> None:
+        self._run(
+            lambda db: db.execute(
+                "INSERT INTO ocr_inbox_moves (inbox, relative, node, destination)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (inbox, relative)"
+                " DO UPDATE SET node = EXCLUDED.node, destination = EXCLUDED.destination",
+                (key.inbox, key.relative, self.node, destination),
+            )
+        )
+
+    def moves(self) -> list[tuple[FileKey, str]]:
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT inbox, relative, destination FROM ocr_inbox_moves WHERE node = %s",
+                (self.node,),
+            ).fetchall()
+        )
+        return [(FileKey(row[0], row[1]), row[2]) for row in rows]
+
+    def finish_move(self, key: FileKey) -> None:
+        def finish(db: Connection) -> None:
+            with db.transaction():
+                params = (key.inbox, key.relative)
+                db.execute(
+                    "DELETE FROM ocr_inbox_moves WHERE inbox = %s AND relative = %s", params
+                )
+                db.execute(
+                    "DELETE FROM ocr_inbox_files WHERE inbox = %s AND relative = %s", params
+                )
+
+        self._run(finish)
+        self.memory.let_go(key)
+        self.memory.drop_final(key)
+
+
+def _event(row: tuple[Any, ...]) -> WebhookEvent:
+    return WebhookEvent(key=row[0], url=row[1], body=row[2], queued_at=float(row[3]))
