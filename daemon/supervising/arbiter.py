@@ -25,11 +25,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from daemon import logs
 from daemon.journal.interface import FileKey, Journal
 from daemon.observing.health import Health, Notifier
 from daemon.observing.metrics import Metrics
-from daemon.outputs.writing import remove_stale_temp_files
 from daemon.protocol import (
     FromWorker,
     JobDone,
@@ -46,6 +44,7 @@ from daemon.supervising.inbox_chains import serving_chains
 from daemon.supervising.ledger import Ledger
 from daemon.supervising.pool import StartWorker, WorkerPool
 from daemon.supervising.recovery import Recovery
+from daemon.supervising.reloading import apply_settings
 from daemon.supervising.server_probe import ServerProbe, remote_models_above
 from daemon.supervising.signals import LoopSignals
 from daemon.supervising.worker_handles import WorkerHandle
@@ -99,16 +98,7 @@ class Supervisor:
         )
         # `once` sends no webhooks: its journal lives in memory, so nothing
         # undelivered could outlive its exit.
-        self.webhooks = (
-            WebhookSender(
-                metrics,
-                timeout=settings.outputs.webhook_timeout_seconds,
-                backoff_cap=settings.outputs.webhook_backoff_cap_seconds,
-                limit=settings.outputs.webhook_queue_limit,
-            )
-            if watch
-            else None
-        )
+        self.webhooks = WebhookSender.for_settings(metrics, settings.outputs) if watch else None
         self.ledger = Ledger(
             journal,
             metrics,
@@ -154,7 +144,7 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.stopping = False
         self.stop_now = False
-        self._watch = watch
+        self.watching = watch
         self.watcher: Watcher | None = None
         self._next_takeover_look = 0.0
 
@@ -174,7 +164,7 @@ class Supervisor:
         finally:
             self.shutdown()
             self.signals.restore()
-        if not self._watch:
+        if not self.watching:
             # `once` answers one question: did every file get its outputs? (A
             # chain that could not load counts as failure; the log says why.)
             failed = any(outcome != "done" for outcome in self.ledger.final.values())
@@ -204,12 +194,12 @@ class Supervisor:
         now = self.clock()
         self.workforce.enforce_deadlines(now)
         self.flow.retry_due(now)
-        if self._watch and not self.stopping and now >= self._next_takeover_look:
-            self._look_for_takeovers()
+        if self.watching and not self.stopping and now >= self._next_takeover_look:
+            self.flow.look_for_takeovers()
             self._next_takeover_look = now + self.settings.state.lease_seconds / 2
         self.recovery.maintain(self.stopping)
         self._fail_back()
-        self.ledger.webhooks_delivered()
+        self.ledger.announcer.delivered()
         if not self.stopping and not self.recovery.exhausted:
             self.workforce.ensure(now)
             self.flow.dispatch(self.workforce.idle(), now)
@@ -266,22 +256,6 @@ class Supervisor:
             for task in end.lost:
                 self.flow.worker_lost(task, worker.model_name, end.reason, end.fault)
 
-    def _look_for_takeovers(self) -> None:
-        """Pending files no live claim holds (their node died, or let them go): look at them again.
-
-        The intake hashes each again and the flow admits it as any arrival; the
-        claim at dispatch takes it over. Files of inboxes this daemon does not
-        watch are left to the daemons that do.
-        """
-        roots = self.settings.watch.named_inboxes()
-        for key in self.journal.takeable():
-            root = roots.get(key.inbox)
-            if root is None:
-                continue
-            path = root / key.relative
-            if self.queue.get(path) is None:
-                self.intake.recheck(path, root)
-
     def _report(self, now: float) -> None:
         leases = self.journal.leases()
         self.metrics.record_leases(
@@ -315,26 +289,19 @@ class Supervisor:
         # With a shared journal other daemons write into these folders now:
         # only this node's leftovers are removed (a node restarted under its
         # name, the default, cleans up after its own crash).
-        writer = self.ledger.writer if self.settings.state.url else None
-        profiles = self.flow.profiles.values()
-        removed = sum(
-            remove_stale_temp_files([profile.root], recursive=profile.recursive, writer=writer)
-            for profile in profiles
-        ) + remove_stale_temp_files(
-            [p.output_dir for p in profiles if p.output_dir is not None],
-            recursive=True,
-            writer=writer,
+        removed = self.flow.remove_stale_temp_files(
+            self.ledger.writer if self.settings.state.url else None
         )
         if removed:
             log.info("outputs.stale_temp_removed", count=removed)
-        if self._watch:
+        if self.watching:
             self.flow.archivist.resume()  # before the watcher: a half-moved input is not new
             self._forget_vanished()
         if self.webhooks is not None:
-            self.ledger.resume_webhooks()
+            self.ledger.announcer.resume()
             self.webhooks.start()
         self.health.starting(self.recovery.active)
-        if self._watch:
+        if self.watching:
             from daemon.watching.watcher import Watcher
 
             watcher = Watcher(
@@ -348,7 +315,7 @@ class Supervisor:
         log.info(
             "daemon.started",
             inboxes={p.name: str(p.root) for p in self.flow.profiles.values()}
-            if self._watch
+            if self.watching
             else {},
             chain=self.recovery.chain.names,
             resident=self.recovery.resident_models(),
@@ -378,7 +345,7 @@ class Supervisor:
             return True
         if self.stopping:
             return self.stop_now or not self.pool.busy()
-        if not self._watch:
+        if not self.watching:
             return len(self.queue) == 0 and not self.pool.in_flight() and not self.intake.busy()
         return False
 
@@ -390,7 +357,7 @@ class Supervisor:
         self.probe.close()
         if self.webhooks is not None:
             self.webhooks.stop(WEBHOOK_STOP_WAIT_SECONDS)
-            self.ledger.webhooks_delivered()
+            self.ledger.announcer.delivered()
         self.metrics.set_active_model(None, self.recovery.chain.position or 0)
         self.signals.close()
         log.info("daemon.stopped", exit_code=self.exit_code, pending=len(self.journal.pending()))
@@ -413,45 +380,6 @@ class Supervisor:
             log.error("settings.reload_failed", error=str(error), keeping="the running settings")
             self.health.reloaded()
             return
-        old, old_profiles = self.settings, self.flow.profiles
-        self.settings = self.flow.settings = self.workforce.settings = new
-        self.flow.profiles = new.profiles()
-        self.metrics.declare_inboxes(profile.name for profile in self.flow.profiles.values())
-        primary, resident = serving_chains(new, watch=self._watch)
-        if (primary, resident) != (self.recovery.chain.names, self.recovery.resident) or (
-            new.recovery != old.recovery
-        ):
-            self.recovery.reset(primary, new.recovery, resident)
-        for task in self.queue:
-            if task.chain:
-                continue  # its inbox's own chain, chosen at admission
-            if task.model_override is not None and task.model_override not in primary:
-                # Its fallback model left the chain (perhaps the settings too):
-                # the file starts again at the new chain's head instead of
-                # waiting for a worker that can no longer be configured.
-                self.queue.clear_override(task, self.clock())
-        if any(
-            getattr(new, key) != getattr(old, key)
-            for key in ("models", "limits", "worker", "recovery", "log")
-        ):
-            self.workforce.generation += 1  # workers are replaced, each after its current file
-        self.pool.backoff_cap = new.recovery.backoff_cap_seconds
-        self.pool.grace = new.recovery.stop_grace_seconds
-        self.ledger.indent = new.outputs.json_indent
-        self.ledger.retry_seconds = new.outputs.retry_seconds
-        self.intake.max_bytes = new.limits.max_file_bytes
-        if self.webhooks is not None:  # webhook_url is read per file, through self.settings
-            self.webhooks.timeout = new.outputs.webhook_timeout_seconds
-            self.webhooks.backoff_cap = new.outputs.webhook_backoff_cap_seconds
-            self.webhooks.limit = new.outputs.webhook_queue_limit
-        if new.log != old.log:
-            logs.configure(new.log.level, new.log.format)
-        if self.watcher is not None and (
-            new.watch != old.watch or self.flow.profiles != old_profiles
-        ):
-            self.watcher.update(new.watch, self.flow.profiles.values())
-        for key in ("state", "metrics"):
-            if getattr(new, key) != getattr(old, key):
-                log.warning("settings.needs_restart", section=key)
+        primary = apply_settings(self, new)
         log.info("settings.reloaded", generation=self.workforce.generation, chain=primary)
         self.health.reloaded()

@@ -21,7 +21,7 @@ import structlog
 
 from daemon.journal.interface import Admission, ClaimLost, FileKey
 from daemon.observing.metrics import Metrics
-from daemon.outputs.writing import name_problem, recorded
+from daemon.outputs.writing import name_problem, recorded, remove_stale_temp_files
 from daemon.protocol import DocumentResult, Fault, JobDone, JobFailed
 from daemon.settings import Settings
 from daemon.supervising.archiving import Archivist
@@ -64,6 +64,35 @@ class FileFlow:
         self._job_ids = 0
 
     # --- arrival and admission ----------------------------------------------
+
+    def remove_stale_temp_files(self, writer: str | None) -> int:
+        """Temp files a killed daemon left in the inboxes and output folders (only `writer`'s
+        when set: other daemons may be writing there); how many were removed."""
+        profiles = self.profiles.values()
+        return sum(
+            remove_stale_temp_files([profile.root], recursive=profile.recursive, writer=writer)
+            for profile in profiles
+        ) + remove_stale_temp_files(
+            [p.output_dir for p in profiles if p.output_dir is not None],
+            recursive=True,
+            writer=writer,
+        )
+
+    def look_for_takeovers(self) -> None:
+        """Pending files no live claim holds (their node died, or let them go): look at them again.
+
+        The intake hashes each again and the flow admits it as any arrival; the
+        claim at dispatch takes it over. Files of inboxes this daemon does not
+        watch are left to the daemons that do.
+        """
+        roots = {profile.name: profile.root for profile in self.profiles.values()}
+        for key in self.ledger.journal.takeable():
+            root = roots.get(key.inbox)
+            if root is None:
+                continue
+            path = root / key.relative
+            if self.queue.get(path) is None:
+                self.intake.recheck(path, root)
 
     def add_files(self, paths: list[Path]) -> None:
         """`once`: admit these files now (processed even if outputs exist)."""

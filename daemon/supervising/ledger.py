@@ -1,7 +1,8 @@
 """The ledger: every change in what the daemon knows of a file, recorded everywhere it must be.
 
-This is the one module that writes the journal (daemon.journal.interface):
-admitted, reopened, claimed, attempted, trail, done, failed, forgotten. Each
+This is the one module that writes the journal (daemon.journal.interface),
+with daemon.supervising.announcing for the webhook outbox: admitted,
+reopened, claimed, attempted, trail, done, failed, forgotten. Each
 method records one step in the journal and, where the step has them, in the
 outputs (daemon.outputs), the metrics and the log. The flow of files
 (daemon.supervising.file_flow) decides which step applies; this module
@@ -10,11 +11,7 @@ records it and decides nothing about what happens next.
 Writes made for a claimed file raise ClaimLost when the daemon no longer
 holds the claim (a shared journal gave the file to another daemon); an output
 is renamed into place only after the journal confirmed the claim (fence).
-
-A finished file (done or failed) whose inbox has a webhook URL is announced:
-its event is stored in the journal's outbox before the outcome is marked (a
-crash between the two sends it once more, never loses it), then handed to
-the sending thread (daemon.webhooks.sender), which never blocks this one.
+A finished file whose inbox has a webhook URL is announced before its outcome is marked.
 """
 
 from __future__ import annotations
@@ -31,15 +28,16 @@ from daemon.observing.metrics import Metrics
 from daemon.outputs import content
 from daemon.outputs.writing import (
     OutputError,
-    OutputPaths,
     read_owned_json,
     write_failure,
     write_success,
     writer_tag,
 )
 from daemon.protocol import DocumentResult, Fault
+from daemon.supervising.announcing import Announcer
+from daemon.supervising.unwritten import Unwritten, UnwrittenSidecars
 from daemon.tasks import FileTask
-from daemon.webhooks.events import Outcome, finished_event, outputs_on_disk
+from daemon.webhooks.events import Outcome, outputs_on_disk
 from daemon.webhooks.sender import WebhookSender
 
 log = structlog.get_logger(__name__)
@@ -69,13 +67,9 @@ class Ledger:
         # daemon keeps none: it would grow by every file it ever finished.
         self.final: dict[Path, str] = {}
         self._keep_final = keep_final
-        # Error sidecars that could not be written yet (disk full, folder not
-        # writable): path -> (key, when to try again, the content's sha256, payload, where).
-        self._unwritten: dict[Path, tuple[FileKey, float, str, dict[str, Any], OutputPaths]] = {}
-        # Completion webhooks: the sending thread (None: none are sent, as in
-        # `once`) and the URL for an inbox's name (None: that inbox sends none).
-        self.webhooks = webhooks
-        self.webhook_url = webhook_url
+        self._unwritten = UnwrittenSidecars()
+        self.announcer = Announcer(journal, webhooks, webhook_url)
+        self.announce = self.announcer.announce
 
     # --- seeing a file --------------------------------------------------------
 
@@ -246,8 +240,8 @@ class Ledger:
         except OutputError as error:
             self.output_error(error)
             if error.reason != "not_ours":
-                due = self.clock() + self.retry_seconds
-                self._unwritten[task.path] = (key, due, sha, payload, task.outputs)
+                later = Unwritten(task.path, key, sha, payload, task.outputs)
+                self._unwritten.hold(later, self.clock() + self.retry_seconds)
         total = self.clock() - task.admitted_at
         sidecar = outputs_on_disk(task.outputs, "failed")
         self.announce(task.path, key, "failed", sha, sidecar, model, total, payload["error"])
@@ -274,19 +268,19 @@ class Ledger:
         The journal already says failed (the file is not processed again); only
         the sidecar is missing. One whose file has changed or gone since is dropped.
         """
-        for path, (key, due, sha, payload, paths) in list(self._unwritten.items()):
-            if due > now:
-                continue
-            del self._unwritten[path]
-            entry = self.journal.get(key)
-            if entry is None or entry.state != State.FAILED or entry.sha256 != sha:
+        for sidecar in self._unwritten.take_due(now):
+            path, payload = sidecar.path, sidecar.payload
+            entry = self.journal.get(sidecar.key)
+            if entry is None or entry.state != State.FAILED or entry.sha256 != sidecar.sha256:
                 continue
             try:
-                write_failure(path, payload, indent=self.indent, paths=paths, writer=self.writer)
+                write_failure(
+                    path, payload, indent=self.indent, paths=sidecar.paths, writer=self.writer
+                )
             except OutputError as error:
                 self.output_error(error)
                 if error.reason != "not_ours":
-                    self._unwritten[path] = (key, now + self.retry_seconds, sha, payload, paths)
+                    self._unwritten.hold(sidecar, now + self.retry_seconds)
                 continue
             log.info("file.error_written", file=str(path), code=payload["error"]["code"])
 
@@ -327,6 +321,7 @@ class Ledger:
         self.record_final(path, "failed")
 
     def vanished(self, path: Path, key: FileKey, when: str) -> None:
+        """The file is gone before it had an outcome: it leaves the journal."""
         log.info("file.vanished", file=str(path), inbox=key.inbox, when=when)
         self.journal.forget(key)
         self.metrics.files.labels(inbox=key.inbox, outcome="vanished").inc()
@@ -354,6 +349,7 @@ class Ledger:
                 content.failure(task, fault, sha256="", model_name=None, summary=summary),
                 indent=self.indent,
                 paths=task.outputs,
+                writer=self.writer,
             )
         except OutputError as error:
             self.output_error(error)
@@ -388,40 +384,6 @@ class Ledger:
         """Another daemon took the file over: this one writes nothing more for it."""
         task.claimed = False
         log.warning("file.claim_lost", file=str(task.path), key=str(task.key))
-
-    # --- completion webhooks ------------------------------------------------------
-
-    def announce(
-        self,
-        path: Path,
-        key: FileKey,
-        outcome: Outcome,
-        sha256: str,
-        outputs: dict[str, Path],
-        model: str | None,
-        seconds: float | None,
-        error: dict[str, Any] | None = None,
-    ) -> None:
-        """Store the file's completion event in the outbox, then hand it to the sender.
-
-        The sender is also given the events the outbox dropped to stay within its bound.
-        """
-        url = self.webhook_url(key.inbox) if self.webhooks is not None else None
-        if url is None or self.webhooks is None:
-            return
-        event = finished_event(url, key, path, sha256, outcome, outputs, model, seconds, error)
-        self.webhooks.submit(event, dropped=self.journal.queue_webhook(event, self.webhooks.limit))
-
-    def resume_webhooks(self) -> None:
-        """At start: hand the events a previous run left undelivered to the sender."""
-        if self.webhooks is not None:
-            self.webhooks.resume(self.journal.webhooks())
-
-    def webhooks_delivered(self) -> None:
-        """Remove the events the sender saw accepted from the outbox."""
-        if self.webhooks is not None:
-            for key in self.webhooks.delivered():
-                self.journal.webhook_delivered(key)
 
     def record_final(self, path: Path, outcome: str) -> None:
         """Note what became of a file, where `once` will ask."""

@@ -23,6 +23,7 @@ import structlog
 
 from daemon.journal.interface import WebhookEvent
 from daemon.observing.metrics import Metrics
+from daemon.settings import OutputSettings
 from daemon.webhooks.backoff import parse_retry_after, retry_delay
 from daemon.webhooks.posting import Answer, post_event
 from daemon.webhooks.urls import redact_url
@@ -68,6 +69,18 @@ class WebhookSender:
         self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
         metrics.webhook_queue_depth.set_function(self.depth)
         metrics.webhook_oldest_age.set_function(self.oldest_age)
+
+    @classmethod
+    def for_settings(cls, metrics: Metrics, outputs: OutputSettings) -> WebhookSender:
+        sender = cls(metrics, timeout=0.0, backoff_cap=0.0, limit=0)
+        sender.configure(outputs)
+        return sender
+
+    def configure(self, outputs: OutputSettings) -> None:
+        """Take the [outputs] webhook settings (at start, and after a SIGHUP)."""
+        self.timeout = outputs.webhook_timeout_seconds
+        self.backoff_cap = outputs.webhook_backoff_cap_seconds
+        self.limit = outputs.webhook_queue_limit
 
     # --- called from the main loop (and the HTTP thread, for the gauges) -------
 

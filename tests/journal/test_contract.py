@@ -176,4 +176,3 @@ def test_a_move_noted_is_read_back_until_finished(open_node: OpenJournal) -> Non
     assert again.moves() == [(A, "/archive/a.png")]
     again.finish_move(A)
     assert again.moves() == [] and again.get(A) is None and not again.is_final(A, 1, 1)
-

@@ -125,7 +125,7 @@ def test_delivered_events_leave_the_outbox(tmp_path: Path) -> None:
         while sender.depth() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(ledger.journal.webhooks()) == 1  # until the loop notes the delivery
-        ledger.webhooks_delivered()
+        ledger.announcer.delivered()
         assert ledger.journal.webhooks() == []
     finally:
         sender.stop(5.0)
@@ -138,7 +138,7 @@ def test_events_left_by_a_previous_run_are_resumed(tmp_path: Path) -> None:
         journal.queue_webhook(WebhookEvent(key, URL, "{}", 1.0), 100)
     ledger, sender = make(journal=journal)
 
-    ledger.resume_webhooks()
+    ledger.announcer.resume()
 
     assert sender.depth() == 2
     assert ledger.metrics.webhooks_queued._value.get() == 0

@@ -117,12 +117,8 @@ class PostgresNodeTables:
         def finish(db: Connection) -> None:
             with db.transaction():
                 params = (key.inbox, key.relative)
-                db.execute(
-                    "DELETE FROM ocr_inbox_moves WHERE inbox = %s AND relative = %s", params
-                )
-                db.execute(
-                    "DELETE FROM ocr_inbox_files WHERE inbox = %s AND relative = %s", params
-                )
+                db.execute("DELETE FROM ocr_inbox_moves WHERE inbox = %s AND relative = %s", params)
+                db.execute("DELETE FROM ocr_inbox_files WHERE inbox = %s AND relative = %s", params)
 
         self._run(finish)
         self.memory.let_go(key)

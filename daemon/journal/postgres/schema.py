@@ -16,7 +16,8 @@ SCHEMA_VERSION = 1
 # takes this lock and creates the tables, the others wait and find them.
 _SCHEMA_LOCK = 0x6F63725F696E  # "ocr_in"
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS ocr_inbox_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -53,7 +54,9 @@ CREATE TABLE IF NOT EXISTS ocr_inbox_nodes (
     lost          BIGINT NOT NULL DEFAULT 0,  -- claims this node found taken from it
     stopped_at    TIMESTAMPTZ
 );
-""" + OUTBOX_SCHEMA
+"""
+    + OUTBOX_SCHEMA
+)
 # Version 1 gained the outbox and moves tables without a new number: they are
 # created where missing, and a daemon that does not know them ignores them.
 
