@@ -15,6 +15,7 @@ from harness.postgres_cluster import (
     Cluster,
     ClusterUnavailable,
     shared_cluster,
+    start_cluster,
     stop_shared_cluster,
 )
 from tests.support.inference_server_fixtures import transformers_server  # noqa: F401
@@ -62,6 +63,16 @@ _databases = itertools.count()
 def pg_url(postgres_cluster: Cluster) -> str:
     """A fresh, empty database in the run's cluster; its URL (the daemon's role and password)."""
     return postgres_cluster.new_database(f"test_{os.getpid()}_{next(_databases)}")
+
+
+@pytest.fixture
+def own_cluster(postgres_cluster: Cluster) -> Iterator[Cluster]:
+    """A cluster of this test's own, to stop and start: the run's shared one serves tests beside it."""
+    cluster = start_cluster()  # another folder, another free port
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from harness.driver import Daemon, outputs_of, read_json, start_daemon
+from daemon.outputs.paths import TEMP_SUFFIX
+from harness.driver import Daemon, outputs_of, read_json, start_daemon, wait_until
 from harness.drops import drop_png, faulty_settings
+from harness.postgres_cluster import Cluster
 
 LEASE_SECONDS = 3.0
 
@@ -90,3 +97,105 @@ def test_a_killed_daemons_files_are_taken_over(
     other.wait_for("file.done", file=str(path), timeout=60)
     assert read_json(outputs_of(path)["json"])["node"] == "other"
     assert other.metric("ocr_inbox_leases_taken_over_total", node="other") == 1
+
+
+def _signal_tree(daemon: Daemon, signum: int) -> None:
+    """Send `signum` to the daemon and its workers, as when the whole host (or VM) is paused."""
+    root = psutil.Process(daemon.process.pid)
+    for process in [root, *root.children(recursive=True)]:
+        os.kill(process.pid, signum)
+
+
+def _snapshot(outputs: dict[str, Path]) -> dict[str, tuple[int, int, bytes]]:
+    return {
+        kind: (path.stat().st_ino, path.stat().st_mtime_ns, path.read_bytes())
+        for kind, path in outputs.items()
+    }
+
+
+def test_a_frozen_daemon_resumed_after_a_takeover_writes_nothing(
+    fleet: tuple[Path, str, list[Daemon]], tmp_path: Path
+) -> None:
+    """SIGSTOP past the lease, the file taken over and done, SIGCONT: the late daemon writes nothing."""
+    inbox, url, daemons = fleet
+    frozen = _start(tmp_path / "frozen", inbox, url, "frozen", page_seconds=4.0)
+    daemons.append(frozen)
+    frozen.wait_ready()
+    path = drop_png(inbox / "contested.png", seed=9200)
+    frozen.wait_for("file.dispatched", file=str(path))
+    _signal_tree(frozen, signal.SIGSTOP)  # mid-file: its worker is recognising the page
+    try:
+        other = _start(tmp_path / "other", inbox, url, "other", page_seconds=0.05)
+        daemons.append(other)
+        other.wait_ready()
+        [record] = other.wait_for("file.taken_over", timeout=60)
+        assert record["from_node"] == "frozen"
+        other.wait_for("file.done", file=str(path), timeout=60)
+        taken_over = outputs_of(path)
+        assert set(taken_over) == {"md", "json"}
+        before = _snapshot(taken_over)
+    finally:
+        _signal_tree(frozen, signal.SIGCONT)
+    # Awake again, the frozen daemon finishes the page and finds its claim gone.
+    frozen.wait_for("file.claim_lost", file=str(path), timeout=60)
+    wait_until(
+        lambda: frozen.metric("ocr_inbox_claims_lost_total", node="frozen") == 1,
+        timeout=30,
+        explain=lambda: frozen.log_text()[-4000:],
+    )
+    assert frozen.process.poll() is None  # it keeps running
+    assert _snapshot(outputs_of(path)) == before  # not rewritten, not replaced
+    assert read_json(taken_over["json"])["node"] == "other"
+    assert not frozen.find("file.done")
+    assert [r["file"] for r in other.find("file.done")] == [str(path)]
+    assert not [p.name for p in inbox.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+    assert not list(inbox.glob("*.error.json"))
+
+
+def _readiness(daemon: Daemon) -> tuple[int, str]:
+    """/readyz: its status code and body."""
+    try:
+        with urllib.request.urlopen(daemon.url("/readyz"), timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_a_database_restart_in_a_backlog_loses_and_repeats_nothing(
+    own_cluster: Cluster, tmp_path: Path
+) -> None:
+    """PostgreSQL stopped mid-backlog past the lease, then started: not ready meanwhile, each file done once."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    url = own_cluster.new_database("restarted")
+    daemons = [_start(tmp_path / name, inbox, url, name, page_seconds=0.3) for name in ("n1", "n2")]
+    try:
+        for daemon in daemons:
+            daemon.wait_ready()
+        files = [drop_png(inbox / f"backlog-{n:02d}.png", seed=9300 + n) for n in range(16)]
+        wait_until(lambda: len(_done_across(daemons)) >= 3, timeout=90)
+        own_cluster.stop_server()  # fast: every session is cut off
+        try:
+            first = daemons[0]
+            wait_until(
+                lambda: _readiness(first)[0] == 503,
+                timeout=30,
+                explain=lambda: first.log_text()[-4000:],
+            )
+            assert "unreachable" in _readiness(first)[1]
+            time.sleep(LEASE_SECONDS + 1)  # the leases held run out meanwhile
+            assert all(daemon.process.poll() is None for daemon in daemons)
+        finally:
+            own_cluster.start_server()
+        _wait_all_done(daemons, len(files))
+        time.sleep(LEASE_SECONDS)  # room for a late duplicate to show itself
+        assert sorted(_done_across(daemons)) == sorted(str(path) for path in files)
+        for path in files:
+            assert set(outputs_of(path)) == {"md", "json"}, path
+        assert not list(inbox.glob("*.error.json"))
+        assert not [p.name for p in inbox.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+        assert first.find("journal.reconnected")
+        assert _readiness(first)[0] == 200
+    finally:
+        for daemon in daemons:
+            daemon.kill()

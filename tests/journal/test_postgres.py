@@ -15,7 +15,7 @@ from daemon.journal.opening import default_node, open_journal
 from daemon.journal.postgres.connection import redact
 from daemon.journal.postgres.journal import PostgresJournal
 from daemon.settings.sections import StateSettings
-from harness.postgres_cluster import ROLE_PASSWORD, Cluster, start_cluster
+from harness.postgres_cluster import ROLE_PASSWORD, Cluster
 
 SHA = "a" * 64
 A = FileKey("scans", "a.png")
@@ -89,6 +89,25 @@ def test_a_silent_node_is_taken_over_and_then_fenced_out(nodes: dict[str, Postgr
     b.mark_done(A, SHA, 1, 1)
     entry = b.get(A)
     assert entry is not None and entry.state.value == "done"
+
+
+def test_a_lost_lease_the_heartbeat_noticed_first_still_counts_as_lost(
+    nodes: dict[str, PostgresJournal],
+) -> None:
+    """Woken up, the heartbeat finds the lease gone before the main loop writes: ClaimLost, counted once."""
+    a, b = nodes["a"], nodes["b"]
+    a.admit(A, 1, 1, SHA)
+    assert a.claim(A)
+    a.heartbeat.stop()
+    _wait_until(lambda: A in b.takeable())
+    assert b.claim(A)
+    a.heartbeat.beat()  # the first beat after waking up: the lease is not renewed
+    assert a.leases().claims_held == 0
+    with pytest.raises(ClaimLost):
+        a.note_outputs(A, ["c" * 64])
+    with pytest.raises(ClaimLost):
+        a.mark_done(A, SHA, 1, 1)
+    assert a.leases().lost == 1
 
 
 def test_a_file_released_by_one_node_is_takeable_by_another(
@@ -190,16 +209,6 @@ def _in_thread(target: object) -> tuple[threading.Thread, dict[str, object]]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, box
-
-
-@pytest.fixture
-def own_cluster(postgres_cluster: Cluster) -> Iterator[Cluster]:
-    """A cluster of this test's own: stopping the run's shared one would disturb tests running beside it."""
-    cluster = start_cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_a_server_down_at_start_and_restarted_later_loses_nothing(

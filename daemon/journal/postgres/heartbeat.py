@@ -110,7 +110,7 @@ class Heartbeat:
             # renewed either; forgetting it again is harmless.
             gone = [key for key in held if key not in kept]
             if gone:
-                journal.memory.let_go(*gone)
+                journal.memory.expire(*gone)
                 for key in gone:
                     log.warning("journal.lease_lost", key=str(key), node=journal.node)
         self._last_beat = time.monotonic()

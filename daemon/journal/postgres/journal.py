@@ -351,6 +351,8 @@ class PostgresJournal(PostgresNodeTables):
     ) -> tuple[Any, ...]:
         """One update of a row this node holds, in one statement with the check; ClaimLost if not held."""
         if not self.memory.holds(key):
+            if self.memory.take_expired(key):  # the heartbeat saw the lease gone
+                self._lost_claim(key)
             raise ClaimLost(key)
         row = self._run(
             lambda db: db.execute(

@@ -15,6 +15,10 @@ class NodeMemory:
     def __init__(self) -> None:
         self._claims_lock = threading.Lock()
         self._claims: set[FileKey] = set()
+        # Claims whose lease the heartbeat found gone: the main loop's next
+        # write for one of them counts it lost (the heartbeat cannot tell a
+        # lease lost from a claim the main loop finished a moment ago).
+        self._expired: set[FileKey] = set()
         self._final_lock = threading.Lock()
         # key -> (size, mtime_ns) of rows in a final state, this node's and
         # (through the heartbeat) the other nodes': a rescan costs no query.
@@ -29,6 +33,20 @@ class NodeMemory:
     def hold(self, key: FileKey) -> None:
         with self._claims_lock:
             self._claims.add(key)
+            self._expired.discard(key)
+
+    def expire(self, *keys: FileKey) -> None:
+        """The heartbeat could not renew these leases: no longer held, maybe lost."""
+        with self._claims_lock:
+            self._claims.difference_update(keys)
+            self._expired.update(keys)
+
+    def take_expired(self, key: FileKey) -> bool:
+        """True (once) when the heartbeat found this claim's lease gone."""
+        with self._claims_lock:
+            found = key in self._expired
+            self._expired.discard(key)
+            return found
 
     def let_go(self, *keys: FileKey) -> None:
         with self._claims_lock:
@@ -41,6 +59,7 @@ class NodeMemory:
     def let_go_all(self) -> None:
         with self._claims_lock:
             self._claims.clear()
+            self._expired.clear()
 
     # --- the final index ---------------------------------------------------------
 
