@@ -171,6 +171,14 @@ class Journal(Protocol):
         """
         ...
 
+    def departed(self) -> list[str]:
+        """Other nodes the journal knows are gone: stopped, or silent for longer than their lease.
+
+        Their temp files are leftovers nobody will finish, so a node removes
+        them with its own at start. One node (SQLite) knows of no other: none.
+        """
+        ...
+
     def problem(self) -> str | None:
         """Why the journal cannot be used right now (None when it can): for readiness."""
         ...

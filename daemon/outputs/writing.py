@@ -308,15 +308,16 @@ def write_failure(
 
 
 def remove_stale_temp_files(
-    folders: Iterable[Path], *, recursive: bool, writer: str | None = None
+    folders: Iterable[Path], *, recursive: bool, writers: Iterable[str] | None = None
 ) -> int:
     """Delete temp files a killed daemon left behind; returns how many.
 
-    `writer` (writer_tag of this node): only temp files of that writer, for a
-    folder shared with other daemons whose writes may be in progress. None:
-    every temp file of ours (one daemon owns the folder).
+    `writers` (writer_tag of nodes): only temp files of those writers (this
+    node, and nodes known to be gone), for a folder shared with other daemons
+    whose writes may be in progress. None: every temp file of ours (one
+    daemon owns the folder).
     """
-    own = None if writer is None else f".w{writer}."
+    marks = None if writers is None else tuple(f".w{writer}." for writer in writers)
     removed = 0
     for folder in folders:
         stack = [folder]
@@ -330,7 +331,7 @@ def remove_stale_temp_files(
                         if (
                             entry.is_file(follow_symlinks=False)
                             and entry.name.endswith(TEMP_SUFFIX)
-                            and (own is None or own in entry.name)
+                            and (marks is None or any(mark in entry.name for mark in marks))
                         ):
                             with contextlib.suppress(OSError):
                                 os.unlink(entry.path)

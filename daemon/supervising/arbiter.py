@@ -28,6 +28,7 @@ import structlog
 from daemon.journal.interface import FileKey, Journal
 from daemon.observing.health import Health, Notifier
 from daemon.observing.metrics import Metrics
+from daemon.outputs.writing import writer_tag
 from daemon.protocol import (
     FromWorker,
     JobDone,
@@ -287,11 +288,14 @@ class Supervisor:
         # can be read side by side.
         structlog.contextvars.bind_contextvars(node=self.journal.node)
         # With a shared journal other daemons write into these folders now:
-        # only this node's leftovers are removed (a node restarted under its
-        # name, the default, cleans up after its own crash).
-        removed = self.flow.remove_stale_temp_files(
-            self.ledger.writer if self.settings.state.url else None
-        )
+        # only the leftovers of this node (restarted under its name, the
+        # default, after a crash) and of nodes the journal knows are gone are
+        # removed, never a live node's write in progress.
+        writers = None
+        if self.settings.state.url:
+            departed = self.journal.departed()
+            writers = [self.ledger.writer, *(writer_tag(node) for node in departed)]
+        removed = self.flow.remove_stale_temp_files(writers)
         if removed:
             log.info("outputs.stale_temp_removed", count=removed)
         if self.watching:

@@ -65,16 +65,16 @@ class FileFlow:
 
     # --- arrival and admission ----------------------------------------------
 
-    def remove_stale_temp_files(self, writer: str | None) -> int:
-        """Remove temp files killed daemons left in inboxes and output folders (`writer`'s only)."""
+    def remove_stale_temp_files(self, writers: list[str] | None) -> int:
+        """Remove temp files killed daemons left in inboxes and output folders (`writers`' only)."""
         profiles = self.profiles.values()
         return sum(
-            remove_stale_temp_files([profile.root], recursive=profile.recursive, writer=writer)
+            remove_stale_temp_files([profile.root], recursive=profile.recursive, writers=writers)
             for profile in profiles
         ) + remove_stale_temp_files(
             [p.output_dir for p in profiles if p.output_dir is not None],
             recursive=True,
-            writer=writer,
+            writers=writers,
         )
 
     def look_for_takeovers(self) -> None:

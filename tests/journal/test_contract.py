@@ -144,6 +144,14 @@ def test_one_node_has_nothing_to_take_over(open_node: OpenJournal) -> None:
     assert journal.problem() is None
 
 
+def test_a_node_alone_knows_of_no_departed_node(open_node: OpenJournal) -> None:
+    """A node never counts itself as departed, nor finds other writers' leftovers to remove."""
+    journal = open_node("scanner-1")
+    journal.admit(A, 1, 1, SHA_A)
+    journal.claim(A)
+    assert journal.departed() == []
+
+
 def _event(key: str, body: str = "{}") -> WebhookEvent:
     return WebhookEvent(key=key, url="http://127.0.0.1:9/hook", body=body, queued_at=1.5)
 

@@ -141,6 +141,22 @@ def test_closing_releases_this_nodes_claims(nodes: dict[str, PostgresJournal]) -
     assert b.claim(A)
 
 
+def test_nodes_closed_or_silent_past_their_lease_are_departed(
+    nodes: dict[str, PostgresJournal], pg_url: str, tmp_path: Path
+) -> None:
+    """Whose temp files are leftovers: a closed node's, a silent one's once its lease ran out; not a live one's."""
+    a, b = nodes["a"], nodes["b"]
+    closing = open_journal(
+        StateSettings(dir=tmp_path / "c", url=pg_url, node="c", lease_seconds=60)
+    )
+    assert a.departed() == [] and b.departed() == []
+    closing.close()
+    assert a.departed() == ["c"]
+    b.heartbeat.stop()  # frozen or cut off: its heartbeat ages past its lease
+    _wait_until(lambda: a.departed() == ["b", "c"])
+    assert "a" not in b.departed()  # a beats on
+
+
 def test_the_password_is_never_shown(postgres_cluster: Cluster) -> None:
     """redact() hides the password of a URL; the journal's own URL for logs is redacted."""
     url = postgres_cluster.url("anything")

@@ -153,6 +153,18 @@ def test_a_daemon_sharing_a_folder_removes_only_its_own_temp_files(tmp_path: Pat
     own = _write_temp(tmp_path / "a.ocr.md", b"x", mine)
     other = _write_temp(tmp_path / "b.ocr.md", b"y", theirs)
     assert f".w{mine}." in own.name
-    assert outputs.remove_stale_temp_files([tmp_path], recursive=False, writer=mine) == 1
+    assert outputs.remove_stale_temp_files([tmp_path], recursive=False, writers=[mine]) == 1
     assert not own.exists() and other.exists()
     assert outputs.remove_stale_temp_files([tmp_path], recursive=False) == 1  # one daemon: all
+
+
+def test_temp_files_of_departed_writers_are_removed_with_ones_own(tmp_path: Path) -> None:
+    """Given its own mark and a departed node's, a node removes both kinds and leaves a live node's."""
+    from daemon.outputs.writing import _write_temp, writer_tag
+
+    mine, gone, alive = (writer_tag(name) for name in ("gpu1", "gpu2", "gpu3"))
+    own = _write_temp(tmp_path / "a.ocr.md", b"x", mine)
+    left = _write_temp(tmp_path / "b.ocr.md", b"y", gone)
+    busy = _write_temp(tmp_path / "c.ocr.md", b"z", alive)
+    assert outputs.remove_stale_temp_files([tmp_path], recursive=False, writers=[mine, gone]) == 2
+    assert not own.exists() and not left.exists() and busy.exists()

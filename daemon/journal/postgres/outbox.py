@@ -1,4 +1,4 @@
-"""The shared journal's per-node tables: the webhook outbox and the moves in progress.
+"""The shared journal's per-node tables: the webhook outbox, the moves in progress, the nodes gone.
 
 Both belong to the node that wrote them (a `node` column): a node reads back
 only its own at start. A finished file's webhook and an input half moved into
@@ -6,6 +6,9 @@ its archive are this node's promise, kept by this node when it restarts under
 its name (the default name, host and state folder, is the same after a
 restart). A node that never comes back leaves its rows here; `ocr-inbox
 status` does not show them yet.
+
+The nodes table says which other nodes are gone (closed, or silent past
+their lease): their temp files are leftovers that this node may remove.
 """
 
 from __future__ import annotations
@@ -42,13 +45,27 @@ CREATE TABLE IF NOT EXISTS ocr_inbox_moves (
 
 
 class PostgresNodeTables:
-    """The Journal protocol's outbox and move methods, for PostgresJournal."""
+    """The Journal protocol's outbox, move and departed-node methods, for PostgresJournal."""
 
     node: str
     memory: NodeMemory
 
     def _run(self, operation: Callable[[Connection], T]) -> T:
         raise NotImplementedError
+
+    # --- other nodes ------------------------------------------------------------------
+
+    def departed(self) -> list[str]:
+        """Nodes that closed, or whose heartbeat is older than their lease (in the database's time)."""
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT node FROM ocr_inbox_nodes WHERE node <> %s AND (stopped_at IS NOT NULL"
+                " OR heartbeat_at + make_interval(secs => lease_seconds) < clock_timestamp())"
+                " ORDER BY node",
+                (self.node,),
+            ).fetchall()
+        )
+        return [str(row[0]) for row in rows]
 
     # --- the webhook outbox ----------------------------------------------------------
 
