@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from daemon.outputs.paths import TEMP_SUFFIX
+from daemon.outputs.writing import writer_tag
 from harness.driver import Daemon, outputs_of, read_json, start_daemon, wait_until
 from harness.drops import drop_png, faulty_settings
 from harness.postgres_cluster import Cluster
@@ -81,7 +82,7 @@ def test_three_daemons_do_each_file_of_a_burst_exactly_once(
 def test_a_killed_daemons_files_are_taken_over(
     fleet: tuple[Path, str, list[Daemon]], tmp_path: Path
 ) -> None:
-    """kill -9 of a daemon in the middle of a file: its lease runs out, the other daemon does the file."""
+    """kill -9 mid-file: the other daemon does the file; a daemon starting later removes the dead one's temp files."""
     inbox, url, daemons = fleet
     slow = _start(tmp_path / "slow", inbox, url, "slow", page_seconds=30.0)
     daemons.append(slow)
@@ -97,6 +98,17 @@ def test_a_killed_daemons_files_are_taken_over(
     other.wait_for("file.done", file=str(path), timeout=60)
     assert read_json(outputs_of(path)["json"])["node"] == "other"
     assert other.metric("ocr_inbox_leases_taken_over_total", node="other") == 1
+    # A daemon starting now removes the dead node's leftover temp file, not a live node's.
+    leftover = inbox / f".held.png.ocr.md.w{writer_tag('slow')}.0badf00d{TEMP_SUFFIX}"
+    in_progress = inbox / f".next.png.ocr.md.w{writer_tag('other')}.0c0ffee0{TEMP_SUFFIX}"
+    leftover.write_bytes(b"half")
+    in_progress.write_bytes(b"half")
+    late = _start(tmp_path / "late", inbox, url, "late", page_seconds=0.05)
+    daemons.append(late)
+    late.wait_ready()
+    assert not leftover.exists() and in_progress.exists()
+    [removed] = late.find("outputs.stale_temp_removed")
+    assert removed["count"] == 1
 
 
 def _signal_tree(daemon: Daemon, signum: int) -> None:
