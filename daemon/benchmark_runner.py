@@ -19,6 +19,7 @@ Parts (default: overhead latency backlog tesseract gpu pdf remote):
     remote     (g) the remote engine: pages/s with K in flight, and against a bare client
     tuning     follow-through: engine threads, detector size, PDF DPI (optional)
     chaos      the chaos drill with recovery times (optional)
+    postgres   (h) a backlog admitted through PostgreSQL, 1 and 3 daemons, beside SQLite (optional)
 
 OCR_INBOX_BENCH_QUICK=1 runs every part on a tiny input (the smoke tests use it).
 """
@@ -71,6 +72,13 @@ PARTS = (
         "bench.chaos",
         "chaos drill with recovery times",
         ("--files", "30", "--kills", "2"),
+        default=False,
+    ),
+    Part(
+        "postgres",
+        "bench.postgres",
+        "(h) shared journal: a backlog through PostgreSQL",
+        ("--quick",),
         default=False,
     ),
 )

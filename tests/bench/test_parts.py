@@ -8,7 +8,8 @@ import pytest
 
 from daemon.benchmark_runner import QUICK_ENV, gpu_absent_reason
 from harness.driver import REPO, run_cli
-from tests.support.tools import require_tool
+from harness.postgres_cluster import server_binaries
+from tests.support.tools import require_tool, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +124,25 @@ def test_remote_measures_concurrency_and_the_real_server() -> None:
         "| in flight (K) | pages | most at the server at once |",
         "| in flight | pages | bare client pages/s | daemon pages/s | daemon / bare | >= 0.9 |",
     )
+
+
+def test_postgres_part_compares_one_and_three_daemons_with_sqlite() -> None:
+    """(h) prints a row per journal and daemon count, with ratios to SQLite and nothing done twice."""
+    if server_binaries() is None:
+        unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    done = run_cli("bench", "postgres", cwd=REPO, env={QUICK_ENV: "1"}, timeout=240)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert (
+        "| journal | daemons | first row | all rows | admitted files/s | vs SQLite x1 |" in output
+    )
+    rows = [
+        line for line in output.splitlines() if line.startswith(("| SQLite |", "| PostgreSQL |"))
+    ]
+    assert [row.split(" | ")[:2] for row in rows] == [
+        ["| SQLite", "1"],
+        ["| PostgreSQL", "1"],
+        ["| PostgreSQL", "3"],
+    ], output[-3000:]
+    assert all(row.endswith("| 0 | 0 |") for row in rows), rows  # none done twice, none failed
+    assert "| postgres | ok |" in output, output[-3000:]
