@@ -35,6 +35,7 @@ from typing import Any
 from bench import report
 from bench.backlog import FAKE, tiny_png
 from bench.live import BenchDaemon, drop, settings_for, start
+from daemon.cpus import load_average
 from daemon.journal.sqlite import SqliteJournal
 from harness.driver import record_time
 from harness.postgres_cluster import Cluster, ClusterUnavailable, start_cluster
@@ -65,6 +66,7 @@ class Figures:
     last_done: float
     done_twice: int
     failed: int
+    load: str  # the load average when the run began: other work on the machine
 
     @property
     def admitted_per_second(self) -> float:
@@ -129,6 +131,7 @@ def measure(
     """Start the run's daemons, drop every file, follow the journal and the logs to the end."""
     inbox = root / "inbox"
     inbox.mkdir(parents=True)
+    load = load_average()
     daemons: list[BenchDaemon] = []
     close: Callable[[], None] = lambda: None  # noqa: E731
     try:
@@ -181,6 +184,7 @@ def measure(
             last_done=last_done,
             done_twice=len(done_records) - len(done_files),
             failed=failed,
+            load=load,
         )
     finally:
         close()
@@ -203,6 +207,7 @@ def rows_of(results: Sequence[Figures]) -> list[list[object]]:
             report.ratio(figures.done_per_second, base.done_per_second),
             figures.done_twice,
             figures.failed,
+            figures.load,
         ]
         for figures in results
     ]
@@ -220,6 +225,7 @@ HEADER = [
     "vs SQLite x1",
     "done twice",
     "failed",
+    "load at start",
 ]
 
 
@@ -243,17 +249,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterUnavailable as error:
         print(report.heading(title, ["", f"Skipped: {error}.", ""]))
         return 0
-    images = [tiny_png(seed) for seed in range(args.files)]
-    results: list[Figures] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="ocr-bench-postgres-") as scratch:
-            for number, run in enumerate(RUNS):
-                root = Path(scratch) / f"run{number}"
-                url = None if run.backend == "sqlite" else cluster.new_database(f"bench{number}")
-                results.append(measure(root, run, images, url, args.settle, args.poll))
-                subprocess.run(["rm", "-rf", str(root)], check=False)
-    finally:
-        cluster.stop()
     notes = [
         "",
         f"{args.files:,} files dropped at once into one inbox, three times: SQLite with one "
@@ -265,8 +260,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (" QUICK RUN: checks the harness only." if args.quick else ""),
         "",
     ]
-    print(report.heading(title, notes))
-    print(report.table(HEADER, rows_of(results), "lr" + "r" * (len(HEADER) - 2)))
+    heading = report.heading(title, notes)  # the load average now, at the start
+    images = [tiny_png(seed) for seed in range(args.files)]
+    results: list[Figures] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="ocr-bench-postgres-") as scratch:
+            for number, run in enumerate(RUNS):
+                root = Path(scratch) / f"run{number}"
+                url = None if run.backend == "sqlite" else cluster.new_database(f"bench{number}")
+                results.append(measure(root, run, images, url, args.settle, args.poll))
+                subprocess.run(["rm", "-rf", str(root)], check=False)
+    finally:
+        cluster.stop()
+    print(heading)
+    print(report.table(HEADER, rows_of(results), "lr" + "r" * (len(HEADER) - 3) + "l"))
     return 0
 
 

@@ -144,5 +144,5 @@ def test_postgres_part_compares_one_and_three_daemons_with_sqlite() -> None:
         ["| PostgreSQL", "1"],
         ["| PostgreSQL", "3"],
     ], output[-3000:]
-    assert all(row.endswith("| 0 | 0 |") for row in rows), rows  # none done twice, none failed
+    assert all(" | 0 | 0 | " in row for row in rows), rows  # none done twice, none failed
     assert "| postgres | ok |" in output, output[-3000:]
