@@ -41,6 +41,8 @@ def test_a_list_gives_each_worker_its_own_gpu_seen_as_cuda_0() -> None:
         {"CUDA_VISIBLE_DEVICES": "0", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"},
     ]
     assert plan[0].describe() == "cuda:1 (CUDA_VISIBLE_DEVICES=1)"
+    agreeing = WorkerSettings(device=["cuda:1", "cuda:0"], count=2)  # a count that agrees is fine
+    assert device_plan(agreeing, two_gpus) == plan
 
 
 def test_a_list_is_taken_on_trust_where_nothing_counts_the_gpus() -> None:
