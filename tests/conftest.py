@@ -26,14 +26,24 @@ from tests.support.tools import unavailable
 PG_RUN_ENV = "PYTEST_OCR_INBOX_PG_RUN"
 
 
+# The run folder this process made, if it made one. A pytest started by a
+# test (the GPU check runs one) inherits the variable and must neither make
+# its own folder nor stop the outer run's cluster when it ends.
+_made_here: list[Path] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput") and PG_RUN_ENV not in os.environ:
-        os.environ[PG_RUN_ENV] = tempfile.mkdtemp(prefix="ocr-inbox-pg-run-")
+        run_dir = Path(tempfile.mkdtemp(prefix="ocr-inbox-pg-run-"))
+        os.environ[PG_RUN_ENV] = str(run_dir)
+        _made_here.append(run_dir)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput") and PG_RUN_ENV in os.environ:
-        stop_shared_cluster(Path(os.environ.pop(PG_RUN_ENV)))
+    for run_dir in _made_here:
+        stop_shared_cluster(run_dir)
+        os.environ.pop(PG_RUN_ENV, None)
+    _made_here.clear()
 
 
 @pytest.fixture(scope="session")

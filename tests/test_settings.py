@@ -165,14 +165,15 @@ def test_bad_environment_value_names_the_variable_and_shows_it(tmp_path: Path) -
 def test_secrets_in_a_bad_value_are_redacted(tmp_path: Path) -> None:
     """A password in a URL and a secret-named key's value never reach the message."""
     env = {
-        "OCR_INBOX_STATE__URL": "postgresql://ocr:hunter2@db.example/ocr",
+        # Refused (not http): shown, with its password redacted.
+        "OCR_INBOX_OUTPUTS__WEBHOOK_URL": "ftp://ocr:hunter2@db.example/hook",
         "OCR_INBOX_STATE__API_KEY": "sk-live-123",
     }
     result = run_cli("once", "x.png", cwd=tmp_path, env=env, timeout=60)
     assert result.returncode == 2
     assert "hunter2" not in result.stdout and "sk-live-123" not in result.stdout
     message = startup_error(result)
-    assert "value 'postgresql://ocr:<redacted>@db.example/ocr'" in message
+    assert "value 'ftp://ocr:<redacted>@db.example/hook'" in message
     assert "state.api_key: unknown key\n      value '<redacted>'" in message
 
 
