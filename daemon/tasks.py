@@ -41,6 +41,10 @@ class FileTask:
     pdf_over_existing_text: bool = False
     # The inbox's profile (None for `once`, which watches no inbox).
     profile: InboxProfile | None = None
+    # Where the input moves once its outcome is durable (archive_dir or
+    # failed_dir), chosen before the outcome is announced so a webhook names
+    # the places the files end up in (daemon.supervising.archiving).
+    archive_target: Path | None = None
     # The inbox's own chain when it is not the one recovery serves
     # (daemon.supervising.inbox_chains); empty: the daemon's chain.
     chain: tuple[str, ...] = ()

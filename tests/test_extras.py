@@ -48,6 +48,20 @@ def test_missing_extras_names_each_vlm_model_of_the_chain(monkeypatch: pytest.Mo
     assert install_hint("vlm") in missing.message()
 
 
+def test_an_inbox_tables_chain_is_checked_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VLM only an [inboxes.NAME] chain names is refused too, under that table's key."""
+    settings = Settings(
+        models={"qwen": {"engine": "hf_vlm", "path": "/m"}},
+        inboxes={"photos": {"path": tmp_path / "photos", "chain": ["qwen", "rapid"]}},
+    )
+    monkeypatch.setitem(sys.modules, "torch", None)
+    [missing] = missing_extras(settings)
+    assert (missing.key, missing.model) == ("inboxes.photos.chain[0]", "qwen")
+    assert missing.message().endswith("or take the model out of inboxes.photos.chain")
+
+
 def test_a_vlm_chain_without_the_extra_exits_2_before_any_worker(tmp_path: Path) -> None:
     """`once --model` without torch: exit 2, one JSON record naming the extra, no output, no torch."""
     page = pages.save_png(pages.render_page(("x",), width=120, height=60), tmp_path / "p.png")

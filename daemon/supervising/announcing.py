@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.journal.interface import FileKey, Journal
+from daemon.tasks import FileTask
 from daemon.webhooks.events import Outcome, finished_event
 from daemon.webhooks.sender import WebhookSender
 
@@ -64,3 +65,20 @@ class Announcer:
         if self.sender is not None:
             for key in self.sender.delivered():
                 self.journal.webhook_delivered(key)
+
+
+def where_they_end(task: FileTask, outputs: dict[str, Path]) -> tuple[Path, dict[str, Path]]:
+    """The input and its outputs where they end up: in the archive (or failed_dir) when the
+    input moves there, its outputs with it unless the inbox writes them to an output_dir."""
+    target = task.archive_target
+    if target is None:
+        return task.path, outputs
+    if task.profile is not None and task.profile.output_dir is not None:
+        return target, outputs
+    prefix = len(task.path.name)  # NAME.ocr.json -> TARGET_NAME.ocr.json
+    return target, {
+        name: target.with_name(target.name + path.name[prefix:])
+        if path.parent == task.path.parent and path.name.startswith(task.path.name)
+        else path
+        for name, path in outputs.items()
+    }

@@ -37,12 +37,26 @@ class Archivist:
         self.ledger = ledger
         self.profiles = profiles  # by inbox root; read at each use, so a reload applies
 
+    def plan(self, task: FileTask, outcome: str) -> None:
+        """Choose where the input will move for this outcome (task.archive_target; None: it stays)."""
+        profile = task.profile
+        root = None
+        if profile is not None:
+            root = profile.archive_dir if outcome == "done" else profile.failed_dir
+        task.archive_target = None
+        if profile is None or root is None:
+            return
+        try:
+            task.archive_target = archive.destination(task.path, profile.root, root)
+        except OSError as error:
+            log.error("file.archive_failed", file=str(task.path), to=str(root), error=str(error))
+
     def after_success(self, task: FileTask) -> None:
         profile = task.profile
         if profile is None:
             return
         if profile.archive_dir is not None:
-            self._move(task.key, task.path, profile, profile.archive_dir, "done")
+            self._move(task, profile, profile.archive_dir, "done")
         elif profile.delete_after_success:
             with contextlib.suppress(FileNotFoundError):
                 task.path.unlink()
@@ -51,7 +65,7 @@ class Archivist:
     def after_failure(self, task: FileTask) -> None:
         profile = task.profile
         if profile is not None and profile.failed_dir is not None:
-            self._move(task.key, task.path, profile, profile.failed_dir, "failed")
+            self._move(task, profile, profile.failed_dir, "failed")
 
     def resume(self) -> None:
         """Finish the moves a stop (or a kill) interrupted, to their recorded destinations."""
@@ -63,16 +77,18 @@ class Archivist:
             source = profile.root / key.relative
             self._finish(key, source, profile, Path(destination), "resumed")
 
-    def _move(
-        self, key: FileKey, source: Path, profile: InboxProfile, root: Path, why: str
-    ) -> None:
-        try:
-            target = archive.destination(source, profile.root, root)
-        except OSError as error:
-            log.error("file.archive_failed", file=str(source), to=str(root), error=str(error))
-            return
-        self.ledger.begin_move(key, target)
-        self._finish(key, source, profile, target, why)
+    def _move(self, task: FileTask, profile: InboxProfile, root: Path, why: str) -> None:
+        target = task.archive_target
+        if target is None:
+            try:
+                target = archive.destination(task.path, profile.root, root)
+            except OSError as error:
+                log.error(
+                    "file.archive_failed", file=str(task.path), to=str(root), error=str(error)
+                )
+                return
+        self.ledger.begin_move(task.key, target)
+        self._finish(task.key, task.path, profile, target, why)
 
     def _finish(
         self, key: FileKey, source: Path, profile: InboxProfile, target: Path, why: str

@@ -3,11 +3,11 @@
 Arrival (hashed by the intake) -> admission (the journal, our outputs on disk)
 -> the queue -> a worker (claimed in the journal first) -> its answer ->
 outputs written and the file done, or an error sidecar, or another model, or
-a later retry of the write -> released (and looked at again if it changed
-meanwhile). Every step that changes what the daemon knows of the file goes
-through the ledger; what a fault means comes from recovery as a Decision,
-which is carried out here. Nothing here calls back into the arbiter: it
-hands this module arrivals, idle workers and answers, and reads the queue.
+a later retry of the write -> released (looked at again if it changed). Every
+step that changes what the daemon knows of the file goes through the ledger;
+what a fault means comes from recovery as a Decision, carried out here.
+Nothing here calls back into the arbiter: it hands this module arrivals,
+idle workers and answers, and reads the queue.
 """
 
 from __future__ import annotations
@@ -66,8 +66,7 @@ class FileFlow:
     # --- arrival and admission ----------------------------------------------
 
     def remove_stale_temp_files(self, writer: str | None) -> int:
-        """Temp files a killed daemon left in the inboxes and output folders (only `writer`'s
-        when set: other daemons may be writing there); how many were removed."""
+        """Remove temp files killed daemons left in inboxes and output folders (`writer`'s only)."""
         profiles = self.profiles.values()
         return sum(
             remove_stale_temp_files([profile.root], recursive=profile.recursive, writer=writer)
@@ -79,12 +78,8 @@ class FileFlow:
         )
 
     def look_for_takeovers(self) -> None:
-        """Pending files no live claim holds (their node died, or let them go): look at them again.
-
-        The intake hashes each again and the flow admits it as any arrival; the
-        claim at dispatch takes it over. Files of inboxes this daemon does not
-        watch are left to the daemons that do.
-        """
+        """Pending files no live claim holds (their node died): hashed and admitted again, the
+        claim at dispatch takes them over. Other daemons' inboxes are left to them."""
         roots = {profile.name: profile.root for profile in self.profiles.values()}
         for key in self.ledger.journal.takeable():
             root = roots.get(key.inbox)
@@ -270,12 +265,15 @@ class FileFlow:
             self.admit(Arrival(task.path, task.inbox, task.size, task.mtime_ns, None, error))
         else:
             summary = "the file cannot be read as a document"
+            self.archivist.plan(task, "failed")
             self.ledger.failed(task, fault, message.sha256, model, summary)
             self.archivist.after_failure(task)
             self._release(task)
 
     def _write(self, task: FileTask, result: DocumentResult, model: str) -> None:
         """Write the outputs; when the disk says no, keep the result and try again later."""
+        if self.watch and result.sha256 == task.sha256:
+            self.archivist.plan(task, "done")  # before the outcome is announced
         error = self.ledger.done(task, result, model)
         if error is None:
             changed = result.sha256 != task.sha256
@@ -335,6 +333,7 @@ class FileFlow:
         sha256: str | None,
     ) -> None:
         if isinstance(verdict, Quarantine):
+            self.archivist.plan(task, "failed")
             self.ledger.failed(task, fault, sha256, model, verdict.summary)
             self.archivist.after_failure(task)
             self._release(task)

@@ -34,7 +34,7 @@ from daemon.outputs.writing import (
     writer_tag,
 )
 from daemon.protocol import DocumentResult, Fault
-from daemon.supervising.announcing import Announcer
+from daemon.supervising.announcing import Announcer, where_they_end
 from daemon.supervising.unwritten import Unwritten, UnwrittenSidecars
 from daemon.tasks import FileTask
 from daemon.webhooks.events import Outcome, outputs_on_disk
@@ -193,7 +193,8 @@ class Ledger:
         size, mtime = (-1, -1) if changed else (task.size, task.mtime_ns)
         total = self.clock() - task.admitted_at
         outputs = {format: paths.of(format) for format in ("json", *files)}
-        self.announce(task.path, key, "done", result.sha256, outputs, model, total)
+        path, outputs = where_they_end(task, outputs)
+        self.announce(path, key, "done", result.sha256, outputs, model, total)
         self.journal.mark_done(key, result.sha256, size, mtime)
         self.metrics.files.labels(inbox=task.inbox_name, outcome="done").inc()
         self.metrics.file_seconds.labels(outcome="done").observe(total)
@@ -243,8 +244,8 @@ class Ledger:
                 later = Unwritten(task.path, key, sha, payload, task.outputs)
                 self._unwritten.hold(later, self.clock() + self.retry_seconds)
         total = self.clock() - task.admitted_at
-        sidecar = outputs_on_disk(task.outputs, "failed")
-        self.announce(task.path, key, "failed", sha, sidecar, model, total, payload["error"])
+        path, sidecar = where_they_end(task, outputs_on_disk(task.outputs, "failed"))
+        self.announce(path, key, "failed", sha, sidecar, model, total, payload["error"])
         self.journal.mark_failed(key, sha, task.size, task.mtime_ns, fault.message[:1000])
         self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.metrics.file_seconds.labels(outcome="failed").observe(total)

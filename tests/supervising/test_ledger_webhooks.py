@@ -11,6 +11,7 @@ from daemon.journal.interface import WebhookEvent
 from daemon.journal.sqlite import SqliteJournal
 from daemon.observing.metrics import Metrics
 from daemon.protocol import Fault
+from daemon.settings import InboxProfile
 from daemon.supervising.ledger import Ledger
 from daemon.webhooks.posting import Answer
 from daemon.webhooks.sender import WebhookSender
@@ -158,3 +159,32 @@ def test_outputs_found_after_a_crash_are_announced_only_for_a_pending_row(tmp_pa
     (body,) = stored(ledger)
     assert (body["file"], body["model"], body["seconds"]) == (str(crashed.path), None, None)
     assert body["idempotency_key"] == ledger.journal.webhooks()[0].key
+
+
+def test_an_archived_file_is_announced_where_it_ends_up(tmp_path: Path) -> None:
+    """With archive_dir the event names the archived input and its outputs beside it there."""
+    ledger, _ = make()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    task = admitted(ledger, inbox / "scan.png")
+    task.profile = InboxProfile(
+        name="inbox",
+        root=inbox,
+        chain=("m",),
+        formats=("md", "json"),
+        recursive=False,
+        mode="native",
+        settle_seconds=1.0,
+        archive_dir=tmp_path / "done",
+    )
+    task.archive_target = tmp_path / "done" / "scan-2.png"  # a name clash got a suffix
+
+    ledger.done(task, result_of(task.path, "m"), "m")
+
+    (body,) = stored(ledger)
+    assert body["file"] == str(tmp_path / "done" / "scan-2.png")
+    assert body["outputs"] == {
+        "json": str(tmp_path / "done" / "scan-2.png.ocr.json"),
+        "md": str(tmp_path / "done" / "scan-2.png.ocr.md"),
+    }
+    assert body["relative_path"] == "scan.png"  # where it was found in its inbox

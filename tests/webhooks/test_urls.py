@@ -20,6 +20,26 @@ def test_the_outputs_url_serves_every_inbox() -> None:
     assert webhook_url_for(Settings(), "invoices") is None
 
 
+def test_an_inboxs_own_url_comes_before_the_outputs_url(tmp_path: Path) -> None:
+    """[inboxes.NAME] webhook_url serves that inbox; the others keep [outputs] webhook_url."""
+    settings = Settings(
+        outputs={"webhook_url": "https://hooks.example.com/done"},
+        inboxes={
+            "invoices": {"path": tmp_path / "invoices", "webhook_url": "https://erp.example/ocr"},
+            "letters": {"path": tmp_path / "letters"},
+        },
+    )
+
+    assert webhook_url_for(settings, "invoices") == "https://erp.example/ocr"
+    assert webhook_url_for(settings, "letters") == "https://hooks.example.com/done"
+
+
+def test_an_inboxs_url_must_be_http() -> None:
+    """An inbox table's webhook_url is checked as [outputs] webhook_url is."""
+    with pytest.raises(ValueError, match="must start with http"):
+        Settings(inboxes={"x": {"path": "/srv/x", "webhook_url": "ftp://h/x"}})
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

@@ -71,6 +71,19 @@ def test_a_page_goes_to_the_server_as_an_image_and_a_prompt() -> None:
     assert page.details["prompt_tokens"] == 100 and page.tokens == 4
 
 
+def test_an_inboxs_prompt_travels_with_its_pages_only() -> None:
+    """Pages submitted with an inbox's prompt ask with it; pages without one keep the model's own."""
+    with FakeServer() as server:
+        engine = engine_for(server)
+        asked = engine.submit(PAGE, "Transcribe the whiteboard.")
+        plain = engine.submit(PAGE)
+        asked.result(), plain.result()
+        engine.close()
+    prompts = sorted(seen.payload["messages"][0]["content"][1]["text"] for seen in server.seen)
+    assert prompts[1] == "Transcribe the whiteboard."
+    assert prompts[0].startswith("Read all the text in this image and return it as Markdown")
+
+
 def test_load_reports_the_served_model_and_family_but_never_the_key(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
