@@ -4,6 +4,7 @@ workers, recovery, outputs, metrics and logs."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -188,14 +189,19 @@ class OutputSettings(Section):
 
     @model_validator(mode="after")
     def _json_is_the_record(self) -> OutputSettings:
-        if "json" not in self.formats:
-            raise ValueError(
-                'formats must include "json": the .ocr.json is the daemon\'s record that a'
-                " file is done and which outputs are its own"
-            )
-        if len(set(self.formats)) != len(self.formats):
-            raise ValueError("formats lists a format twice")
+        check_formats(self.formats)
         return self
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """A set of output formats as the settings accept it ([outputs] and each inbox's own)."""
+    if "json" not in formats:
+        raise ValueError(
+            'formats must include "json": the .ocr.json is the daemon\'s record that a'
+            " file is done and which outputs are its own"
+        )
+    if len(set(formats)) != len(formats):
+        raise ValueError("formats lists a format twice")
 
 
 def check_webhook_url(url: str | None) -> str | None:
