@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from daemon import __version__, logs, startup_errors
+from daemon.devices import DevicePlanError, device_plan
 from daemon.extras import missing_extras
 from daemon.settings import (
     Settings,
@@ -146,6 +147,12 @@ def _load_runnable(args: argparse.Namespace) -> Settings:
             "\n  ".join(["cannot run this chain here:", *(item.message() for item in missing)]),
             [{"key": item.key, "problem": item.message()} for item in missing],
         )
+    try:
+        device_plan(settings.worker)
+    except DevicePlanError as error:
+        # "all" with no GPU, or a listed GPU beyond those visible: refused here
+        # (exit 2) rather than every worker failing to load (exit 3, retried).
+        raise SettingsError(str(error), [{"key": "worker.device", "problem": str(error)}]) from None
     return settings
 
 
@@ -215,14 +222,14 @@ def _once(settings: Settings, files: list[Path]) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon.fitting import fit_problem, gpu_total_bytes, resident_models
+    from daemon.fitting import first_device, fit_problem, gpu_total_bytes, resident_models
     from daemon.journal.interface import JournalUnusable
     from daemon.journal.opening import open_journal
     from daemon.observing.metrics import Metrics
     from daemon.observing.systemd_notify import Notifier
     from daemon.supervising.arbiter import Supervisor
 
-    problem = fit_problem(resident_models(settings), gpu_total_bytes(settings.worker.device))
+    problem = fit_problem(resident_models(settings), gpu_total_bytes(first_device(settings)))
     if problem is not None:
         # Refused before anything loads: a set that cannot run would only
         # crash workers with out-of-memory errors one after another.
@@ -248,7 +255,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     def reload_settings() -> Settings:
         reloaded = _load_runnable(args)
-        problem = fit_problem(resident_models(reloaded), gpu_total_bytes(reloaded.worker.device))
+        problem = fit_problem(resident_models(reloaded), gpu_total_bytes(first_device(reloaded)))
         if problem is not None:
             raise SettingsError(problem)  # the running settings stay
         return reloaded

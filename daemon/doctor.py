@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from daemon.cpus import usable_cpus
+from daemon.devices import DevicePlanError, device_plan
 from daemon.doctor_text import render_text
 from daemon.extras import ENGINE_EXTRAS, EXTRA_MODULES, install_hint, missing_modules
 from daemon.fitting import ResidentModel, fit_problem, resident_models
@@ -65,8 +66,12 @@ class Report:
     cpu: dict[str, Any]
     flash_attn: dict[str, Any]
     nvml: dict[str, Any]
-    device_setting: str
+    device_setting: str | list[str]
     models: list[ModelReport]
+    # One entry per worker of the daemon's chain (daemon.devices), and why
+    # there is no plan (the daemon refuses to start: exit 2).
+    workers: list[str] = field(default_factory=list)
+    plan_problem: str | None = None
     # Per install extra: installed or not, what is missing, how to add it, who needs it.
     extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The models every inbox's chain keeps loaded at once (daemon.fitting), and
@@ -76,7 +81,12 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return bool(self.models) and self.models[0].loads and self.fit_problem is None
+        return (
+            bool(self.models)
+            and self.models[0].loads
+            and self.fit_problem is None
+            and self.plan_problem is None
+        )
 
     def as_dict(self) -> dict[str, Any]:
         data = {name.name: getattr(self, name.name) for name in dataclasses.fields(self)}
@@ -164,7 +174,8 @@ def build_report(settings: Settings) -> Report:
         models=models,
         extras=extras,
         resident=[dataclasses.asdict(model) for model in resident],
-        fit_problem=fit_problem(resident, _gpu_total(gpus, settings.worker.device)),
+        fit_problem=fit_problem(resident, _gpu_total(gpus, checked_device(settings))),
+        **_workers(settings),
     )
 
 
@@ -221,7 +232,25 @@ def _report_without_torch(settings: Settings, extras: dict[str, dict[str, Any]])
         extras=extras,
         # Without torch no GPU is judged: the resident set is shown, its fit is not.
         resident=[dataclasses.asdict(model) for model in _resident(settings, models)],
+        **_workers(settings),
     )
+
+
+def _workers(settings: Settings) -> dict[str, Any]:
+    """The device plan as the daemon would start it: each worker's device and pinning."""
+    try:
+        return {"workers": [place.describe() for place in device_plan(settings.worker)]}
+    except DevicePlanError as error:
+        return {"workers": [], "plan_problem": str(error)}
+
+
+def checked_device(settings: Settings) -> str:
+    """The device the models are loaded on here: the first worker's (this process is unpinned,
+    so a listed GPU keeps its own number)."""
+    try:
+        return device_plan(settings.worker)[0].device
+    except DevicePlanError:
+        return "auto"
 
 
 # The packages whose versions the report shows (torch's build details beside them when present).
@@ -295,7 +324,7 @@ def check_model(settings: Settings, name: str, position: int) -> ModelReport:
     model = settings.model(name)
     report = ModelReport(position=position, name=name, engine=model.engine)
     runtime = Runtime(
-        device=settings.worker.device,
+        device=checked_device(settings),
         threads=settings.worker.threads,
         allow_download=settings.worker.allow_download,
     )

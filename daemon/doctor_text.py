@@ -64,6 +64,11 @@ def render_text(report: Report) -> str:
     ]
     for model in report.models:
         lines += _model_lines(model)
+    lines += ["", "Workers of the daemon's chain (worker.device, worker.count)"]
+    if report.plan_problem:
+        lines.append(f"  NOT PLANNED: {report.plan_problem}")
+    else:
+        lines.append(f"  {', '.join(report.workers)}")
     lines += ["", "Resident at once (the first model of every inbox's chain)"]
     for held in report.resident:
         where = "GPU" if held["on_gpu"] else "CPU"
@@ -74,6 +79,8 @@ def render_text(report: Report) -> str:
     first = report.models[0]
     if report.ok:
         lines.append(f"OK: the first model of the chain, {first.name!r}, loads here.")
+    elif report.plan_problem:
+        lines.append("NOT OK: the workers' devices are not on this machine (see Workers).")
     elif first.loads:
         lines.append("NOT OK: the models resident at once do not fit the GPU.")
     else:

@@ -2,12 +2,14 @@
 
 With inbox profiles several chains are served at once (see
 daemon.supervising.inbox_chains): the daemon's chain keeps its first model
-loaded in `[worker] count` workers, and every other chain its first model in
-one worker, a model shared by chains once. Each vision-language model on a
-GPU holds at least its weights there, so a set whose weights (with headroom
-for activations, the KV cache and each process's CUDA context) exceed the
-GPU's memory cannot run: the daemon refuses it at start, naming the models,
-and `ocr-inbox doctor` says the same with what loading each really took.
+loaded in a worker per entry of the device plan (daemon.devices; one per GPU
+when pinned), and every other chain its first model in one worker on the
+plan's first device, a model shared by chains once; so that first GPU is
+the one judged. Each vision-language model on a GPU holds at least its
+weights there, so a set whose weights (with headroom for activations, the KV
+cache and each process's CUDA context) exceed the GPU's memory cannot run:
+the daemon refuses it at start, naming the models, and `ocr-inbox doctor`
+says the same with what loading each really took.
 
 No torch here (the supervisor runs this): weights are measured by their
 files' sizes, the GPU by NVML when nvidia-ml-py is installed. Where either is
@@ -20,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.devices import DevicePlanError, WorkerDevice, device_plan
 from daemon.settings import HfVlmModel, Settings
 
 # Weights are not all a model needs on the GPU: activations, the KV cache and
@@ -41,13 +44,28 @@ def resident_models(settings: Settings, *, watch: bool = True) -> list[ResidentM
     from daemon.supervising.inbox_chains import resident_heads, serving_chains
 
     primary, others = serving_chains(settings, watch=watch)
-    copies = {primary[0]: settings.worker.count}
+    # The first GPU holds the most: its share of the chain's workers, and
+    # every other chain's first model (they run on the plan's first device).
+    plan = _plan(settings)
+    copies = {primary[0]: sum(1 for place in plan if place.device == plan[0].device)}
     for head in resident_heads(others, lambda model: True):
         copies.setdefault(head, 1)
     return [
         ResidentModel(name, count, _on_gpu(settings, name), weight_bytes(settings, name))
         for name, count in copies.items()
     ]
+
+
+def _plan(settings: Settings) -> list[WorkerDevice]:
+    try:
+        return device_plan(settings.worker)
+    except DevicePlanError:  # refused at start; `doctor` still shows the rest
+        return [WorkerDevice("auto")] * (settings.worker.count or 1)
+
+
+def first_device(settings: Settings) -> str:
+    """The GPU that holds the most models (the plan's first), as NVML numbers it."""
+    return _plan(settings)[0].nvml_device
 
 
 def _on_gpu(settings: Settings, name: str) -> bool:

@@ -61,6 +61,16 @@ class WorkerConfig:
     oom_scale: float = 0.7
     log_level: str = "info"
     log_format: str = "auto"
+    # The device as the daemon's plan names it ("cuda:1"); the engine is told
+    # `device`, which for a pinned worker is "cuda:0", the one GPU it sees.
+    placement: str = ""
+    # Set in the worker's environment first thing, before anything imports
+    # torch: CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER for a pinned worker.
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+# The variables that say which GPUs a process sees, and how they are numbered.
+PINNING_VARIABLES = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 
 
 # --- supervisor -> worker -----------------------------------------------------
@@ -221,6 +231,9 @@ class Loaded:
     # How many files the worker takes at once: 1 for a model in the worker, up
     # to max_in_flight for a server (the pages are in flight there, not here).
     capacity: int = 1
+    # The PINNING_VARIABLES the worker found in its environment at load: what
+    # it was given, so the supervisor labels it by the GPU it really uses.
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,3 +127,32 @@ def test_a_vlm_is_planned_once_and_loaded_by_that_plan(
     assert code == EXIT_OK
     assert report["models"][0]["loads"] is True
     assert len(plans) == 1
+
+
+def test_doctor_shows_each_workers_device_and_pinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device list: the text lists every worker with its CUDA_VISIBLE_DEVICES; JSON carries it too."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the GPUs this daemon may use
+    settings = Settings(worker={"chain": ["rapid"], "device": ["cuda:0", "cuda:1"]})
+    out = io.StringIO()
+    code = run_doctor(settings, as_json=False, out=out)
+    assert code == EXIT_OK
+    assert "  cuda:0 (CUDA_VISIBLE_DEVICES=0), cuda:1 (CUDA_VISIBLE_DEVICES=1)\n" in out.getvalue()
+    _, report = doctor_json(settings)
+    assert report["workers"] == [
+        "cuda:0 (CUDA_VISIBLE_DEVICES=0)",
+        "cuda:1 (CUDA_VISIBLE_DEVICES=1)",
+    ]
+    assert (report["device_setting"], report["plan_problem"]) == (["cuda:0", "cuda:1"], None)
+
+
+def test_doctor_says_not_ok_when_all_finds_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ "all" with every GPU hidden: the daemon would refuse to start, so the doctor says NOT OK."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    out = io.StringIO()
+    code = run_doctor(
+        Settings(worker={"chain": ["rapid"], "device": "all"}), as_json=False, out=out
+    )
+    text = out.getvalue()
+    assert code == EXIT_FIRST_MODEL_FAILS
+    assert 'NOT PLANNED: worker.device = "all", but the daemon\'s CUDA_VISIBLE_DEVICES' in text
+    assert "NOT OK: the workers' devices are not on this machine (see Workers)." in text

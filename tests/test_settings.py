@@ -175,3 +175,53 @@ def test_secrets_in_a_bad_value_are_redacted(tmp_path: Path) -> None:
     message = startup_error(result)
     assert "value 'ftp://ocr:<redacted>@db.example/hook'" in message
     assert "state.api_key: unknown key\n      value '<redacted>'" in message
+
+
+def test_worker_device_takes_a_list_of_gpus_or_all(tmp_path: Path) -> None:
+    """[worker] device is one device, "all", or a list of cuda:N; count 0 means one per GPU."""
+    config = tmp_path / "gpus.toml"
+    config.write_text('[worker]\ndevice = ["cuda:0", "cuda:1"]\n')
+    settings, _ = load_settings(config)
+    assert (settings.worker.device, settings.worker.count) == (["cuda:0", "cuda:1"], 0)
+    settings, _ = load_settings(None, {"worker": {"device": "all"}})
+    assert settings.worker.device == "all"
+
+
+@pytest.mark.parametrize(
+    ("device", "named"),
+    [
+        (["cuda:0", "cuda:0"], "worker.device: Value error, lists a GPU twice"),
+        ([], "worker.device.list[constrained-str]: List should have at least 1 item"),
+        (["cpu"], "String should match pattern '^cuda:\\d+$'"),
+        ("gpu", "worker.device.constrained-str: String should match pattern"),
+    ],
+)
+def test_bad_device_lists_are_refused(device: object, named: str) -> None:
+    """A GPU listed twice, an empty list, a list entry that is no GPU, an unknown name: refused."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None, {"worker": {"device": device}})
+    assert named in str(caught.value)
+
+
+def test_a_count_that_contradicts_the_device_list_exits_2(tmp_path: Path) -> None:
+    """worker.count 3 with two listed GPUs: `run` exits 2 naming both keys and where count came from."""
+    config = tmp_path / "settings.toml"
+    config.write_text('[worker]\ndevice = ["cuda:0", "cuda:1"]\n')
+    env = {"OCR_INBOX_WORKER__COUNT": "3"}
+    result = run_cli("run", "--config", str(config), cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode == 2
+    message = startup_error(result)
+    assert "worker.count: Value error, worker.count = 3 contradicts worker.device" in message
+    assert "leave worker.count at 0 or set it to 2" in message
+    assert "value '3', from the environment variable OCR_INBOX_WORKER__COUNT" in message
+
+
+def test_all_with_every_gpu_hidden_exits_2(tmp_path: Path) -> None:
+    """device "all" under CUDA_VISIBLE_DEVICES="" (no GPU visible): `run` exits 2 before any worker starts."""
+    env = {"OCR_INBOX_WORKER__DEVICE": "all", "CUDA_VISIBLE_DEVICES": ""}
+    result = run_cli("run", "--inbox", str(tmp_path / "in"), cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode == 2
+    assert 'worker.device = "all", but the daemon\'s CUDA_VISIBLE_DEVICES hides every GPU' in (
+        startup_error(result)
+    )
+    assert not (tmp_path / "in").exists()  # refused before the inbox was created

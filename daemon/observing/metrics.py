@@ -9,6 +9,7 @@ deploy/prometheus (a test checks that every name they use exists).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -143,6 +144,14 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        self.worker_info = Gauge(
+            PREFIX + "worker_info",
+            "The worker in this slot (value 1 once loaded): its model, its device as"
+            " [worker] device names it, and the CUDA_VISIBLE_DEVICES it reported (empty: unpinned).",
+            ["worker", "model", "device", "cuda_visible_devices"],
+            registry=r,
+        )
+        self._worker_info_labels: dict[str, tuple[str, str, str, str]] = {}
         self.active_model = Gauge(
             PREFIX + "active_model_info",
             "The model the daemon serves with now (value 1), and how it runs.",
@@ -295,6 +304,20 @@ class Metrics:
                 attention=info.attention,
             ).set(1)
         self.chain_position.set(position)
+
+    def set_worker_info(self, worker: str, model: str, device: str, visible: str) -> None:
+        """The slot's one info series: what its latest worker loaded, and where."""
+        self.forget_worker_info(worker)
+        labels = (worker, model, device, visible)
+        self.worker_info.labels(*labels).set(1)
+        self._worker_info_labels[worker] = labels
+
+    def forget_worker_info(self, worker: str) -> None:
+        """The slot is gone (retired, or a reload took it away)."""
+        labels = self._worker_info_labels.pop(worker, None)
+        if labels is not None:
+            with contextlib.suppress(KeyError):
+                self.worker_info.remove(*labels)
 
     def record_leases(
         self, node: str, *, held: int, taken_over: int, lost: int, heartbeat_age: float | None

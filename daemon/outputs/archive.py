@@ -28,6 +28,7 @@ from pathlib import Path
 from daemon import fault_points
 from daemon.outputs.mirror import ensure_tree
 from daemon.outputs.paths import TEMP_SUFFIX, OutputPaths
+from daemon.outputs.writing import fsync_folder
 
 
 def destination(source: Path, inbox: Path, root: Path) -> Path:
@@ -59,14 +60,14 @@ def move(source: Path, target: Path, companions: Sequence[tuple[Path, Path]] = (
             _place(companion, companion_target)
     placed = _place(source, target)
     if placed:
-        _fsync_folder(target.parent)
+        fsync_folder(target.parent)
         fault_points.reached(fault_points.ARCHIVE_COPIED)
     for companion, _ in companions:
         with contextlib.suppress(FileNotFoundError):
             companion.unlink()
     with contextlib.suppress(FileNotFoundError):
         source.unlink()
-    _fsync_folder(source.parent)
+    fsync_folder(source.parent)
 
 
 def _place(source: Path, target: Path) -> bool:
@@ -101,12 +102,3 @@ def _place(source: Path, target: Path) -> bool:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
     return True
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

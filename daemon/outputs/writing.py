@@ -71,6 +71,7 @@ __all__ = [
     "OutputPaths",
     "Recorded",
     "encode_json",
+    "fsync_folder",
     "name_problem",
     "read_owned_json",
     "recorded",
@@ -152,7 +153,8 @@ def _write_temp(target: Path, data: bytes, writer: str = "") -> Path:
     return temp
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or removal in `folder` durable (best effort: some filesystems refuse)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -251,7 +253,7 @@ def write_success(
         raise
     # The JSON that vouches for the others lands last.
     _commit(temps)
-    _fsync_folder(paths.directory)
+    fsync_folder(paths.directory)
     _remove_if_ours_json(paths.error)
     for format, digest in old_listed.items():
         if format not in files:
@@ -289,7 +291,7 @@ def write_failure(
                 temp.unlink()
             raise
     _commit([(temp, paths.error)])
-    _fsync_folder(paths.directory)
+    fsync_folder(paths.directory)
     existing = read_owned_json(paths.json)
     listed = listed_outputs(existing)
     known = set(known_hashes)

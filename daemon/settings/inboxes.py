@@ -18,7 +18,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon.settings.sections import OutputFormat, Section, check_webhook_url, inbox_root
+from daemon.settings.sections import (
+    OutputFormat,
+    Section,
+    check_formats,
+    check_webhook_url,
+    inbox_root,
+)
 
 WatchMode = Literal["native", "polling"]
 
@@ -60,13 +66,7 @@ class InboxTable(Section):
     @model_validator(mode="after")
     def _consistent(self) -> InboxTable:
         if self.formats is not None:
-            if "json" not in self.formats:
-                raise ValueError(
-                    'formats must include "json": the .ocr.json is the daemon\'s record that a'
-                    " file is done and which outputs are its own"
-                )
-            if len(set(self.formats)) != len(self.formats):
-                raise ValueError("formats lists a format twice")
+            check_formats(self.formats)
         if self.delete_after_success and self.archive_dir is not None:
             raise ValueError(
                 "archive_dir and delete_after_success both say what becomes of a done input;"

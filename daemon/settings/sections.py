@@ -4,11 +4,19 @@ workers, recovery, outputs, metrics and logs."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class Section(BaseModel):
@@ -96,12 +104,41 @@ class LimitsSettings(Section):
         return self
 
 
+# One device for every worker, or "all" (every visible GPU, one worker each).
+SharedDevice = Annotated[str, Field(pattern=r"^(auto|cpu|all|cuda(:\d+)?)$")]
+# One worker per listed GPU, each pinned to it (daemon.devices).
+ListedGpu = Annotated[str, Field(pattern=r"^cuda:\d+$")]
+
+
 class WorkerSettings(Section):
     chain: list[str] = Field(default_factory=lambda: ["rapid"], min_length=1)
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    count: int = Field(default=1, ge=1, le=16)
+    device: SharedDevice | Annotated[list[ListedGpu], Field(min_length=1, max_length=16)] = "auto"
+    # 0: one worker per GPU of a list (or of "all"), else one.
+    count: int = Field(default=0, ge=0, le=16)
     threads: int = Field(default=0, ge=0)
     allow_download: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _each_gpu_once(cls, device: str | list[str]) -> str | list[str]:
+        if isinstance(device, list) and len(set(device)) != len(device):
+            raise ValueError(
+                "lists a GPU twice: one worker runs per listed GPU (for several workers"
+                ' on one GPU, name it alone, e.g. "cuda:0", and set worker.count)'
+            )
+        return device
+
+    @field_validator("count")
+    @classmethod
+    def _count_matches_the_list(cls, count: int, info: ValidationInfo) -> int:
+        device = info.data.get("device")
+        if isinstance(device, list) and count and count != len(device):
+            raise ValueError(
+                f"worker.count = {count} contradicts worker.device, which lists"
+                f" {len(device)} GPU(s) ({', '.join(device)}): one worker runs per listed"
+                f" GPU; leave worker.count at 0 or set it to {len(device)}"
+            )
+        return count
 
 
 class RecoverySettings(Section):
@@ -152,14 +189,19 @@ class OutputSettings(Section):
 
     @model_validator(mode="after")
     def _json_is_the_record(self) -> OutputSettings:
-        if "json" not in self.formats:
-            raise ValueError(
-                'formats must include "json": the .ocr.json is the daemon\'s record that a'
-                " file is done and which outputs are its own"
-            )
-        if len(set(self.formats)) != len(self.formats):
-            raise ValueError("formats lists a format twice")
+        check_formats(self.formats)
         return self
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """A set of output formats as the settings accept it ([outputs] and each inbox's own)."""
+    if "json" not in formats:
+        raise ValueError(
+            'formats must include "json": the .ocr.json is the daemon\'s record that a'
+            " file is done and which outputs are its own"
+        )
+    if len(set(formats)) != len(formats):
+        raise ValueError("formats lists a format twice")
 
 
 def check_webhook_url(url: str | None) -> str | None:

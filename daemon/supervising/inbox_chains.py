@@ -4,7 +4,8 @@ Recovery serves one chain for the whole daemon (daemon-wide demotion, the
 cool-down, readiness, exit 3 when it runs out): `[worker] chain`, or, when
 no inbox uses that chain, the first inbox's. An inbox whose profile names
 another chain keeps that chain's first usable model resident beside it, in a
-slot of its own ("fallback:<model>", never retired while the chain wants it).
+slot of its own ("fallback:<model>", never retired while the chain wants it),
+on the first device of the daemon's device plan (daemon.devices).
 Its files go to their own chain's models one file at a time: a file's model
 is chosen at admission, and when a model cannot do the file (or keeps dying
 on it) the file moves to the next model of *its* chain. Workers are keyed by

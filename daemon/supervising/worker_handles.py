@@ -21,6 +21,7 @@ import psutil
 import structlog
 
 from daemon import logs
+from daemon.devices import WorkerDevice
 from daemon.protocol import EngineInfo, FromWorker, Job, PdfRequest, ToWorker, WorkerConfig
 from daemon.settings import Settings
 from daemon.worker import run_worker
@@ -35,8 +36,14 @@ SPAWN = multiprocessing.get_context("spawn")
 log = structlog.get_logger("daemon.supervising.worker_handles")
 
 
-def worker_config(settings: Settings, worker_id: int, model: str) -> WorkerConfig:
-    """What a new worker needs to load `model` and serve files, from the daemon's settings."""
+def worker_config(
+    settings: Settings, worker_id: int, model: str, place: WorkerDevice | None = None
+) -> WorkerConfig:
+    """What a new worker needs to load `model` and serve files, from the daemon's settings,
+    on its place of the device plan (None: the settings' one device, unpinned)."""
+    if place is None:
+        device = settings.worker.device
+        place = WorkerDevice(device if isinstance(device, str) else device[0])
     log_format = settings.log.format
     if log_format == "auto":
         # Decided here, not in the worker: its stdout is the daemon's (the journal or a tty).
@@ -46,13 +53,15 @@ def worker_config(settings: Settings, worker_id: int, model: str) -> WorkerConfi
         model_name=model,
         model=settings.model(model),
         limits=settings.limits,
-        device=settings.worker.device,
+        device=place.worker_device,
         threads=settings.worker.threads,
         allow_download=settings.worker.allow_download,
         oom_retries=settings.recovery.oom_retries,
         oom_scale=settings.recovery.oom_scale,
         log_level=settings.log.level,
         log_format=log_format,
+        placement=place.device,
+        environment=place.environment(),
     )
 
 
@@ -83,6 +92,7 @@ class WorkerHandle:
     exit_reason: str | None = (
         None  # why we expect it to be gone: stop, hang, cuda_fatal, load_error
     )
+    placement: str = ""  # its device as the plan names it ("cuda:1")
 
     @classmethod
     def spawn(
@@ -104,6 +114,7 @@ class WorkerHandle:
             process=process,
             conn=parent_end,
             deadline=now + load_deadline,
+            placement=config.placement or config.device,
         )
 
     @property

@@ -1,6 +1,8 @@
 """Which workers run, and what their lifecycle means: started, loaded, idle, retired, exited.
 
-One worker per slot: slots "0".."count-1" run the active model of the chain;
+One worker per slot: slots "0", "1", ... run the active model of the chain,
+one per entry of the device plan (daemon.devices: `count` on one device, or
+one per listed GPU, each pinned to it);
 a slot "fallback:<model>" runs a per-file fallback model while files wait for
 it, and is retired once idle for idle_fallback_seconds, or the first model
 of an inbox's own chain, kept resident while that chain wants it
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from daemon.devices import GpuLister, WorkerDevice, device_plan, visible_gpus
 from daemon.observing.metrics import Metrics
 from daemon.protocol import (
     EXIT_CUDA_FATAL,
@@ -29,7 +32,7 @@ from daemon.protocol import (
     Loaded,
     LoadFailed,
 )
-from daemon.settings import Settings
+from daemon.settings import Settings, WorkerSettings
 from daemon.supervising.file_queue import FileQueue
 from daemon.supervising.pool import WorkerPool, fallback_slot, is_fallback_slot
 from daemon.supervising.recovery import Decision, Recovery
@@ -60,8 +63,11 @@ class Workforce:
         queue: FileQueue,
         metrics: Metrics,
         clock: Callable[[], float],
+        gpus: GpuLister = visible_gpus,
     ) -> None:
         self.settings = settings
+        self._gpus = gpus  # where "all" finds its GPUs (daemon.devices)
+        self._planned: tuple[WorkerSettings, list[WorkerDevice]] | None = None
         self.pool = pool
         self.recovery = recovery
         self.queue = queue
@@ -71,6 +77,19 @@ class Workforce:
         self._worker_ids = 0
 
     # --- which workers ----------------------------------------------------------
+
+    def plan(self) -> list[WorkerDevice]:
+        """The device of each slot of the daemon's chain, planned again when [worker] changes."""
+        worker = self.settings.worker
+        if self._planned is None or self._planned[0] != worker:
+            self._planned = (worker, device_plan(worker, self._gpus))
+            log.info("workers.planned", devices=[place.describe() for place in self._planned[1]])
+        return self._planned[1]
+
+    def place_of(self, slot: str) -> WorkerDevice:
+        """A chain slot's device; per-file fallbacks and inboxes' chains run on the first."""
+        plan = self.plan()
+        return plan[0] if is_fallback_slot(slot) else plan[int(slot)]
 
     def wanted_model(self, worker: WorkerHandle) -> str | None:
         """The model this worker's slot should run now."""
@@ -96,7 +115,7 @@ class Workforce:
         for worker in self.pool:
             if self.stale(worker) and worker.state in (WorkerState.IDLE, WorkerState.LOADING):
                 self.pool.retire(worker, "model or settings changed")
-        wanted = [(str(index), active) for index in range(self.settings.worker.count)]
+        wanted = [(str(index), active) for index in range(len(self.plan()))]
         resident = self.recovery.resident_models()
         for model in [*resident, *self.queue.overrides]:
             entry = (fallback_slot(model), model)
@@ -108,7 +127,7 @@ class Workforce:
                 self._worker_ids += 1
                 self.pool.spawn(
                     slot,
-                    worker_config(self.settings, self._worker_ids, model),
+                    worker_config(self.settings, self._worker_ids, model, self.place_of(slot)),
                     self.generation,
                     self.settings.limits.load_deadline_seconds,
                 )
@@ -142,12 +161,17 @@ class Workforce:
             message.load_seconds
         )
         self.metrics.worker_up.labels(worker=worker.slot).set(1)
+        # What the worker says it was given, not what was planned: the proof of its pinning.
+        visible = message.environment.get("CUDA_VISIBLE_DEVICES", "")
+        self.metrics.set_worker_info(worker.slot, worker.model_name, worker.placement, visible)
         self.metrics.record_memory(message.memory)
         info = message.info
         log.info(
             "model.loaded",
             slot=worker.slot,
             model=worker.model_name,
+            placement=worker.placement,
+            cuda_visible_devices=visible or None,
             engine=info.engine,
             device=info.device,
             dtype=info.dtype,
@@ -237,11 +261,12 @@ class Workforce:
             model=worker.model_name,
         )
         if expected:
-            if is_fallback_slot(worker.slot) or int(worker.slot) >= self.settings.worker.count:
+            if is_fallback_slot(worker.slot) or int(worker.slot) >= len(self.plan()):
                 # A retired per-file fallback slot, or one a reload took away
                 # (fewer workers), is gone, not down: no WorkerDown alert for it.
                 with contextlib.suppress(KeyError):
                     self.metrics.worker_up.remove(worker.slot)
+                self.metrics.forget_worker_info(worker.slot)
             else:
                 self.metrics.worker_up.labels(worker=worker.slot).set(0)
             return Exit(Decision())

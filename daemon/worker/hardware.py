@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -270,14 +272,28 @@ def _nvml_handle(pynvml: object, index: int) -> object:
             return pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")  # type: ignore[attr-defined]
         except Exception:
             pass
-    return pynvml.nvmlDeviceGetHandleByIndex(index)  # type: ignore[attr-defined]
+    return pynvml.nvmlDeviceGetHandleByIndex(physical_index(index))  # type: ignore[attr-defined]
+
+
+def physical_index(index: int, environ: Mapping[str, str] | None = None) -> int:
+    """The GPU's number as nvidia-smi gives it, for a worker pinned by the daemon
+    (CUDA_VISIBLE_DEVICES in PCI order, daemon.devices): torch calls its one GPU
+    0, and several pinned workers would all report memory as device 0. torch's
+    own index wherever the numbers cannot be told apart."""
+    environ = os.environ if environ is None else environ
+    if environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        return index
+    entries = [entry.strip() for entry in environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    if index < len(entries) and entries[index].isdigit():
+        return int(entries[index])
+    return index
 
 
 def gpu_memory(index: int) -> GpuMemory:
     """torch's allocator view (allocated, reserved, peak) plus NVML's device view."""
     used, total = _nvml_memory(index)
     return GpuMemory(
-        device=index,
+        device=physical_index(index),
         allocated_bytes=int(torch.cuda.memory_allocated(index)),
         reserved_bytes=int(torch.cuda.memory_reserved(index)),
         peak_bytes=int(torch.cuda.max_memory_allocated(index)),

@@ -32,6 +32,7 @@ from daemon.protocol import (
     EXIT_LOAD_FAILED,
     EXIT_OK,
     EXIT_PROTOCOL,
+    PINNING_VARIABLES,
     EngineInfo,
     Job,
     Loaded,
@@ -52,6 +53,8 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 def worker_main(config: WorkerConfig, conn: Connection) -> None:
     """Entry point of the spawned process (multiprocessing target)."""
+    # First: CUDA reads CUDA_VISIBLE_DEVICES once, when torch initialises it.
+    torch_was_loaded = _pin_to_device(config.environment)
     _die_with_parent()
     # Only the supervisor speaks to systemd (NotifyAccess=main ignores us anyway).
     os.environ.pop("NOTIFY_SOCKET", None)
@@ -59,6 +62,8 @@ def worker_main(config: WorkerConfig, conn: Connection) -> None:
     # Ctrl-C reaches the whole process group; the supervisor decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     structlog.contextvars.bind_contextvars(model=config.model_name, pid=os.getpid())
+    if torch_was_loaded:
+        log.error("worker.pinned_too_late", environment=config.environment)
     try:
         code = _serve(config, conn)
     except (EOFError, BrokenPipeError, ConnectionResetError):
@@ -68,6 +73,13 @@ def worker_main(config: WorkerConfig, conn: Connection) -> None:
     # os._exit: skip interpreter teardown, which can touch a broken CUDA
     # context and hang, and never run the parent's atexit handlers.
     os._exit(code)
+
+
+def _pin_to_device(environment: dict[str, str]) -> bool:
+    """Set the pinning variables the supervisor chose; True if torch was imported already
+    (then CUDA may have read the old ones: a bug, logged once logging is set up)."""
+    os.environ.update(environment)
+    return bool(environment) and "torch" in sys.modules
 
 
 def _die_with_parent() -> None:
@@ -106,9 +118,12 @@ def _serve(config: WorkerConfig, conn: Connection) -> int:
         replies.send(LoadFailed(fault))
         return EXIT_LOAD_FAILED
     load_seconds = time.monotonic() - started
+    pinning = {name: os.environ[name] for name in PINNING_VARIABLES if name in os.environ}
     log.info(
         "worker.loaded",
         seconds=round(load_seconds, 3),
+        placement=config.placement or config.device,
+        **{name.lower(): value for name, value in pinning.items()},
         device=info.device,
         dtype=info.dtype,
         attention=info.attention,
@@ -116,7 +131,13 @@ def _serve(config: WorkerConfig, conn: Connection) -> int:
     )
     capacity = engine.concurrent_jobs
     replies.send(
-        Loaded(info=info, load_seconds=load_seconds, memory=engine.memory(), capacity=capacity)
+        Loaded(
+            info=info,
+            load_seconds=load_seconds,
+            memory=engine.memory(),
+            capacity=capacity,
+            environment=pinning,
+        )
     )
     if capacity > 1:
         return _serve_concurrently(config, engine, info, conn, replies)

@@ -12,6 +12,7 @@ Skipped on machines without CUDA (the CI machines). Run on a GPU machine with:
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,35 @@ def test_vlm_on_the_gpu_reports_bf16_its_attention_and_memory_on_metrics(
     )
     [reading] = document["memory"]
     assert reading["device"] == 0 and reading["nvml_total_bytes"] == total
+
+
+def test_all_gives_each_gpu_a_pinned_worker_labelled_by_its_gpu(
+    tmp_path: Path, tiny_models_root: Path
+) -> None:
+    """device "all": one worker per GPU, each loads on the cuda:0 it sees; worker_info and the
+    memory of the worker that did the file carry that GPU's own number."""
+    folder = tiny_model("qwen2_vl", tiny_models_root, "brief")
+    inbox = tmp_path / "inbox"
+    settings = base_settings(inbox, tmp_path / "state", worker={"chain": ["tiny"], "device": "all"})
+    settings["models"] = {"tiny": {"engine": "hf_vlm", "path": str(folder), "max_new_tokens": 16}}
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = (
+        [entry.strip() for entry in inherited.split(",")]
+        if inherited
+        else [str(index) for index in range(torch.cuda.device_count())]
+    )
+    with running_daemon(tmp_path, settings) as daemon:
+        daemon.wait_ready(timeout=300)
+        loaded = daemon.wait_for("model.loaded", model="tiny", count=len(gpus), timeout=300)
+        assert {line["device"] for line in loaded} == {"cuda:0"}
+        assert sorted(line["cuda_visible_devices"] for line in loaded) == sorted(gpus)
+        for slot, gpu in enumerate(gpus):
+            labels = {"worker": str(slot), "device": f"cuda:{slot}", "cuda_visible_devices": gpu}
+            assert daemon.metric("ocr_inbox_worker_info", model="tiny", **labels) == 1
+        page = drop_png(inbox / "page-1.png", seed=2)
+        daemon.wait_for("file.done", file=str(page), timeout=300)
+        [dispatched] = daemon.find("file.dispatched", file=str(page))
+        gpu = gpus[int(dispatched["slot"])]
+        assert daemon.metric("ocr_inbox_gpu_memory_allocated_bytes", device=gpu) > 0
+    [reading] = read_json(outputs_of(page)["json"])["memory"]
+    assert str(reading["device"]) == gpu

@@ -63,6 +63,7 @@ def test_every_metric_carries_the_prefix_and_its_prometheus_type() -> None:
         "ocr_inbox_queue_depth": "gauge",
         "ocr_inbox_files_settling": "gauge",
         "ocr_inbox_worker_up": "gauge",
+        "ocr_inbox_worker_info": "gauge",
         "ocr_inbox_active_model_info": "gauge",
         "ocr_inbox_chain_position": "gauge",
         "ocr_inbox_last_success_timestamp_seconds": "gauge",
@@ -245,3 +246,23 @@ def test_each_instance_owns_its_registry() -> None:
     registry = CollectorRegistry()
     assert Metrics(registry).registry is registry
     assert registry.get_sample_value("ocr_inbox_build_info", {"version": __version__}) == 1
+
+
+def test_worker_info_keeps_one_series_per_slot() -> None:
+    """A slot's new worker replaces its info series; a slot that is gone loses it; others stay."""
+    metrics = Metrics()
+    metrics.set_worker_info("0", "qwen", "cuda:0", "0")
+    metrics.set_worker_info("1", "qwen", "cuda:1", "1")
+    metrics.set_worker_info("0", "rapid", "cuda:0", "0")  # the chain fell back
+    metrics.forget_worker_info("1")
+    metrics.forget_worker_info("7")  # never there: nothing happens
+
+    series = [
+        sample.labels
+        for family in metrics.registry.collect()
+        if family.name == PREFIX + "worker_info"
+        for sample in family.samples
+    ]
+    assert series == [
+        {"worker": "0", "model": "rapid", "device": "cuda:0", "cuda_visible_devices": "0"}
+    ]

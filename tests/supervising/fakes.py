@@ -98,8 +98,10 @@ class ScriptedWorker(WorkerHandle):
     def jobs(self) -> list[Job]:
         return [message for message in self.received() if isinstance(message, Job)]
 
-    def load(self) -> None:
-        self._say(Loaded(EngineInfo(engine="faulty", model=self.model_name), load_seconds=0.5))
+    def load(self, environment: dict[str, str] | None = None) -> None:
+        """Loaded; `environment`: the pinning variables it says it found."""
+        info = EngineInfo(engine="faulty", model=self.model_name)
+        self._say(Loaded(info, load_seconds=0.5, environment=environment or {}))
 
     def fail_to_load(self, message: str = "no weights") -> None:
         self._say(LoadFailed(Fault(kind="load_error", message=message)))
@@ -141,6 +143,7 @@ class ScriptedWorkers:
             deadline=now + load_deadline,
             child=child,
             config=config,
+            placement=config.placement or config.device,
         )
         self.started.append(worker)
         return worker

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from daemon.devices import GpuLister
 from daemon.observing.metrics import Metrics
 from daemon.protocol import EXIT_CUDA_FATAL, Fault, JobFailed, Loaded
 from daemon.settings import Settings
@@ -41,7 +42,9 @@ class Crew:
         return [self.workforce.exited(worker, code) for worker, code, _ in self.pool.exited()]
 
 
-def crew(chain: list[str] | None = None, **sections: dict[str, Any]) -> Crew:
+def crew(
+    chain: list[str] | None = None, gpus: GpuLister | None = None, **sections: dict[str, Any]
+) -> Crew:
     chain = chain or ["first", "second"]
     settings = Settings.model_validate(
         {
@@ -55,7 +58,13 @@ def crew(chain: list[str] | None = None, **sections: dict[str, Any]) -> Crew:
     queue = FileQueue()
     recovery = Recovery(chain, settings.recovery, metrics=metrics, clock=clock)
     workforce = Workforce(
-        settings, pool=pool, recovery=recovery, queue=queue, metrics=metrics, clock=clock
+        settings,
+        pool=pool,
+        recovery=recovery,
+        queue=queue,
+        metrics=metrics,
+        clock=clock,
+        gpus=gpus or (lambda: None),  # no GPU is asked about: listed devices on trust
     )
     return Crew(workforce, pool, queue, recovery, workers, clock)
 
@@ -265,3 +274,34 @@ def test_a_server_worker_lost_hands_back_every_file_it_held() -> None:
     worker.die()
     [end] = team.exits()
     assert end.reason == "crash" and set(end.lost) == set(tasks)
+
+
+def test_one_worker_per_listed_gpu_each_pinned_and_labelled_by_what_it_reports() -> None:
+    """A device list starts a worker per GPU, each told cuda:0 with its own CUDA_VISIBLE_DEVICES;
+    fallbacks run on the first GPU; worker_info carries the device and what the worker reported."""
+    team = crew(
+        worker={"chain": ["first", "second"], "device": ["cuda:2", "cuda:5"]},
+        gpus=lambda: [str(index) for index in range(8)],
+    )
+    queued(team.queue, "a.png", "second")
+    team.ensure()
+    configs = {worker.slot: worker.config for worker in team.workers.started}
+    assert sorted(configs) == ["0", "1", "fallback:second"]
+    pinned = {
+        slot: (config.device, config.placement, config.environment)
+        for slot, config in configs.items()
+        if config is not None
+    }
+    order = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    assert pinned == {
+        "0": ("cuda:0", "cuda:2", {"CUDA_VISIBLE_DEVICES": "2", **order}),
+        "1": ("cuda:0", "cuda:5", {"CUDA_VISIBLE_DEVICES": "5", **order}),
+        "fallback:second": ("cuda:0", "cuda:2", {"CUDA_VISIBLE_DEVICES": "2", **order}),
+    }
+    team.workers.latest("1").load({"CUDA_VISIBLE_DEVICES": "5", **order})
+    for handle, message in team.pool.messages():
+        assert isinstance(message, Loaded)
+        team.workforce.loaded(handle, message)
+    labels = {"worker": "1", "model": "first", "device": "cuda:5", "cuda_visible_devices": "5"}
+    registry = team.workforce.metrics.registry
+    assert registry.get_sample_value("ocr_inbox_worker_info", labels) == 1

@@ -11,14 +11,13 @@ from daemon.settings import FaultyModel, LimitsSettings
 def drill_config(
     model: FaultyModel, *, worker_id: int = 1, log_level: str = "error", **extra: Any
 ) -> WorkerConfig:
-    """A CPU worker running the `faulty` engine as model "drill", JSON logs."""
+    """A worker running the `faulty` engine (on the CPU whatever `device` says) as model "drill", JSON logs."""
     return WorkerConfig(
         worker_id=worker_id,
         model_name="drill",
         model=model,
         limits=LimitsSettings(),
-        device="cpu",
         log_level=log_level,
         log_format="json",
-        **extra,
+        **{"device": "cpu", **extra},
     )

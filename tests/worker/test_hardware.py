@@ -127,3 +127,20 @@ def test_arch_supported_reads_sass_and_ptx(
 ) -> None:
     """A GPU is covered by its own SASS or by generic PTX of an older capability."""
     assert hardware.arch_supported(*capability, arch_list=arch_list) is supported
+
+
+@pytest.mark.parametrize(
+    ("environ", "index", "physical"),
+    [
+        ({"CUDA_VISIBLE_DEVICES": "5", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, 0, 5),
+        ({"CUDA_VISIBLE_DEVICES": "2,7", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, 1, 7),
+        ({"CUDA_VISIBLE_DEVICES": "5"}, 0, 0),  # CUDA's own order: numbers not nvidia-smi's
+        ({"CUDA_VISIBLE_DEVICES": "GPU-ab12", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, 0, 0),
+        ({}, 3, 3),
+    ],
+)
+def test_memory_is_labelled_by_the_gpu_a_pinned_worker_was_given(
+    environ: dict[str, str], index: int, physical: int
+) -> None:
+    """A worker pinned to GPU 5 reports its memory as device 5, not torch's 0; unpinned, torch's index."""
+    assert hardware.physical_index(index, environ) == physical

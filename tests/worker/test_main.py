@@ -276,3 +276,21 @@ def test_worker_ends_when_the_supervisor_end_of_the_pipe_closes(start_worker: An
     loaded(worker)
     worker.conn.close()
     assert worker.exit_code() is not None
+
+
+def test_a_pinned_worker_sets_its_gpu_before_loading_and_reports_it(start_worker: Any) -> None:
+    """The environment in its config is the worker's own before the engine loads (and before
+    torch could read it); Loaded and the worker.loaded line say what it found. The faulty
+    engine runs on the CPU: this proves the pinning reaches the worker, not what CUDA does with it."""
+    pinning = {"CUDA_VISIBLE_DEVICES": "7", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    worker = start_worker(FaultyModel(), device="cuda:0", placement="cuda:7", environment=pinning)
+
+    assert loaded(worker).environment == pinning
+    [line] = worker.events("worker.loaded")
+    assert (line["placement"], line["cuda_visible_devices"], line["cuda_device_order"]) == (
+        "cuda:7",
+        "7",
+        "PCI_BUS_ID",
+    )
+    assert worker.events("worker.pinned_too_late") == []
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") != "7"  # the starting process's is untouched
