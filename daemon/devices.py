@@ -23,8 +23,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from daemon.settings.sections import WorkerSettings
+
+T = TypeVar("T")
 
 VISIBLE = "CUDA_VISIBLE_DEVICES"
 ORDER = "CUDA_DEVICE_ORDER"
@@ -97,19 +100,28 @@ def visible_gpus(
     return None if count is None else [str(index) for index in range(count)]
 
 
-def _nvml_count() -> int | None:
+def ask_nvml(question: Callable[[Any], T]) -> T | None:
+    """`question(pynvml)` inside an NVML session; None when NVML is missing or fails.
+
+    nvidia-ml-py is the vlm extra's and has no torch behind it, so the
+    supervisor may ask it.
+    """
     try:
-        import pynvml  # nvidia-ml-py, the vlm extra: no torch behind it
+        import pynvml
     except ImportError:
         return None
     try:
         pynvml.nvmlInit()
         try:
-            return int(pynvml.nvmlDeviceGetCount())
+            return question(pynvml)
         finally:
             pynvml.nvmlShutdown()
     except pynvml.NVMLError:
         return None
+
+
+def _nvml_count() -> int | None:
+    return ask_nvml(lambda nvml: int(nvml.nvmlDeviceGetCount()))
 
 
 def device_plan(worker: WorkerSettings, gpus: GpuLister = visible_gpus) -> list[WorkerDevice]:

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.devices import DevicePlanError, WorkerDevice, device_plan
+from daemon.devices import DevicePlanError, WorkerDevice, ask_nvml, device_plan
 from daemon.settings import HfVlmModel, Settings
 
 # Weights are not all a model needs on the GPU: activations, the KV cache and
@@ -111,20 +111,9 @@ def gpu_total_bytes(device: str) -> int | None:
     if device == "cpu":
         return None
     index = int(device.partition(":")[2] or 0)
-    try:
-        import pynvml  # nvidia-ml-py, the vlm extra: no torch behind it
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-        try:
-            return int(
-                pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).total
-            )
-        finally:
-            pynvml.nvmlShutdown()
-    except pynvml.NVMLError:
-        return None
+    return ask_nvml(
+        lambda nvml: int(nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(index)).total)
+    )
 
 
 def needed_bytes(models: list[ResidentModel]) -> int:
