@@ -139,14 +139,7 @@ class BenchDaemon:
 
     def peak_rss_bytes(self) -> int | None:
         """The supervisor's peak resident memory so far (VmHWM, kept by the kernel)."""
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text(encoding="utf-8")
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return None
+        return peak_rss_of(self.pid)
 
     def stop(self) -> None:
         with contextlib.suppress(AssertionError):
@@ -173,3 +166,15 @@ def running(
         yield daemon
     finally:
         daemon.stop()
+
+
+def peak_rss_of(pid: int) -> int | None:
+    """A process's peak resident memory so far (VmHWM, kept by the kernel); None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from bench import report
-from bench.live import BenchDaemon, drop, running, settings_for
+from bench.live import BenchDaemon, drop, peak_rss_of, running, settings_for
 from harness import pages
 from harness.driver import record_time
 from harness.fake_server import FakeServer, Reply
@@ -58,14 +58,7 @@ def worker_peak_rss(daemon: BenchDaemon) -> int | None:
     started = daemon.log.by_event.get("worker.started", [])
     if not started:
         return None
-    try:
-        status = Path(f"/proc/{started[-1]['pid']}/status").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return None
+    return peak_rss_of(int(started[-1]["pid"]))
 
 
 def run_daemon(root: Path, model: dict[str, Any], count: int) -> tuple[float, float, int | None]:
