@@ -225,6 +225,12 @@ class Metrics:
             ["node"],
             registry=r,
         )
+        self.stale_temp_removed = Counter(
+            PREFIX + "stale_temp_files_removed",
+            "Temp files removed that a killed daemon left (this node's at start, or a departed node's).",
+            ["node"],
+            registry=r,
+        )
         self._leases_seen = (0, 0)  # (taken over, lost) as last reported
         self.queue_depth.set(0)
         self.chain_position.set(0)

@@ -28,7 +28,6 @@ import structlog
 from daemon.journal.interface import FileKey, Journal
 from daemon.observing.health import Health, Notifier
 from daemon.observing.metrics import Metrics
-from daemon.outputs.writing import writer_tag
 from daemon.protocol import (
     FromWorker,
     JobDone,
@@ -48,6 +47,7 @@ from daemon.supervising.recovery import Recovery
 from daemon.supervising.reloading import apply_settings
 from daemon.supervising.server_probe import ServerProbe, remote_models_above
 from daemon.supervising.signals import LoopSignals
+from daemon.supervising.sweeping import TempSweeper
 from daemon.supervising.worker_handles import WorkerHandle
 from daemon.supervising.workforce import Workforce
 from daemon.watching.candidates import Candidate
@@ -132,6 +132,12 @@ class Supervisor:
             clock=clock,
             watch=watch,
         )
+        self.sweeper = TempSweeper(
+            journal,
+            metrics,
+            profiles=lambda: self.flow.profiles.values(),
+            shared=bool(settings.state.url),
+        )
         self.workforce = Workforce(
             settings,
             pool=self.pool,
@@ -197,6 +203,7 @@ class Supervisor:
         self.flow.retry_due(now)
         if self.watching and not self.stopping and now >= self._next_takeover_look:
             self.flow.look_for_takeovers()
+            self.sweeper.look()  # a node found dead leaves temp files nobody will finish
             self._next_takeover_look = now + self.settings.state.lease_seconds / 2
         self.recovery.maintain(self.stopping)
         self._fail_back()
@@ -287,17 +294,7 @@ class Supervisor:
         # Every log line of this daemon names its node: several daemons' logs
         # can be read side by side.
         structlog.contextvars.bind_contextvars(node=self.journal.node)
-        # With a shared journal other daemons write into these folders now:
-        # only the leftovers of this node (restarted under its name, the
-        # default, after a crash) and of nodes the journal knows are gone are
-        # removed, never a live node's write in progress.
-        writers = None
-        if self.settings.state.url:
-            departed = self.journal.departed()
-            writers = [self.ledger.writer, *(writer_tag(node) for node in departed)]
-        removed = self.flow.remove_stale_temp_files(writers)
-        if removed:
-            log.info("outputs.stale_temp_removed", count=removed)
+        self.sweeper.at_start()
         if self.watching:
             self.flow.archivist.resume()  # before the watcher: a half-moved input is not new
             self._forget_vanished()

@@ -21,7 +21,7 @@ import structlog
 
 from daemon.journal.interface import Admission, ClaimLost, FileKey
 from daemon.observing.metrics import Metrics
-from daemon.outputs.writing import name_problem, recorded, remove_stale_temp_files
+from daemon.outputs.writing import name_problem, recorded
 from daemon.protocol import DocumentResult, Fault, JobDone, JobFailed
 from daemon.settings import Settings
 from daemon.supervising.archiving import Archivist
@@ -64,18 +64,6 @@ class FileFlow:
         self._job_ids = 0
 
     # --- arrival and admission ----------------------------------------------
-
-    def remove_stale_temp_files(self, writers: list[str] | None) -> int:
-        """Remove temp files killed daemons left in inboxes and output folders (`writers`' only)."""
-        profiles = self.profiles.values()
-        return sum(
-            remove_stale_temp_files([profile.root], recursive=profile.recursive, writers=writers)
-            for profile in profiles
-        ) + remove_stale_temp_files(
-            [p.output_dir for p in profiles if p.output_dir is not None],
-            recursive=True,
-            writers=writers,
-        )
 
     def look_for_takeovers(self) -> None:
         """Pending files no live claim holds (their node died): hashed and admitted again, the

@@ -1,0 +1,128 @@
+"""Temp files of dead writers: removed at start, and while running once a node is known gone (real PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon.journal.interface import Journal
+from daemon.journal.opening import open_journal
+from daemon.journal.sqlite import SqliteJournal
+from daemon.observing.metrics import Metrics
+from daemon.outputs.paths import TEMP_SUFFIX
+from daemon.outputs.writing import writer_tag
+from daemon.settings import InboxProfile
+from daemon.settings.sections import StateSettings
+from daemon.supervising.sweeping import TempSweeper
+
+LEASE = 60.0  # seconds: no node here goes silent; "gone" means closed
+
+
+class Folders:
+    """An inbox with a subfolder and an output folder, and temp files written into them by name."""
+
+    def __init__(self, root: Path) -> None:
+        self.inbox = root / "inbox"
+        self.output = root / "out"
+        (self.inbox / "sub").mkdir(parents=True)
+        self.output.mkdir()
+        self.profile = InboxProfile(
+            name="scans",
+            root=self.inbox,
+            chain=("plain",),
+            formats=("md",),
+            recursive=True,
+            mode="polling",
+            settle_seconds=1.0,
+            output_dir=self.output,
+        )
+
+    def temp(self, folder: Path, node: str, token: str) -> Path:
+        path = folder / f".{token}.png.ocr.md.w{writer_tag(node)}.{token}{TEMP_SUFFIX}"
+        path.write_bytes(b"half")
+        return path
+
+
+@pytest.fixture
+def shared(pg_url: str, tmp_path: Path) -> Iterator[dict[str, Journal]]:
+    """Three nodes on one fresh shared journal: "a" sweeps, "b" will die, "c" stays alive."""
+    opened = {
+        name: open_journal(
+            StateSettings(dir=tmp_path / name, url=pg_url, node=name, lease_seconds=LEASE)
+        )
+        for name in ("a", "b", "c")
+    }
+    yield opened
+    for journal in opened.values():
+        journal.close()
+
+
+def _sweeper(journal: Journal, folders: Folders, *, shared: bool) -> tuple[TempSweeper, Metrics]:
+    metrics = Metrics()
+    return TempSweeper(journal, metrics, profiles=lambda: [folders.profile], shared=shared), metrics
+
+
+def _removed(metrics: Metrics, node: str) -> float | None:
+    return metrics.registry.get_sample_value(
+        "ocr_inbox_stale_temp_files_removed_total", {"node": node}
+    )
+
+
+def test_a_node_found_gone_while_running_has_its_temp_files_removed_once(
+    shared: dict[str, Journal], tmp_path: Path
+) -> None:
+    """The next look after a node dies removes its temp files in inbox and output folder, once; live writers' stay."""
+    folders = Folders(tmp_path)
+    sweeper, metrics = _sweeper(shared["a"], folders, shared=True)
+    sweeper.at_start()
+    dead = [
+        folders.temp(folders.inbox / "sub", "b", "one"),
+        folders.temp(folders.output, "b", "two"),
+    ]
+    alive = [folders.temp(folders.inbox, "c", "three"), folders.temp(folders.inbox, "a", "four")]
+    sweeper.look()
+    assert all(path.exists() for path in dead + alive)  # b is alive yet
+    shared["b"].close()
+    sweeper.look()
+    assert not any(path.exists() for path in dead)
+    assert all(path.exists() for path in alive)  # c's and this node's own writes in progress
+    assert _removed(metrics, "a") == 2
+    # Swept once: the next looks walk no folder for b again.
+    later = folders.temp(folders.inbox, "b", "five")
+    sweeper.look()
+    assert later.exists() and _removed(metrics, "a") == 2
+
+
+def test_at_start_a_node_removes_its_own_and_departed_nodes_temp_files(
+    shared: dict[str, Journal], tmp_path: Path
+) -> None:
+    """Starting, a node removes its own leftovers and a closed node's, never a live node's."""
+    folders = Folders(tmp_path)
+    shared["b"].close()
+    own = folders.temp(folders.output, "a", "one")
+    dead = folders.temp(folders.inbox, "b", "two")
+    alive = folders.temp(folders.inbox, "c", "three")
+    sweeper, metrics = _sweeper(shared["a"], folders, shared=True)
+    sweeper.at_start()
+    assert not own.exists() and not dead.exists() and alive.exists()
+    assert _removed(metrics, "a") == 2
+    again = folders.temp(folders.inbox, "b", "four")
+    sweeper.look()  # b was swept at start: not again
+    assert again.exists()
+
+
+def test_one_daemon_alone_removes_every_temp_file_at_start_and_none_while_running(
+    tmp_path: Path,
+) -> None:
+    """With the SQLite journal the folders are this daemon's: every temp file goes at start, none later."""
+    folders = Folders(tmp_path)
+    journal = SqliteJournal.open(None)
+    first = [folders.temp(folders.inbox, "x", "one"), folders.temp(folders.output, "y", "two")]
+    sweeper, metrics = _sweeper(journal, folders, shared=False)
+    sweeper.at_start()
+    assert not any(path.exists() for path in first)
+    later = folders.temp(folders.inbox, "x", "three")
+    sweeper.look()
+    assert later.exists() and _removed(metrics, journal.node) == 2
