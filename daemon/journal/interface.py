@@ -32,6 +32,7 @@ without changing them.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -121,6 +122,19 @@ class LeaseReport:
     heartbeat_age_seconds: float | None = None  # None: the backend has no heartbeat
 
 
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """A node the journal knows is gone, and since when (for removing its temp files)."""
+
+    node: str
+    # The earliest moment it counts as gone, in seconds since the epoch by the
+    # database's clock: when it closed, or its last heartbeat plus its lease.
+    # Anything it wrote before is a leftover; a temp file newer than this is
+    # the write of the node started again under its name.
+    since: float
+    lease_seconds: float
+
+
 class JournalUnusable(Exception):
     """The journal cannot be used as configured (bad URL, wrong credentials, a newer schema): exit 2."""
 
@@ -171,11 +185,12 @@ class Journal(Protocol):
         """
         ...
 
-    def departed(self) -> list[str]:
+    def departed(self) -> Sequence[Departure]:
         """Other nodes the journal knows are gone: stopped, or silent for longer than their lease.
 
-        Their temp files are leftovers nobody will finish, so a node removes
-        them with its own at start. One node (SQLite) knows of no other: none.
+        Their temp files written before they went (`Departure.since`) are
+        leftovers nobody will finish, so a node removes them, at start and
+        while running. One node (SQLite) knows of no other: none.
         """
         ...
 

@@ -145,8 +145,8 @@ class SqliteJournal(SqliteOutbox, SqliteMoves):
     def takeable(self) -> list[FileKey]:
         return []  # one node: every pending row was queued at start
 
-    def departed(self) -> list[str]:
-        return []  # one node: it removes every temp file of ours at start anyway
+    def departed(self) -> tuple[()]:
+        return ()  # one node: it removes every temp file of ours at start anyway
 
     def problem(self) -> str | None:
         return None  # a local file: a failure to use it is an error, not a wait

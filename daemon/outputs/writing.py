@@ -310,16 +310,23 @@ def write_failure(
 
 
 def remove_stale_temp_files(
-    folders: Iterable[Path], *, recursive: bool, writers: Iterable[str] | None = None
+    folders: Iterable[Path],
+    *,
+    recursive: bool,
+    writers: Mapping[str, float | None] | None = None,
 ) -> int:
     """Delete temp files a killed daemon left behind; returns how many.
 
-    `writers` (writer_tag of nodes): only temp files of those writers (this
-    node, and nodes known to be gone), for a folder shared with other daemons
-    whose writes may be in progress. None: every temp file of ours (one
-    daemon owns the folder).
+    `writers` (writer_tag of a node -> a moment, seconds since the epoch, or
+    None): only temp files of those writers (this node, and nodes known to be
+    gone), for a folder shared with other daemons whose writes may be in
+    progress; of a writer with a moment, only files last modified before it
+    (newer ones are the writes of that node started again). None: every temp
+    file of ours (one daemon owns the folder).
     """
-    marks = None if writers is None else tuple(f".w{writer}." for writer in writers)
+    marks = (
+        None if writers is None else {f".w{writer}.": before for writer, before in writers.items()}
+    )
     removed = 0
     for folder in folders:
         stack = [folder]
@@ -330,16 +337,29 @@ def remove_stale_temp_files(
                 # 300,000 entries, and a list of them cost ~75 MB at every start.
                 with os.scandir(current) as entries:
                     for entry in entries:
-                        if (
-                            entry.is_file(follow_symlinks=False)
-                            and entry.name.endswith(TEMP_SUFFIX)
-                            and (marks is None or any(mark in entry.name for mark in marks))
+                        if entry.is_file(follow_symlinks=False) and entry.name.endswith(
+                            TEMP_SUFFIX
                         ):
-                            with contextlib.suppress(OSError):
-                                os.unlink(entry.path)
-                                removed += 1
+                            if _stale(entry, marks):
+                                with contextlib.suppress(OSError):
+                                    os.unlink(entry.path)
+                                    removed += 1
                         elif recursive and entry.is_dir(follow_symlinks=False):
                             stack.append(Path(entry.path))
             except OSError:
                 continue
     return removed
+
+
+def _stale(entry: os.DirEntry[str], marks: Mapping[str, float | None] | None) -> bool:
+    """Whether a temp file is a leftover of one of `marks`' writers (None: of any writer)."""
+    if marks is None:
+        return True
+    for mark, before in marks.items():
+        if mark in entry.name:
+            if before is None:
+                return True
+            with contextlib.suppress(OSError):
+                return entry.stat(follow_symlinks=False).st_mtime < before
+            return False
+    return False

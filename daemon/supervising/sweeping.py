@@ -10,6 +10,11 @@ A node that dies while the others run is found gone by the next look (every
 `lease_seconds / 2`, with the takeover look), and its temp files are removed
 once, by every node that sees it gone; a folder is walked only then, not on
 every look.
+
+A node may start again under its name (so with the same mark) between the
+journal's answer and the walk. Only a departed node's temp files older than
+the moment it was gone are removed, less a margin for clocks
+(`leftovers_before`): what it writes after starting again is newer.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from daemon.journal.interface import Journal
+from daemon.journal.interface import Departure, Journal
 from daemon.observing.metrics import Metrics
 from daemon.outputs.writing import remove_stale_temp_files, writer_tag
 from daemon.settings import InboxProfile
@@ -40,15 +45,18 @@ class TempSweeper:
         self.profiles = profiles  # read at each sweep: a reload may change the inboxes
         self.shared = shared
         self.writer = writer_tag(journal.node)
-        self._swept: set[str] = set()  # departed nodes whose temp files were removed
+        self._swept: dict[str, float] = {}  # departed nodes swept, and since when they are gone
 
     def at_start(self) -> None:
         """Remove our own leftovers and (shared journal) those of the nodes known gone."""
         if not self.shared:
-            self._sweep(None, None)
+            self._sweep(None, [])
             return
         departed = self._newly_departed()
-        self._sweep([self.writer, *(writer_tag(node) for node in departed)], departed)
+        # Our own of any age: we are starting, none of our writes is in progress.
+        writers: dict[str, float | None] = {self.writer: None}
+        writers.update({writer_tag(gone.node): leftovers_before(gone) for gone in departed})
+        self._sweep(writers, departed)
 
     def look(self) -> None:
         """Remove the temp files of nodes newly known gone (asked every so often while running)."""
@@ -56,19 +64,22 @@ class TempSweeper:
             return  # one node: nobody else writes here
         departed = self._newly_departed()
         if departed:
-            self._sweep([writer_tag(node) for node in departed], departed)
+            writers: dict[str, float | None] = {
+                writer_tag(gone.node): leftovers_before(gone) for gone in departed
+            }
+            self._sweep(writers, departed)
 
-    def _newly_departed(self) -> list[str]:
+    def _newly_departed(self) -> list[Departure]:
         gone = self.journal.departed()
-        # A node that came back (it is no longer departed) is forgotten, so its
-        # next death is swept again.
-        self._swept &= set(gone)
-        fresh = [node for node in gone if node not in self._swept]
-        self._swept.update(fresh)
+        # A node that came back is no longer departed and is forgotten; one that
+        # came back and died again between two looks is gone since a new moment.
+        # Either way its next death is swept again.
+        fresh = [d for d in gone if self._swept.get(d.node) != d.since]
+        self._swept = {d.node: d.since for d in gone}
         # Never our own mark: while running, our writes are in progress.
-        return [node for node in fresh if writer_tag(node) != self.writer]
+        return [d for d in fresh if writer_tag(d.node) != self.writer]
 
-    def _sweep(self, writers: list[str] | None, departed: list[str] | None) -> None:
+    def _sweep(self, writers: dict[str, float | None] | None, departed: list[Departure]) -> None:
         """Remove temp files of `writers` (None: every temp file of ours) in inboxes and output folders."""
         profiles = list(self.profiles())
         removed = sum(
@@ -81,4 +92,26 @@ class TempSweeper:
         )
         if removed:
             self.metrics.stale_temp_removed.labels(node=self.journal.node).inc(removed)
-            log.info("outputs.stale_temp_removed", count=removed, departed=departed or [])
+            log.info(
+                "outputs.stale_temp_removed",
+                count=removed,
+                departed=[gone.node for gone in departed],
+            )
+
+
+def leftovers_before(departure: Departure) -> float:
+    """The moment (seconds since the epoch) before which a departed node's temp files are leftovers.
+
+    Its gone moment is the database's time; a temp file's mtime is the file
+    server's (the host's, on a local disk). A node started again registers
+    before it writes, so its new temp files are newer than the gone moment by
+    the database's clock; the margin keeps them so while the file server's
+    clock runs behind the database's by less than it. The dead node's own
+    last writes came at most a heartbeat (lease / 3) after its last beat, so
+    at least 2/3 of a lease before the moment; the margin of lease / 3 leaves
+    the other third for the file server's clock to run ahead before a real
+    leftover looks too new (it then waits for the node's own restart). So the
+    clocks must agree within lease / 3: 10 s at the default lease; NTP keeps
+    them within milliseconds.
+    """
+    return departure.since - departure.lease_seconds / 3

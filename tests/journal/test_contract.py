@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from daemon.journal.interface import Admission, ClaimLost, FileKey, State, WebhookEvent
+from daemon.journal.sqlite import SqliteJournal
 from tests.journal.conftest import OpenJournal
 
 SHA_A = "a" * 64
@@ -149,7 +152,24 @@ def test_a_node_alone_knows_of_no_departed_node(open_node: OpenJournal) -> None:
     journal = open_node("scanner-1")
     journal.admit(A, 1, 1, SHA_A)
     journal.claim(A)
-    assert journal.departed() == []
+    assert list(journal.departed()) == []
+
+
+def test_a_closed_node_is_departed_since_it_closed_where_nodes_share_the_journal(
+    open_node: OpenJournal,
+) -> None:
+    """A shared journal names a closed node gone since it closed, with its lease; one node's knows none."""
+    alive, closing = open_node("a"), open_node("b", lease_seconds=45.0)
+    before = time.time()
+    closing.close()
+    after = time.time()
+    departed = list(alive.departed())
+    if isinstance(alive, SqliteJournal):
+        assert departed == []  # one node: its folders are its own
+        return
+    [gone] = departed
+    assert gone.node == "b" and gone.lease_seconds == 45.0
+    assert before - 1 < gone.since < after + 1  # the database's clock is this machine's
 
 
 def _event(key: str, body: str = "{}") -> WebhookEvent:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from daemon.journal.interface import Admission, ClaimLost, FileKey, JournalUnusable
@@ -144,17 +145,27 @@ def test_closing_releases_this_nodes_claims(nodes: dict[str, PostgresJournal]) -
 def test_nodes_closed_or_silent_past_their_lease_are_departed(
     nodes: dict[str, PostgresJournal], pg_url: str, tmp_path: Path
 ) -> None:
-    """Whose temp files are leftovers: a closed node's, a silent one's once its lease ran out; not a live one's."""
+    """A closed node is gone since it closed, a silent one since its last beat plus its lease; a live one is not."""
     a, b = nodes["a"], nodes["b"]
     closing = open_journal(
         StateSettings(dir=tmp_path / "c", url=pg_url, node="c", lease_seconds=60)
     )
     assert a.departed() == [] and b.departed() == []
+    before = time.time()
     closing.close()
-    assert a.departed() == ["c"]
+    [c] = a.departed()
+    assert c.node == "c" and c.lease_seconds == 60
+    assert before - 1 < c.since < time.time() + 1  # its stop, not its lease's end a minute on
     b.heartbeat.stop()  # frozen or cut off: its heartbeat ages past its lease
-    _wait_until(lambda: a.departed() == ["b", "c"])
-    assert "a" not in b.departed()  # a beats on
+    _wait_until(lambda: [d.node for d in a.departed()] == ["b", "c"])
+    with psycopg.connect(pg_url) as db:
+        row = db.execute(
+            "SELECT EXTRACT(EPOCH FROM heartbeat_at) FROM ocr_inbox_nodes WHERE node = 'b'"
+        ).fetchone()
+    assert row is not None
+    [gone_b, gone_c] = a.departed()
+    assert gone_b.since == pytest.approx(float(row[0]) + LEASE) and gone_c == c
+    assert "a" not in [d.node for d in b.departed()]  # a beats on
 
 
 def test_the_password_is_never_shown(postgres_cluster: Cluster) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def test_a_daemon_sharing_a_folder_removes_only_its_own_temp_files(tmp_path: Pat
     own = _write_temp(tmp_path / "a.ocr.md", b"x", mine)
     other = _write_temp(tmp_path / "b.ocr.md", b"y", theirs)
     assert f".w{mine}." in own.name
-    assert outputs.remove_stale_temp_files([tmp_path], recursive=False, writers=[mine]) == 1
+    assert outputs.remove_stale_temp_files([tmp_path], recursive=False, writers={mine: None}) == 1
     assert not own.exists() and other.exists()
     assert outputs.remove_stale_temp_files([tmp_path], recursive=False) == 1  # one daemon: all
 
@@ -166,5 +167,23 @@ def test_temp_files_of_departed_writers_are_removed_with_ones_own(tmp_path: Path
     own = _write_temp(tmp_path / "a.ocr.md", b"x", mine)
     left = _write_temp(tmp_path / "b.ocr.md", b"y", gone)
     busy = _write_temp(tmp_path / "c.ocr.md", b"z", alive)
-    assert outputs.remove_stale_temp_files([tmp_path], recursive=False, writers=[mine, gone]) == 2
+    assert (
+        outputs.remove_stale_temp_files(
+            [tmp_path], recursive=False, writers={mine: None, gone: None}
+        )
+        == 2
+    )
     assert not own.exists() and not left.exists() and busy.exists()
+
+
+def test_a_departed_writers_temp_files_newer_than_its_moment_are_kept(tmp_path: Path) -> None:
+    """Of a writer given a moment, only temp files last modified before it go (newer: it started again)."""
+    from daemon.outputs.writing import _write_temp, writer_tag
+
+    gone = writer_tag("gpu2")
+    old = _write_temp(tmp_path / "a.ocr.md", b"x", gone)
+    new = _write_temp(tmp_path / "b.ocr.md", b"y", gone)
+    moment = new.stat().st_mtime - 30
+    os.utime(old, (moment - 1, moment - 1))
+    assert outputs.remove_stale_temp_files([tmp_path], recursive=False, writers={gone: moment}) == 1
+    assert not old.exists() and new.exists()

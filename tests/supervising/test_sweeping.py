@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from daemon.journal.interface import Journal
+from daemon.journal.interface import Departure, Journal
 from daemon.journal.opening import open_journal
 from daemon.journal.sqlite import SqliteJournal
 from daemon.observing.metrics import Metrics
@@ -18,6 +21,7 @@ from daemon.settings.sections import StateSettings
 from daemon.supervising.sweeping import TempSweeper
 
 LEASE = 60.0  # seconds: no node here goes silent; "gone" means closed
+BEFORE_DEATH = 3600.0  # age of a temp file written well before its node died
 
 
 class Folders:
@@ -39,9 +43,13 @@ class Folders:
             output_dir=self.output,
         )
 
-    def temp(self, folder: Path, node: str, token: str) -> Path:
+    def temp(self, folder: Path, node: str, token: str, age: float = 0.0) -> Path:
+        """A temp file of `node`'s, last written `age` seconds ago."""
         path = folder / f".{token}.png.ocr.md.w{writer_tag(node)}.{token}{TEMP_SUFFIX}"
         path.write_bytes(b"half")
+        if age:
+            written = time.time() - age
+            os.utime(path, (written, written))
         return path
 
 
@@ -78,10 +86,13 @@ def test_a_node_found_gone_while_running_has_its_temp_files_removed_once(
     sweeper, metrics = _sweeper(shared["a"], folders, shared=True)
     sweeper.at_start()
     dead = [
-        folders.temp(folders.inbox / "sub", "b", "one"),
-        folders.temp(folders.output, "b", "two"),
+        folders.temp(folders.inbox / "sub", "b", "one", age=BEFORE_DEATH),
+        folders.temp(folders.output, "b", "two", age=BEFORE_DEATH),
     ]
-    alive = [folders.temp(folders.inbox, "c", "three"), folders.temp(folders.inbox, "a", "four")]
+    alive = [
+        folders.temp(folders.inbox, "c", "three", age=BEFORE_DEATH),
+        folders.temp(folders.inbox, "a", "four", age=BEFORE_DEATH),
+    ]
     sweeper.look()
     assert all(path.exists() for path in dead + alive)  # b is alive yet
     shared["b"].close()
@@ -90,27 +101,100 @@ def test_a_node_found_gone_while_running_has_its_temp_files_removed_once(
     assert all(path.exists() for path in alive)  # c's and this node's own writes in progress
     assert _removed(metrics, "a") == 2
     # Swept once: the next looks walk no folder for b again.
-    later = folders.temp(folders.inbox, "b", "five")
+    later = folders.temp(folders.inbox, "b", "five", age=BEFORE_DEATH)
     sweeper.look()
     assert later.exists() and _removed(metrics, "a") == 2
+
+
+def test_a_node_that_came_back_and_died_again_is_swept_again(
+    shared: dict[str, Journal], tmp_path: Path, pg_url: str
+) -> None:
+    """A node started again under its name and gone again is a new departure: its new leftovers go too."""
+    folders = Folders(tmp_path)
+    sweeper, _ = _sweeper(shared["a"], folders, shared=True)
+    shared["b"].close()
+    sweeper.at_start()
+    again = open_journal(
+        StateSettings(dir=tmp_path / "b", url=pg_url, node="b", lease_seconds=LEASE)
+    )
+    sweeper.look()  # b is back: forgotten
+    left = folders.temp(folders.inbox, "b", "one", age=BEFORE_DEATH)
+    again.close()
+    sweeper.look()
+    assert not left.exists()
 
 
 def test_at_start_a_node_removes_its_own_and_departed_nodes_temp_files(
     shared: dict[str, Journal], tmp_path: Path
 ) -> None:
-    """Starting, a node removes its own leftovers and a closed node's, never a live node's."""
+    """Starting, a node removes its own leftovers (of any age) and a closed node's, never a live node's."""
     folders = Folders(tmp_path)
     shared["b"].close()
     own = folders.temp(folders.output, "a", "one")
-    dead = folders.temp(folders.inbox, "b", "two")
-    alive = folders.temp(folders.inbox, "c", "three")
+    dead = folders.temp(folders.inbox, "b", "two", age=BEFORE_DEATH)
+    alive = folders.temp(folders.inbox, "c", "three", age=BEFORE_DEATH)
     sweeper, metrics = _sweeper(shared["a"], folders, shared=True)
     sweeper.at_start()
     assert not own.exists() and not dead.exists() and alive.exists()
     assert _removed(metrics, "a") == 2
-    again = folders.temp(folders.inbox, "b", "four")
+    again = folders.temp(folders.inbox, "b", "four", age=BEFORE_DEATH)
     sweeper.look()  # b was swept at start: not again
     assert again.exists()
+
+
+def test_a_departed_nodes_temp_file_newer_than_its_departure_survives(
+    shared: dict[str, Journal], tmp_path: Path
+) -> None:
+    """Of a node gone since a moment, temp files older than it (less the clock margin) go, newer ones stay."""
+    folders = Folders(tmp_path)
+    shared["b"].close()
+    [gone] = shared["a"].departed()
+    margin = gone.lease_seconds / 3
+    older = folders.temp(folders.inbox, "b", "one", age=time.time() - gone.since + margin + 1)
+    within = folders.temp(folders.inbox, "b", "two", age=time.time() - gone.since + margin - 1)
+    newer = folders.temp(folders.output, "b", "three")
+    sweeper, _ = _sweeper(shared["a"], folders, shared=True)
+    sweeper.at_start()
+    assert not older.exists()
+    assert within.exists() and newer.exists()
+
+
+class StartsAgainAfterAnswering:
+    """Node a's real journal; right after departed() answers, node b starts again and begins a write."""
+
+    def __init__(self, journal: Journal, start_again: Callable[[], None]) -> None:
+        self.journal = journal
+        self.start_again = start_again
+
+    def departed(self) -> Sequence[Departure]:
+        answer = self.journal.departed()
+        self.start_again()
+        return answer
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.journal, name)
+
+
+def test_a_node_started_again_between_the_answer_and_the_sweep_keeps_its_new_write(
+    shared: dict[str, Journal], tmp_path: Path, pg_url: str
+) -> None:
+    """The race with a restart: the journal says b is gone, b starts again and writes; the sweep keeps that write."""
+    folders = Folders(tmp_path)
+    left = folders.temp(folders.inbox, "b", "one", age=BEFORE_DEATH)
+    shared["b"].close()
+    writes: list[Path] = []
+
+    def start_again() -> None:
+        state = StateSettings(dir=tmp_path / "b", url=pg_url, node="b", lease_seconds=LEASE)
+        shared["b again"] = open_journal(state)
+        writes.append(folders.temp(folders.inbox, "b", "two"))
+
+    racing = cast(Journal, StartsAgainAfterAnswering(shared["a"], start_again))
+    sweeper, _ = _sweeper(racing, folders, shared=True)
+    sweeper.look()
+    assert not left.exists()
+    assert [path.exists() for path in writes] == [True]
+    assert shared["a"].departed() == []  # b is back
 
 
 def test_one_daemon_alone_removes_every_temp_file_at_start_and_none_while_running(

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from daemon.journal.interface import FileKey, WebhookEvent
+from daemon.journal.interface import Departure, FileKey, WebhookEvent
 from daemon.journal.postgres.memory import NodeMemory
 
 T = TypeVar("T")
@@ -55,17 +55,23 @@ class PostgresNodeTables:
 
     # --- other nodes ------------------------------------------------------------------
 
-    def departed(self) -> list[str]:
-        """Nodes that closed, or whose heartbeat is older than their lease (in the database's time)."""
+    def departed(self) -> list[Departure]:
+        """Nodes that closed, or whose heartbeat is older than their lease (in the database's time).
+
+        Each since the earlier of the two moments: a node frozen past its
+        lease that later closed was gone from the first.
+        """
+        gone = "LEAST(stopped_at, heartbeat_at + make_interval(secs => lease_seconds))"
         rows = self._run(
             lambda db: db.execute(
-                "SELECT node FROM ocr_inbox_nodes WHERE node <> %s AND (stopped_at IS NOT NULL"
+                f"SELECT node, EXTRACT(EPOCH FROM {gone}), lease_seconds FROM ocr_inbox_nodes"
+                " WHERE node <> %s AND (stopped_at IS NOT NULL"
                 " OR heartbeat_at + make_interval(secs => lease_seconds) < clock_timestamp())"
                 " ORDER BY node",
                 (self.node,),
             ).fetchall()
         )
-        return [str(row[0]) for row in rows]
+        return [Departure(str(row[0]), float(row[1]), float(row[2])) for row in rows]
 
     # --- the webhook outbox ----------------------------------------------------------
 
