@@ -8,11 +8,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
+import psycopg
 import pytest
 
+from daemon.journal.interface import FileKey
 from daemon.outputs.paths import TEMP_SUFFIX
 from daemon.outputs.writing import writer_tag
 from harness.driver import Daemon, outputs_of, read_json, start_daemon, wait_until
@@ -22,12 +26,20 @@ from harness.postgres_cluster import Cluster
 LEASE_SECONDS = 3.0
 
 
-def _start(root: Path, inbox: Path, url: str, node: str, page_seconds: float) -> Daemon:
+def _start(
+    root: Path,
+    inbox: Path,
+    url: str,
+    node: str,
+    page_seconds: float,
+    lease_seconds: float = LEASE_SECONDS,
+    **model: Any,
+) -> Daemon:
     root.mkdir(parents=True, exist_ok=True)
-    settings = faulty_settings(inbox, root / "state", page_seconds=page_seconds)
+    settings = faulty_settings(inbox, root / "state", page_seconds=page_seconds, **model)
     # As on a share: no inotify events, polling only.
     settings["watch"].update({"mode": "polling", "poll_interval_seconds": 0.3})
-    settings["state"].update({"url": url, "node": node, "lease_seconds": LEASE_SECONDS})
+    settings["state"].update({"url": url, "node": node, "lease_seconds": lease_seconds})
     return start_daemon(root, settings, inbox=inbox)
 
 
@@ -92,6 +104,7 @@ def test_a_killed_daemons_files_are_taken_over(
     other = _start(tmp_path / "other", inbox, url, "other", page_seconds=0.05)
     daemons.append(other)
     other.wait_ready()
+    killed_at = time.time()
     slow.kill()
     [record] = other.wait_for("file.taken_over", timeout=60)
     assert record["from_node"] == "slow"
@@ -102,6 +115,7 @@ def test_a_killed_daemons_files_are_taken_over(
     leftover = inbox / f".held.png.ocr.md.w{writer_tag('slow')}.0badf00d{TEMP_SUFFIX}"
     in_progress = inbox / f".next.png.ocr.md.w{writer_tag('other')}.0c0ffee0{TEMP_SUFFIX}"
     leftover.write_bytes(b"half")
+    os.utime(leftover, (killed_at - 10, killed_at - 10))  # as written before the kill
     in_progress.write_bytes(b"half")
     late = _start(tmp_path / "late", inbox, url, "late", page_seconds=0.05)
     daemons.append(late)
@@ -109,6 +123,63 @@ def test_a_killed_daemons_files_are_taken_over(
     assert not leftover.exists() and in_progress.exists()
     [removed] = late.find("outputs.stale_temp_removed")
     assert removed["count"] == 1
+
+
+@contextmanager
+def _row_locked(url: str, key: FileKey) -> Iterator[None]:
+    """Hold a file's journal row locked, as another session's long transaction would: writes to it wait."""
+    with psycopg.connect(url) as db:
+        row = db.execute(
+            "SELECT 1 FROM ocr_inbox_files WHERE inbox = %s AND relative = %s FOR UPDATE",
+            (key.inbox, key.relative),
+        ).fetchone()
+        assert row is not None
+        try:
+            yield
+        finally:
+            db.rollback()
+
+
+def test_a_running_daemon_removes_the_temp_files_of_one_killed_mid_write(
+    fleet: tuple[Path, str, list[Daemon]], tmp_path: Path
+) -> None:
+    """kill -9 between its temp files and their rename: a daemon already running removes them once the lease ran out."""
+    inbox, url, daemons = fleet
+    lease = 6.0  # a third of it is the clock margin: more than the write takes after a heartbeat
+    victim = _start(
+        tmp_path / "victim", inbox, url, "victim", page_seconds=1.5, lease_seconds=lease
+    )
+    daemons.append(victim)
+    victim.wait_ready()
+    # Running before the file comes, with a model slow to load, so the victim claims the file.
+    survivor = _start(
+        tmp_path / "survivor", inbox, url, "survivor", 0.05, lease_seconds=lease, load_seconds=8.0
+    )
+    daemons.append(survivor)
+    survivor.wait_for("daemon.started")
+    path = drop_png(inbox / "stalled.png", seed=9400)
+    victim.wait_for("file.dispatched", file=str(path))
+    mark = f".w{writer_tag('victim')}."
+
+    def victims_temps() -> list[Path]:
+        return [p for p in inbox.iterdir() if mark in p.name and p.name.endswith(TEMP_SUFFIX)]
+
+    # The journal's row locked: the victim writes its temp files, then waits to note their hashes.
+    with _row_locked(url, FileKey("inbox", "stalled.png")):
+        wait_until(lambda: len(victims_temps()) == 2, timeout=30)  # .ocr.md and .ocr.json
+        left = victims_temps()
+        victim.kill()
+    wait_until(
+        lambda: not any(p.exists() for p in left),
+        timeout=60,
+        explain=lambda: survivor.log_text()[-4000:],
+    )
+    [removed] = survivor.find("outputs.stale_temp_removed")
+    assert removed["departed"] == ["victim"] and removed["count"] == 2
+    assert survivor.process.poll() is None and len(survivor.find("daemon.started")) == 1
+    assert survivor.metric("ocr_inbox_stale_temp_files_removed_total", node="survivor") == 2
+    survivor.wait_for("file.done", file=str(path), timeout=60)  # and the file is taken over
+    assert not [p.name for p in inbox.iterdir() if p.name.endswith(TEMP_SUFFIX)]
 
 
 def _signal_tree(daemon: Daemon, signum: int) -> None:
