@@ -127,8 +127,9 @@ class Departure:
     """A node the journal knows is gone, and since when (for removing its temp files)."""
 
     node: str
-    # The earliest moment it counts as gone, in seconds since the epoch by the
-    # database's clock: when it closed, or its last heartbeat plus its lease.
+    # The moment it counts as gone from, in seconds since the epoch by the
+    # database's clock: when it closed, or when its last heartbeat plus its
+    # lease and every lease it held had run out (it can pass no fence after).
     # Anything it wrote before is a leftover; a temp file newer than this is
     # the write of the node started again under its name.
     since: float
@@ -186,7 +187,7 @@ class Journal(Protocol):
         ...
 
     def departed(self) -> Sequence[Departure]:
-        """Other nodes the journal knows are gone: stopped, or silent for longer than their lease.
+        """Other nodes the journal knows are gone: stopped, or silent past their lease with none live.
 
         Their temp files written before they went (`Departure.since`) are
         leftovers nobody will finish, so a node removes them, at start and

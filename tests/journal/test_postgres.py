@@ -168,6 +168,22 @@ def test_nodes_closed_or_silent_past_their_lease_are_departed(
     assert "a" not in [d.node for d in b.departed()]  # a beats on
 
 
+def test_a_silent_node_with_a_live_lease_is_not_departed_until_it_runs_out(
+    nodes: dict[str, PostgresJournal], pg_url: str
+) -> None:
+    """A claim made after a node's last heartbeat keeps it from counting as gone; it is gone when that lease ends."""
+    a, b = nodes["a"], nodes["b"]
+    a.admit(A, 1, 1, SHA)
+    b.heartbeat.stop()
+    _wait_until(lambda: [d.node for d in a.departed()] == ["b"])  # silent, holding nothing
+    assert b.claim(A)  # its main thread still reaches the database: it could commit
+    assert a.departed() == []
+    _wait_until(lambda: [d.node for d in a.departed()] == ["b"])
+    with psycopg.connect(pg_url) as db:
+        row = db.execute("SELECT EXTRACT(EPOCH FROM lease_until) FROM ocr_inbox_files").fetchone()
+    assert row is not None and a.departed()[0].since == pytest.approx(float(row[0]))
+
+
 def test_the_password_is_never_shown(postgres_cluster: Cluster) -> None:
     """redact() hides the password of a URL; the journal's own URL for logs is redacted."""
     url = postgres_cluster.url("anything")

@@ -56,18 +56,24 @@ class PostgresNodeTables:
     # --- other nodes ------------------------------------------------------------------
 
     def departed(self) -> list[Departure]:
-        """Nodes that closed, or whose heartbeat is older than their lease (in the database's time).
+        """Nodes that closed, or silent past their lease with no lease of theirs live (database time).
 
-        Each since the earlier of the two moments: a node frozen past its
-        lease that later closed was gone from the first.
+        A claim made or fenced after the node's last heartbeat runs longer than
+        heartbeat + lease, and until it runs out the node may still pass its
+        fence and rename: it is not gone before. Each is gone since the earlier
+        of its close and the later of those two ends (a node frozen past its
+        leases that closed later was gone from the first).
         """
-        gone = "LEAST(stopped_at, heartbeat_at + make_interval(secs => lease_seconds))"
+        silent_until = (
+            "GREATEST(n.heartbeat_at + make_interval(secs => n.lease_seconds),"
+            " (SELECT max(f.lease_until) FROM ocr_inbox_files f WHERE f.claim_node = n.node))"
+        )
         rows = self._run(
             lambda db: db.execute(
-                f"SELECT node, EXTRACT(EPOCH FROM {gone}), lease_seconds FROM ocr_inbox_nodes"
-                " WHERE node <> %s AND (stopped_at IS NOT NULL"
-                " OR heartbeat_at + make_interval(secs => lease_seconds) < clock_timestamp())"
-                " ORDER BY node",
+                f"SELECT n.node, EXTRACT(EPOCH FROM LEAST(n.stopped_at, {silent_until})),"
+                " n.lease_seconds FROM ocr_inbox_nodes n"
+                f" WHERE n.node <> %s AND (n.stopped_at IS NOT NULL OR {silent_until}"
+                " < clock_timestamp()) ORDER BY n.node",
                 (self.node,),
             ).fetchall()
         )
