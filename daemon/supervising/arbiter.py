@@ -281,6 +281,7 @@ class Supervisor:
             position=self.recovery.chain.position or 0,
             waiting=len(self.queue),
             fallen_because=self.recovery.fallen_because,
+            inboxes_without_model=self.recovery.chains.waiting_inboxes(),
         )
 
     # --- start and stop ----------------------------------------------------

@@ -77,6 +77,15 @@ class ChainSet:
         state = self.others.get(chain)
         return state is not None and state.exhausted
 
+    def waiting_inboxes(self) -> tuple[str, ...]:
+        """The inboxes whose own chain has no model left (for readiness)."""
+        return tuple(
+            name
+            for key, state in self.others.items()
+            if state.exhausted
+            for name in self.inboxes[key]
+        )
+
     def benched(self) -> set[str]:
         """Models of waiting chains that no chain serves now: no worker is started for them."""
         models = {m for state in self.others.values() if state.exhausted for m in state.names}

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,6 +109,9 @@ def test_an_inboxs_own_chain_falls_back_and_waits_on_its_own(tmp_path: Path) -> 
         assert daemon.metric("ocr_inbox_chain_position", inbox="photos") == 1
         assert daemon.metric("ocr_inbox_chain_position", inbox="boards") == -1
         assert daemon.metric("ocr_inbox_active_model_info", inbox="photos", model="steady") == 1
+        with urllib.request.urlopen(daemon.url("/readyz"), timeout=10) as reply:
+            assert reply.status == 200  # ready: the other inboxes flow
+            assert "no model left for inbox(es) boards" in reply.read().decode()
         [moved] = daemon.find("chain.fallback", inboxes=["photos"])
         assert (moved["from_model"], moved["to_model"]) == ("broken", "steady")
         # The cool-down tries the broken model again for both chains; it fails again.
