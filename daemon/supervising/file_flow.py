@@ -317,6 +317,7 @@ class FileFlow:
         for queued in self.queue if decision.demoted is not None else ():
             if queued.model_override == decision.demoted and queued.chain in decision.chains:
                 self.queue.retarget(queued, self.recovery.model_for(queued.chain), self.clock())
+                self._let_go_if_waiting(queued)
         if task is not None and decision.file is not None:
             if decision.left is not None:
                 task.trail.append(decision.left)
@@ -341,6 +342,13 @@ class FileFlow:
             return
         task.model_override = verdict.model
         self.queue.push(task, self.clock(), front=True)
+        self._let_go_if_waiting(task)
+
+    def _let_go_if_waiting(self, task: FileTask) -> None:
+        """A file whose inbox's chain has no model left here gives up its claim: another node
+        (its models working) may take it meanwhile; this one claims it again to dispatch it."""
+        if self.recovery.waits(task.chain):
+            self.ledger.let_go(task)
 
     def _move_on_from(self, model: str, fault: Fault) -> None:
         """`model` cannot load: every file queued for it moves on down the chain."""
