@@ -103,9 +103,11 @@ class Recovery:
         """New settings (SIGHUP): fresh chains from their first models."""
         self.settings = settings
         self.metrics.forget_chains()
+        loaded = self.chains.loaded  # workers that stay keep serving: their info stays true
         self.chains = ChainSet(
             chain_names, resident, inboxes or {}, settings, self.clock, self.metrics
         )
+        self.chains.loaded.update(loaded)
         self.chains.publish_all()
         self.unloadable.clear()
 

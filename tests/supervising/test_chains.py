@@ -118,3 +118,20 @@ def test_a_server_back_promotes_every_chain_it_is_above() -> None:
     assert policy.chains.of(PHOTOS).active == "vlm"
     assert not policy.waits(BOARDS)  # a waiting chain need not wait for its cool-down
     assert (position(metrics, "photos"), position(metrics, "boards")) == (0, 0)
+
+
+def test_new_inbox_names_keep_the_loaded_models_info() -> None:
+    """A reload that renames an inbox moves the series to the new name, with the model's info."""
+    from daemon.protocol import EngineInfo
+
+    policy, _, metrics = recovery()
+    info = EngineInfo(model="vlm", engine="faulty", device="cpu", dtype="none", attention="none")
+    policy.chains.model_loaded("vlm", info)
+    renamed = {**INBOXES, PHOTOS: ["pictures"]}
+    policy.reset(DAEMON_CHAIN, policy.settings, [PHOTOS, BOARDS], renamed)
+    labels = {"inbox": "pictures", "model": "vlm", "engine": "faulty", "device": "cpu"}
+    series = metrics.registry.get_sample_value(
+        "ocr_inbox_active_model_info", {**labels, "dtype": "none", "attention": "none"}
+    )
+    assert series == 1
+    assert position(metrics, "photos") is None and position(metrics, "pictures") == 0
