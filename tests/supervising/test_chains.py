@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.observing.metrics import Metrics
-from daemon.protocol import Fault
+from daemon.protocol import EngineInfo, Fault
 from daemon.settings import RecoverySettings
 from daemon.supervising.chains import DAEMONS
 from daemon.supervising.recovery import Recovery, Requeue
@@ -122,8 +122,6 @@ def test_a_server_back_promotes_every_chain_it_is_above() -> None:
 
 def test_new_inbox_names_keep_the_loaded_models_info() -> None:
     """A reload that renames an inbox moves the series to the new name, with the model's info."""
-    from daemon.protocol import EngineInfo
-
     policy, _, metrics = recovery()
     info = EngineInfo(model="vlm", engine="faulty", device="cpu", dtype="none", attention="none")
     policy.chains.model_loaded("vlm", info)
