@@ -1,6 +1,6 @@
 """(h) The shared journal: a backlog admitted through PostgreSQL by one and by three daemons, beside SQLite.
 
-    python -m bench.postgres [--files 10000] [--settle 2] [--poll 1] [--quick]
+    python -m bench.postgres [--files 10000] [--settle 2] [--poll 1] [--latency-ms MS] [--quick]
 
 The same drop as the backlog part (c), done three times on a fresh inbox:
 one daemon on the SQLite journal, one daemon on a PostgreSQL journal, and
@@ -16,7 +16,10 @@ PostgreSQL over its own connection), the admission rate that gives, the time
 to the last output and the rate of finished files, and how many files were
 done twice (a `file.done` for one file in two logs) or failed. PostgreSQL is a
 throwaway cluster on this machine (harness/postgres_cluster.py, fsync off), so
-the figures are the journal's protocol cost, not a network's.
+the figures are the journal's protocol cost, not a network's. `--latency-ms MS`
+adds the two PostgreSQL runs again with the daemons reaching the database
+through a proxy that delays every byte MS milliseconds each way
+(harness/latency_proxy.py), as a database across a network would.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bench.live import BenchDaemon, drop, settings_for, start
 from daemon.cpus import load_average
 from daemon.journal.sqlite import SqliteJournal
 from harness.driver import record_time
+from harness.latency_proxy import LatencyProxy
 from harness.postgres_cluster import Cluster, ClusterUnavailable, start_cluster
 
 SAMPLE_SECONDS = 0.2
@@ -48,6 +52,7 @@ class Run:
     label: str
     backend: str  # "sqlite" or "postgresql"
     daemons: int
+    latency_ms: float = 0.0  # added each way between the daemons and the database
 
 
 RUNS = (
@@ -127,17 +132,23 @@ def measure(
     url: str | None,
     settle: float,
     poll: float,
+    proxy: LatencyProxy | None = None,
 ) -> Figures:
-    """Start the run's daemons, drop every file, follow the journal and the logs to the end."""
+    """Start the run's daemons, drop every file, follow the journal and the logs to the end.
+
+    With `proxy` the daemons reach the database through it; the journal's rows
+    are counted over a direct connection.
+    """
     inbox = root / "inbox"
     inbox.mkdir(parents=True)
     load = load_average()
     daemons: list[BenchDaemon] = []
     close: Callable[[], None] = lambda: None  # noqa: E731
+    daemon_url = proxy.url(url) if proxy is not None and url is not None else url
     try:
         for index in range(run.daemons):
             name = f"node{index + 1}"
-            settings = node_settings(inbox, root / name, url, name, settle, poll)
+            settings = node_settings(inbox, root / name, daemon_url, name, settle, poll)
             daemons.append(start(root / name, settings))
         for daemon in daemons:
             daemon.wait("daemon.ready", timeout=300)
@@ -234,6 +245,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=10_000, help="files dropped at once")
     parser.add_argument("--settle", type=float, default=2.0, help="watch.settle_seconds")
     parser.add_argument("--poll", type=float, default=1.0, help="watch.poll_interval_seconds")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="also run PostgreSQL through a proxy adding this many ms each way",
+    )
     parser.add_argument("--quick", action="store_true", help="20 files: check the harness")
     return parser.parse_args(argv)
 
@@ -257,18 +274,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         f'(`mode = "polling"`, every {args.poll:g} s), settle window {args.settle:g} s, '
         "lease 30 s. Times are from the first drop; rates are files over that time. "
         "PostgreSQL: a local throwaway cluster (fsync off)."
+        + (
+            f" Rows marked '{args.latency_ms:g} ms each way' reach the database through a proxy "
+            "that delays every byte that long in each direction (harness/latency_proxy.py)."
+            if args.latency_ms
+            else ""
+        )
         + (" QUICK RUN: checks the harness only." if args.quick else ""),
         "",
     ]
     heading = report.heading(title, notes)  # the load average now, at the start
     images = [tiny_png(seed) for seed in range(args.files)]
     results: list[Figures] = []
+    runs = list(RUNS)
+    if args.latency_ms:
+        label = f"PostgreSQL, {args.latency_ms:g} ms each way"
+        runs += [Run(label, "postgresql", n, args.latency_ms) for n in (1, 3)]
     try:
         with tempfile.TemporaryDirectory(prefix="ocr-bench-postgres-") as scratch:
-            for number, run in enumerate(RUNS):
+            for number, run in enumerate(runs):
                 root = Path(scratch) / f"run{number}"
                 url = None if run.backend == "sqlite" else cluster.new_database(f"bench{number}")
-                results.append(measure(root, run, images, url, args.settle, args.poll))
+                proxy = None
+                if run.latency_ms:
+                    proxy = LatencyProxy(cluster.port, run.latency_ms / 1000).start()
+                try:
+                    results.append(measure(root, run, images, url, args.settle, args.poll, proxy))
+                finally:
+                    if proxy is not None:
+                        proxy.stop()
                 subprocess.run(["rm", "-rf", str(root)], check=False)
     finally:
         cluster.stop()
