@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,6 +204,19 @@ def measure(
             daemon.stop()
 
 
+def round_trip_ms(url: str, queries: int = 200) -> float:
+    """The median time of a `SELECT 1` over one connection to `url`, in ms."""
+    import psycopg
+
+    times = []
+    with psycopg.connect(url, autocommit=True) as db:
+        for _ in range(queries):
+            started = time.perf_counter()
+            db.execute("SELECT 1").fetchone()
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
 def rows_of(results: Sequence[Figures]) -> list[list[object]]:
     base = results[0]
     return [
@@ -290,7 +304,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.latency_ms:
         label = f"PostgreSQL, {args.latency_ms:g} ms each way"
         runs += [Run(label, "postgresql", n, args.latency_ms) for n in (1, 3)]
+    round_trips = ""
     try:
+        if args.latency_ms:
+            # What the proxy really adds on this machine now (a loaded one adds more).
+            probe = cluster.new_database("round_trips")
+            with LatencyProxy(cluster.port, args.latency_ms / 1000) as through_proxy:
+                through = round_trip_ms(through_proxy.url(probe))
+            round_trips = (
+                f"A `SELECT 1` took {round_trip_ms(probe):.2f} ms directly and {through:.2f} ms"
+                f" through the proxy (medians of 200)."
+            )
         with tempfile.TemporaryDirectory(prefix="ocr-bench-postgres-") as scratch:
             for number, run in enumerate(runs):
                 root = Path(scratch) / f"run{number}"
@@ -307,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         cluster.stop()
     print(heading)
+    if round_trips:
+        print(round_trips + "\n")
     print(report.table(HEADER, rows_of(results), "lr" + "r" * (len(HEADER) - 3) + "l"))
     return 0
 
