@@ -104,6 +104,10 @@ class LatencyProxy:
                 await asyncio.gather(
                     self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
                 )
+            except asyncio.CancelledError:
+                # The proxy stops: asyncio's stream callback would log a
+                # cancelled handler as an error, where this is the plan.
+                return
             finally:
                 upstream_writer.close()
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -68,3 +69,18 @@ def test_a_database_answers_through_it(pg_url: str) -> None:
         proxy.stop()
     with pytest.raises(ValueError, match="does not name"):
         proxy.url("postgresql://x@db.example:5432/y")
+
+
+def test_stopping_with_a_connection_open_closes_it_quietly(
+    echo_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proxy stopped under an open connection closes it and logs no asyncio error."""
+    proxy = LatencyProxy(echo_port, DELAY).start()
+    with socket.create_connection(("127.0.0.1", proxy.port)) as client:
+        client.sendall(b"ping")
+        assert client.recv(4) == b"ping"
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            proxy.stop()
+        client.settimeout(5)
+        assert client.recv(4) == b""  # closed by the proxy
+    assert not [record for record in caplog.records if record.name == "asyncio"]
