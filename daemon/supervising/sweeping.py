@@ -72,10 +72,11 @@ class TempSweeper:
     def _newly_departed(self) -> list[Departure]:
         gone = self.journal.departed()
         # A node that came back is no longer departed and is forgotten; one that
-        # came back and died again between two looks is gone since a new moment.
-        # Either way its next death is swept again.
-        fresh = [d for d in gone if self._swept.get(d.node) != d.since]
-        self._swept = {d.node: d.since for d in gone}
+        # came back and died again between two looks is gone since a later
+        # moment. Either way its next death is swept again. A moment that moves
+        # earlier is the same death: the lease that set it was taken over.
+        fresh = [d for d in gone if d.node not in self._swept or d.since > self._swept[d.node]]
+        self._swept = {d.node: max(d.since, self._swept.get(d.node, d.since)) for d in gone}
         # Never our own mark: while running, our writes are in progress.
         return [d for d in fresh if writer_tag(d.node) != self.writer]
 

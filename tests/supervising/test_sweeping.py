@@ -10,7 +10,7 @@ from typing import cast
 
 import pytest
 
-from daemon.journal.interface import Departure, Journal
+from daemon.journal.interface import Departure, FileKey, Journal
 from daemon.journal.opening import open_journal
 from daemon.journal.sqlite import SqliteJournal
 from daemon.observing.metrics import Metrics
@@ -21,6 +21,8 @@ from daemon.settings.sections import StateSettings
 from daemon.supervising.sweeping import TempSweeper
 
 LEASE = 60.0  # seconds: no node here goes silent; "gone" means closed
+KEY = FileKey("scans", "a.png")
+SHA = "a" * 64
 BEFORE_DEATH = 3600.0  # age of a temp file written well before its node died
 
 
@@ -122,6 +124,36 @@ def test_a_node_that_came_back_and_died_again_is_swept_again(
     again.close()
     sweeper.look()
     assert not left.exists()
+
+
+def test_a_dead_nodes_lease_taken_over_is_no_new_departure(pg_url: str, tmp_path: Path) -> None:
+    """Its gone moment moves earlier when another node takes its last claim over: not swept again."""
+    lease = 0.6
+    a, b = (
+        open_journal(StateSettings(dir=tmp_path / n, url=pg_url, node=n, lease_seconds=lease))
+        for n in ("a", "b")
+    )
+    try:
+        a.admit(KEY, 1, 1, SHA)
+        assert b.claim(KEY)
+        b.heartbeat.stop()  # dead: its lease runs out
+        folders = Folders(tmp_path)
+        sweeper, metrics = _sweeper(a, folders, shared=True)
+        deadline = time.monotonic() + 10
+        while not a.departed():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [first] = a.departed()
+        sweeper.look()
+        assert a.claim(KEY)  # taken over: b's claims no longer hold its moment up
+        [later] = a.departed()
+        assert later.since < first.since
+        left = folders.temp(folders.inbox, "b", "one", age=BEFORE_DEATH)
+        sweeper.look()
+        assert left.exists() and _removed(metrics, "a") is None
+    finally:
+        a.close()
+        b.close()
 
 
 def test_at_start_a_node_removes_its_own_and_departed_nodes_temp_files(
