@@ -2,7 +2,8 @@
 
 A backend implements `Journal` (daemon.journal.sqlite today, one file in the
 state folder; a PostgreSQL backend shared by several daemons later). In the
-daemon exactly one module writes through it: daemon.supervising.ledger.
+daemon exactly one module writes through it: daemon.supervising.ledger
+(with daemon.supervising.announcing, its room for outcomes and webhooks).
 
 A file is known by a FileKey: its inbox's name and its path relative to that
 inbox, never by an absolute path, which differs between hosts that mount one
@@ -18,9 +19,9 @@ describes and one of three states:
 
 Claims: a journal object speaks for one daemon (a node). Before it works on a
 file the node claims it; what happens to the file from then on (attempts,
-trail, the output hashes, done, failed) is written under that claim, and an
-output is renamed into place only after `fence` confirmed the claim is still
-held. A backend shared by several nodes makes the claim a lease (renewed by
+trail, the output hashes, done or failed with its webhook) is written under
+that claim, and an output is renamed into place only after `fence` confirmed
+the claim is still held. A backend shared by several nodes makes the claim a lease (renewed by
 the backend while held) and refuses a claim another node holds; a node that
 lost its lease gets ClaimLost at the next write and commits nothing. With one
 node (SQLite) a claim is granted for every pending row and only ever lost by
