@@ -36,8 +36,7 @@ class LossyProxy:
         self.url = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
         self._lock = threading.Lock()
         self._marker: bytes | None = None
-        self.replies_lost = 0
-        self.reply_lost = threading.Event()
+        self.replies_lost = 0  # answers to a COMMIT thrown away so far
         self._stopping = False
         self._sockets: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, name="pg-proxy", daemon=True)
@@ -47,7 +46,6 @@ class LossyProxy:
         """Drop the answer to the COMMIT that follows the next statement containing `marker`."""
         with self._lock:
             self._marker = marker
-        self.reply_lost.clear()
 
     def stop(self) -> None:
         self._stopping = True
@@ -67,7 +65,11 @@ class LossyProxy:
             threading.Thread(target=link.client_to_server, daemon=True).start()
             threading.Thread(target=link.server_to_client, daemon=True).start()
 
-    def _armed_for(self, data: bytes) -> bool:
+    def count_lost_reply(self) -> None:
+        with self._lock:
+            self.replies_lost += 1
+
+    def armed_for(self, data: bytes) -> bool:
         """True (once) when `data` holds the marker: this connection's next COMMIT loses its reply."""
         with self._lock:
             if self._marker is None or self._marker not in data:
@@ -88,7 +90,7 @@ class _Link:
         try:
             while data := self.client.recv(65536):
                 if not self.saw_marker:
-                    self.saw_marker = self.proxy._armed_for(data)
+                    self.saw_marker = self.proxy.armed_for(data)
                 elif _COMMIT_QUERY in data:
                     self.cutting.set()  # before the COMMIT leaves: its answer must not get back
                 self.server.sendall(data)
@@ -105,8 +107,7 @@ class _Link:
                     continue
                 answer += data
                 if _COMMIT_DONE in answer:  # committed on the server; the client never hears it
-                    self.proxy.replies_lost += 1
-                    self.proxy.reply_lost.set()
+                    self.proxy.count_lost_reply()
                     break
         except OSError:
             pass
