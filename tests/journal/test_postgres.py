@@ -151,7 +151,7 @@ def test_a_finish_whose_reply_was_lost_counts_as_made(pg_url: str, tmp_path: Pat
 def test_a_journal_without_finished_by_gains_it_and_keeps_its_rows(
     pg_url: str, tmp_path: Path
 ) -> None:
-    """A shared journal made before finished_by existed gets the column on open; its rows are kept."""
+    """A journal made before finished_by existed gains the column on open, rows kept; a reopened row has none."""
     state = StateSettings(dir=tmp_path, url=pg_url, node="a", lease_seconds=30)
     journal = open_journal(state)
     journal.admit(A, 1, 1, SHA)
@@ -165,6 +165,10 @@ def test_a_journal_without_finished_by_gains_it_and_keeps_its_rows(
         with psycopg.connect(pg_url, autocommit=True) as db:
             row = db.execute("SELECT state, finished_by FROM ocr_inbox_files").fetchone()
         assert row == ("done", "a")
+        journal.reopen(A)  # pending again: nobody's finish
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            row = db.execute("SELECT state, finished_by FROM ocr_inbox_files").fetchone()
+        assert row == ("pending", None)
     finally:
         journal.close()
 

@@ -214,7 +214,7 @@ class PostgresJournal(PostgresFinishing, PostgresNodeTables):
                     " ON CONFLICT (inbox, relative) DO UPDATE SET size = EXCLUDED.size,"
                     " mtime_ns = EXCLUDED.mtime_ns, sha256 = EXCLUDED.sha256, state = EXCLUDED.state,"
                     " attempts = '{}', trail = '[]', error = NULL, claim_node = NULL,"
-                    " lease_until = NULL, admitted_at = EXCLUDED.admitted_at,"
+                    " lease_until = NULL, finished_by = NULL, admitted_at = EXCLUDED.admitted_at,"
                     " updated_at = clock_timestamp()"
                     " WHERE ocr_inbox_files.sha256 <> EXCLUDED.sha256 RETURNING 1",
                     (*_params(key), size, mtime_ns, sha256, State.PENDING.value),
@@ -241,7 +241,8 @@ class PostgresJournal(PostgresFinishing, PostgresNodeTables):
         self._run(
             lambda db: db.execute(
                 "UPDATE ocr_inbox_files SET state = %s, attempts = '{}', trail = '[]',"
-                f" error = NULL, updated_at = clock_timestamp() WHERE {_KEY} AND state <> %s",
+                " error = NULL, finished_by = NULL, updated_at = clock_timestamp()"
+                f" WHERE {_KEY} AND state <> %s",
                 (State.PENDING.value, *_params(key), State.PENDING.value),
             )
         )

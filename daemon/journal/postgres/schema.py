@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS ocr_inbox_files (
     updated_at    TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
     claim_node    TEXT,           -- the node holding the claim, or NULL
     lease_until   TIMESTAMPTZ,    -- when its lease runs out (database time)
-    finished_by   TEXT,           -- the node that made the row final last
+    finished_by   TEXT,           -- the node that made the row final (NULL while pending)
     PRIMARY KEY (inbox, relative)
 );
 CREATE INDEX IF NOT EXISTS ocr_inbox_files_by_state ON ocr_inbox_files (state, admitted_at);
