@@ -5,9 +5,10 @@ with it (`finish`): the journal's mark_done or mark_failed store the event in
 the outbox in the same transaction as the outcome, under the same claim
 check, so a daemon that lost the file's claim stores neither (the daemon that
 took it over reports it), and a crash leaves both or neither. Only after that
-commit is the event handed to the sending thread (daemon.webhooks.sender), which never blocks
-the main loop. What the sender saw accepted leaves the outbox when the loop
-asks (`delivered`), on the main thread like every other journal write.
+commit is the event handed to the sending thread (daemon.webhooks.sender),
+which never blocks the main loop. What the sender saw accepted leaves the
+outbox when the loop asks (`delivered`), on the main thread like every other
+journal write.
 """
 
 from __future__ import annotations
@@ -34,11 +35,6 @@ class Announcer:
         self.sender = sender
         # The URL for an inbox's name (None: that inbox sends none).
         self.url_for = url_for
-
-    @property
-    def limit(self) -> int:
-        """The outbox's bound (`webhook_queue_limit`), which the journal keeps when it stores an event."""
-        return self.sender.limit if self.sender is not None else 0
 
     def event(
         self,
@@ -75,7 +71,8 @@ class Announcer:
         file's claim. The sender gets the event only once it is committed,
         with the events the outbox dropped to stay within its bound.
         """
-        bound = self.limit
+        # The outbox's bound (webhook_queue_limit), which the journal keeps as it stores.
+        bound = self.sender.limit if self.sender is not None else None
         if outcome == "done":
             dropped = self.journal.mark_done(
                 key, sha256, size, mtime_ns, webhook=event, outbox_limit=bound

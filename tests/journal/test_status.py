@@ -14,7 +14,7 @@ from harness.driver import run_cli
 from harness.postgres_cluster import ROLE_PASSWORD
 
 A, B = FileKey("scans", "a.png"), FileKey("scans", "b.png")
-HOOK = WebhookEvent(key="k", url="http://127.0.0.1:9/hook", body="{}", queued_at=time.time())
+HOOK = "http://127.0.0.1:9/hook"
 
 
 def test_status_of_a_sqlite_journal(tmp_path: Path) -> None:
@@ -23,7 +23,8 @@ def test_status_of_a_sqlite_journal(tmp_path: Path) -> None:
     journal.admit(A, 1, 1, "a" * 64)
     journal.admit(B, 1, 1, "b" * 64)
     journal.claim(B)
-    journal.mark_failed(B, "b" * 64, 1, 1, "poison page", webhook=HOOK)
+    stored = WebhookEvent(key="k", url=HOOK, body="{}", queued_at=time.time() - 100)
+    journal.mark_failed(B, "b" * 64, 1, 1, "poison page", webhook=stored)
     journal.close()
     result = run_cli("status", "--json", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -35,7 +36,7 @@ def test_status_of_a_sqlite_journal(tmp_path: Path) -> None:
     ]
     [waiting] = report["outbox"]
     assert (waiting["node"], waiting["waiting"]) == (default_node(tmp_path / "state"), 1)
-    assert 0 <= waiting["oldest_age_seconds"] < 60
+    assert 100 <= waiting["oldest_age_seconds"] < 400  # stored 100 s before the test's "now"
     missing = run_cli("status", "--state-dir", str(tmp_path / "nothing"), cwd=tmp_path)
     assert missing.returncode == 2 and "no journal" in missing.stderr
 
@@ -79,7 +80,7 @@ def test_status_shows_each_nodes_waiting_webhooks(tmp_path: Path, pg_url: str) -
         journal.admit(key, 1, 1, "a" * 64)
         assert journal.claim(key)
         for name in ("k1", "k2") if node == "gpu2" else ("k1",):
-            event = WebhookEvent(key=f"{node}-{name}", url=HOOK.url, body="{}", queued_at=1.0)
+            event = WebhookEvent(key=f"{node}-{name}", url=HOOK, body="{}", queued_at=1.0)
             journal.mark_done(key, "a" * 64, 1, 1, webhook=event, outbox_limit=10)
             journal.reopen(key)
             assert journal.claim(key)
