@@ -80,6 +80,7 @@ class Health:
         position: int,
         waiting: int,
         fallen_because: str = "",
+        inboxes_without_model: tuple[str, ...] = (),
     ) -> None:
         """Called once per turn of the main loop.
 
@@ -100,6 +101,14 @@ class Health:
             self.readiness = (False, f"loading model {active}{fallback}")
         else:
             self.readiness = (False, f"worker for {active} is restarting{fallback}")
+        if inboxes_without_model:
+            # Ready still: the other inboxes flow. The text says which wait.
+            names = ", ".join(inboxes_without_model)
+            ready, said = self.readiness
+            self.readiness = (
+                ready,
+                f"{said}; no model left for inbox(es) {names} until the cool-down",
+            )
         text = self.readiness[1]
         text += f"; {waiting} file(s) waiting"
         if serving and not self.ready_sent:

@@ -154,13 +154,15 @@ class Metrics:
         self._worker_info_labels: dict[str, tuple[str, str, str, str]] = {}
         self.active_model = Gauge(
             PREFIX + "active_model_info",
-            "The model the daemon serves with now (value 1), and how it runs.",
-            ["model", "engine", "device", "dtype", "attention"],
+            "The model an inbox's chain serves with now (value 1), and how it runs.",
+            ["inbox", "model", "engine", "device", "dtype", "attention"],
             registry=r,
         )
+        self._active_model_labels: dict[str, tuple[str, ...]] = {}
         self.chain_position = Gauge(
             PREFIX + "chain_position",
-            "Position of the active model in the fallback chain: 0 is the preferred model.",
+            "Position of the active model in the inbox's fallback chain: 0 is the preferred model.",
+            ["inbox"],
             registry=r,
         )
         self.last_success = Gauge(
@@ -227,7 +229,6 @@ class Metrics:
         )
         self._leases_seen = (0, 0)  # (taken over, lost) as last reported
         self.queue_depth.set(0)
-        self.chain_position.set(0)
         for reason in ("crash", "hang", "cuda_fatal", "load_error", "memory"):
             self.worker_restarts.labels(reason=reason)
         for kind in ("oom", "cuda_fatal"):
@@ -292,18 +293,27 @@ class Metrics:
             for outcome in FILE_OUTCOMES:
                 self.files.labels(inbox=name, outcome=outcome)
 
-    def set_active_model(self, info: EngineInfo | None, position: int) -> None:
-        """Replace the active-model info series (one series at a time)."""
+    def set_active_model(
+        self, info: EngineInfo | None, position: int, *, inboxes: Iterable[str]
+    ) -> None:
+        """Where the chain of these inboxes stands: one info series per inbox (none while its
+        model is not loaded), and its position."""
+        for inbox in inboxes:
+            labels = self._active_model_labels.pop(inbox, None)
+            if labels is not None:
+                with contextlib.suppress(KeyError):
+                    self.active_model.remove(*labels)
+            if info is not None:
+                labels = (inbox, info.model, info.engine, info.device, info.dtype, info.attention)
+                self.active_model.labels(*labels).set(1)
+                self._active_model_labels[inbox] = labels
+            self.chain_position.labels(inbox=inbox).set(position)
+
+    def forget_chains(self) -> None:
+        """Every inbox's chain series goes (new settings: the inboxes may have changed)."""
         self.active_model.clear()
-        if info is not None:
-            self.active_model.labels(
-                model=info.model,
-                engine=info.engine,
-                device=info.device,
-                dtype=info.dtype,
-                attention=info.attention,
-            ).set(1)
-        self.chain_position.set(position)
+        self.chain_position.clear()
+        self._active_model_labels.clear()
 
     def set_worker_info(self, worker: str, model: str, device: str, visible: str) -> None:
         """The slot's one info series: what its latest worker loaded, and where."""

@@ -38,10 +38,10 @@ from daemon.protocol import (
     Progress,
     ServerRequest,
 )
-from daemon.settings import Settings, SettingsError
+from daemon.settings import OpenAiModel, Settings, SettingsError
 from daemon.supervising.file_flow import FileFlow
 from daemon.supervising.file_queue import FileQueue
-from daemon.supervising.inbox_chains import serving_chains
+from daemon.supervising.inbox_chains import inboxes_by_chain, serving_chains
 from daemon.supervising.ledger import Ledger
 from daemon.supervising.pool import StartWorker, WorkerPool
 from daemon.supervising.recovery import Recovery
@@ -118,6 +118,7 @@ class Supervisor:
             clock=clock,
             held=lambda: self.queue.held,
             resident=resident,
+            inboxes=inboxes_by_chain(settings, watch=watch),
         )
         self.signals = LoopSignals()
         self.intake = Intake(settings.limits.max_file_bytes, self.signals.wake)
@@ -225,14 +226,15 @@ class Supervisor:
                 self._stop_watcher()
 
     def _fail_back(self) -> None:
-        """Servers of models above the active one are probed; one that answers takes over again."""
-        chain = self.recovery.chain
-        above = remote_models_above(self.settings, chain.names, chain.position)
+        """Servers of models above each chain's active one are probed; one that answers takes
+        over again in the chains it is above."""
+        above: dict[str, OpenAiModel] = {}
+        for _, chain in self.recovery.chains:
+            above.update(remote_models_above(self.settings, chain.names, chain.position))
         self.probe.watch({} if self.stopping else above)
-        for model in sorted(self.probe.answering() & above.keys(), key=chain.names.index):
+        for model in sorted(self.probe.answering() & above.keys()):
             if self.recovery.fail_back(model):
                 self.metrics.server_up.labels(model=model).set(1)
-                break
 
     def _on_message(self, worker: WorkerHandle, message: FromWorker) -> None:
         if isinstance(message, JobDone | JobFailed):
@@ -279,6 +281,7 @@ class Supervisor:
             position=self.recovery.chain.position or 0,
             waiting=len(self.queue),
             fallen_because=self.recovery.fallen_because,
+            inboxes_without_model=self.recovery.chains.waiting_inboxes(),
         )
 
     # --- start and stop ----------------------------------------------------
@@ -362,7 +365,7 @@ class Supervisor:
         if self.webhooks is not None:
             self.webhooks.stop(WEBHOOK_STOP_WAIT_SECONDS)
             self.ledger.announcer.delivered()
-        self.metrics.set_active_model(None, self.recovery.chain.position or 0)
+        self.recovery.chains.clear()
         self.signals.close()
         log.info("daemon.stopped", exit_code=self.exit_code, pending=len(self.journal.pending()))
 

@@ -89,6 +89,15 @@ class ModelChain:
             and self.clock() - self.demoted_at >= self.recovery.cooldown_seconds
         )
 
+    def retry_due(self) -> bool:
+        """True when exhausted for the cool-down: an inbox's chain tries its first model again
+        (the daemon's chain never waits: the daemon ends instead)."""
+        return (
+            self.position is None
+            and self.demoted_at is not None
+            and self.clock() - self.demoted_at >= self.recovery.cooldown_seconds
+        )
+
     def promote(self, to: int = 0) -> str:
         """Go back up to the model at `to` (the first, after the cool-down)."""
         self.position = to

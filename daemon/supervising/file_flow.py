@@ -179,6 +179,8 @@ class FileFlow:
         for task in self.queue:
             if not idle:
                 break
+            if task.chain and self.recovery.waits(task.chain):
+                continue  # its inbox's chain has no model left until its cool-down
             model = task.model_override or active
             worker = next((w for w in idle if w.model_name == model), None)
             if worker is None:
@@ -310,12 +312,12 @@ class FileFlow:
         sha256: str | None = None,
     ) -> None:
         """Do what recovery decided (about `fault`): for the file in hand, then for files queued for a model."""
-        if decision.demoted is not None:
-            for queued in self.queue:
-                if queued.model_override == decision.demoted and not queued.chain:
-                    # Sent to the model that just went out of service: the active
-                    # model (which follows it) takes the file instead.
-                    self.queue.clear_override(queued, self.clock())
+        # Files sent to a model that just went out of service in their chain: the
+        # chain's active model (which follows it) takes them instead.
+        for queued in self.queue if decision.demoted is not None else ():
+            if queued.model_override == decision.demoted and queued.chain in decision.chains:
+                self.queue.retarget(queued, self.recovery.model_for(queued.chain), self.clock())
+                self._let_go_if_waiting(queued)
         if task is not None and decision.file is not None:
             if decision.left is not None:
                 task.trail.append(decision.left)
@@ -340,12 +342,19 @@ class FileFlow:
             return
         task.model_override = verdict.model
         self.queue.push(task, self.clock(), front=True)
+        self._let_go_if_waiting(task)
+
+    def _let_go_if_waiting(self, task: FileTask) -> None:
+        """A file whose inbox's chain has no model left here gives up its claim: another node
+        (its models working) may take it meanwhile; this one claims it again to dispatch it."""
+        if self.recovery.waits(task.chain):
+            self.ledger.let_go(task)
 
     def _move_on_from(self, model: str, fault: Fault) -> None:
         """`model` cannot load: every file queued for it moves on down the chain."""
         for task in self.queue:
-            if task.model_override != model:
-                continue
+            if task.model_override != model or self.recovery.waits(task.chain):
+                continue  # (a waiting chain's files wait for its cool-down, not for sidecars)
             self.queue.drop(task)
             try:
                 if not self.ledger.claim(task):

@@ -64,8 +64,12 @@ class FileQueue:
     def clear_override(self, task: FileTask, now: float) -> None:
         """A queued file's fallback model is out of service: the active model takes
         it, at the front so it keeps its turn (and the per-model count stays true)."""
+        self.retarget(task, None, now)
+
+    def retarget(self, task: FileTask, model: str | None, now: float) -> None:
+        """A queued file goes to `model` (None: the daemon's active model), keeping its turn."""
         self.take(task)
-        task.model_override = None
+        task.model_override = model
         self.push(task, now, front=True)
 
     def delay(self, task: FileTask, until: float) -> None:

@@ -35,6 +35,15 @@ def serving_chains(settings: Settings, *, watch: bool) -> tuple[list[str], list[
     return list(primary), [chain for chain in chains if chain != primary]
 
 
+def inboxes_by_chain(settings: Settings, *, watch: bool) -> dict[Chain, list[str]]:
+    """The names of the inboxes each chain serves (none for `once`, which watches no inbox)."""
+    by_chain: dict[Chain, list[str]] = {}
+    if watch:
+        for profile in settings.profiles().values():
+            by_chain.setdefault(tuple(profile.chain), []).append(profile.name)
+    return by_chain
+
+
 def first_usable(chain: Chain, usable: Callable[[str], bool]) -> str | None:
     return next((model for model in chain if usable(model)), None)
 

@@ -14,7 +14,7 @@ import structlog
 
 from daemon import logs
 from daemon.settings import Settings
-from daemon.supervising.inbox_chains import serving_chains
+from daemon.supervising.inbox_chains import inboxes_by_chain, serving_chains
 
 if TYPE_CHECKING:
     from daemon.supervising.arbiter import Supervisor
@@ -29,10 +29,13 @@ def apply_settings(sup: Supervisor, new: Settings) -> list[str]:
     sup.flow.profiles = new.profiles()
     sup.metrics.declare_inboxes(profile.name for profile in sup.flow.profiles.values())
     primary, resident = serving_chains(new, watch=sup.watching)
-    if (primary, resident) != (sup.recovery.chain.names, sup.recovery.resident) or (
-        new.recovery != old.recovery
+    inboxes = inboxes_by_chain(new, watch=sup.watching)
+    if (
+        (primary, resident) != (sup.recovery.chain.names, sup.recovery.resident)
+        or new.recovery != old.recovery
+        or inboxes != inboxes_by_chain(old, watch=sup.watching)
     ):
-        sup.recovery.reset(primary, new.recovery, resident)
+        sup.recovery.reset(primary, new.recovery, resident, inboxes)
     for task in sup.queue:
         if task.chain:
             continue  # its inbox's own chain, chosen at admission

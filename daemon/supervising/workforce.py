@@ -117,9 +117,11 @@ class Workforce:
                 self.pool.retire(worker, "model or settings changed")
         wanted = [(str(index), active) for index in range(len(self.plan()))]
         resident = self.recovery.resident_models()
+        benched = self.recovery.chains.benched()  # files wait for them: no worker
         for model in [*resident, *self.queue.overrides]:
             entry = (fallback_slot(model), model)
-            if model != active and self.recovery.usable(model) and entry not in wanted:
+            usable = self.recovery.usable(model) and model not in benched
+            if model != active and usable and entry not in wanted:
                 wanted.append(entry)
         running = self.pool.slots()
         for slot, model in wanted:
@@ -139,7 +141,10 @@ class Workforce:
             if (
                 is_fallback_slot(worker.slot)
                 and worker.state == WorkerState.IDLE
-                and self.queue.overrides.get(worker.model_name, 0) == 0
+                and (
+                    self.queue.overrides.get(worker.model_name, 0) == 0
+                    or worker.model_name in benched
+                )
                 and worker.model_name not in resident
                 and worker.idle_since is not None
                 and now - worker.idle_since > idle_limit
@@ -179,8 +184,8 @@ class Workforce:
             family=info.family,
             seconds=round(message.load_seconds, 3),
         )
-        if not is_fallback_slot(worker.slot) and worker.model_name == self.recovery.active:
-            self.metrics.set_active_model(info, self.recovery.chain.position or 0)
+        # Every chain this model serves shows how it runs, on its inboxes' series.
+        self.recovery.chains.model_loaded(worker.model_name, info)
 
     def load_failed(self, worker: WorkerHandle, message: LoadFailed) -> Decision:
         worker.exit_reason = "load_error"

@@ -195,9 +195,10 @@ def test_fallback_worker_and_model_gauges(processed: Processed) -> None:
     assert s.value("ocr_inbox_fallbacks_total", **fallbacks[0]) == 1
     assert s.value("ocr_inbox_queue_depth") == 0
     assert s.value("ocr_inbox_worker_up", worker="0") == 1
-    assert s.value("ocr_inbox_chain_position") == 0
+    assert s.value("ocr_inbox_chain_position", inbox="inbox") == 0
     assert s.labelsets("ocr_inbox_active_model_info") == [
         {
+            "inbox": "inbox",
             "model": "first",
             "engine": "faulty",
             "device": "cpu",

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,6 +78,50 @@ def test_two_inboxes_with_different_chains_are_served_at_once(
         assert Path(f"{photo}.ocr.txt").is_file() and not Path(f"{photo}.ocr.md").exists()
         assert "48213" in Path(f"{letter}.ocr.md").read_text()
         assert len(daemon.find("model.loaded")) == 2  # the VLM two inboxes share: loaded once
+
+
+def test_an_inboxs_own_chain_falls_back_and_waits_on_its_own(tmp_path: Path) -> None:
+    """A model that cannot load moves photos to its fallback and holds the boards' file (no
+    sidecar) while letters flow; each inbox's chain position is on /metrics; the cool-down retries."""
+    letters, photos, boards = (tmp_path / name for name in ("letters", "photos", "boards"))
+    settings = _table_settings(
+        tmp_path,
+        letters={"path": str(letters), "chain": ["steady"]},
+        photos={"path": str(photos), "chain": ["broken", "steady"]},
+        boards={"path": str(boards), "chain": ["broken"]},
+    )
+    settings["models"] = {
+        "steady": {"engine": "faulty"},
+        "broken": {"engine": "faulty", "load_fault": "error"},
+    }
+    settings["recovery"] = {"cooldown_seconds": 4}
+    for folder in (letters, photos, boards):
+        folder.mkdir()
+    with running_daemon(tmp_path, settings) as daemon:
+        daemon.wait_ready()
+        daemon.wait_for("chain.exhausted", where=lambda r: r.get("inboxes") == ["boards"])
+        board = drop(boards / "board.png", png_bytes(seed=1))
+        letter = drop(letters / "letter.png", png_bytes(seed=2))
+        photo = drop(photos / "photo.png", png_bytes(seed=3))
+        assert wait_outcome(daemon, letter)["model"] == "steady"
+        assert wait_outcome(daemon, photo)["model"] == "steady"
+        assert daemon.metric("ocr_inbox_chain_position", inbox="letters") == 0
+        assert daemon.metric("ocr_inbox_chain_position", inbox="photos") == 1
+        assert daemon.metric("ocr_inbox_chain_position", inbox="boards") == -1
+        assert daemon.metric("ocr_inbox_active_model_info", inbox="photos", model="steady") == 1
+        with urllib.request.urlopen(daemon.url("/readyz"), timeout=10) as reply:
+            assert reply.status == 200  # ready: the other inboxes flow
+            assert "no model left for inbox(es) boards" in reply.read().decode()
+        [moved] = daemon.find("chain.fallback", inboxes=["photos"])
+        assert (moved["from_model"], moved["to_model"]) == ("broken", "steady")
+        # The cool-down tries the broken model again for both chains; it fails again.
+        daemon.wait_for("chain.retry_first", where=lambda r: r.get("inboxes") == ["boards"])
+        daemon.wait_for("model.load_failed", count=2)
+        assert daemon.journal_state(board) == "pending"
+        assert not Path(f"{board}.ocr.error.json").exists()
+        assert not Path(f"{board}.ocr.json").exists()
+        assert daemon.find("file.done", file=str(board)) == []
+        assert daemon.find("file.failed", file=str(board)) == []
 
 
 @contextmanager

@@ -238,7 +238,7 @@ def test_out_of_memory_is_retried_smaller_then_sent_to_the_next_model(tmp_path: 
         assert not daemon.find("worker.exited")
         assert not daemon.find("chain.fallback")
         assert daemon.metric("ocr_inbox_cuda_errors_total", kind="oom") == 2
-        assert daemon.metric("ocr_inbox_chain_position") == 0
+        assert daemon.metric("ocr_inbox_chain_position", inbox="inbox") == 0
     [page] = read_json(outputs_of(transient)["json"])["pages"]
     assert page["scale"] == pytest.approx(0.7)
     assert page["notes"] == ["out of memory: recognised at 0.70 of the page size"]
@@ -273,7 +273,7 @@ def test_empty_and_degenerate_output_send_the_file_on_without_demoting(tmp_path:
         assert daemon.wait_for("file.done", file=str(good))[0]["model"] == "flaky"
         assert not daemon.find("chain.fallback")
         assert not daemon.find("worker.exited", slot="0")
-        assert daemon.metric("ocr_inbox_chain_position") == 0
+        assert daemon.metric("ocr_inbox_chain_position", inbox="inbox") == 0
         for kind in ("empty_output", "degenerate_output"):
             labels = {"from_model": "flaky", "to_model": "steady", "reason": kind, "scope": "file"}
             assert daemon.metric("ocr_inbox_fallbacks_total", **labels) == 1
@@ -321,7 +321,7 @@ def test_k_fatal_failures_demote_the_model_then_the_cooldown_brings_it_back(
         labels = {"from_model": "flaky", "to_model": "steady", "scope": "daemon"}
         assert daemon.metric("ocr_inbox_fallbacks_total", reason="cuda_fatal", **labels) == 1
         assert daemon.metric("ocr_inbox_fallbacks_total", scope="file") == 0
-        assert daemon.metric("ocr_inbox_chain_position") == 0
+        assert daemon.metric("ocr_inbox_chain_position", inbox="inbox") == 0
 
 
 def test_poison_file_is_quarantined_while_other_files_keep_flowing(tmp_path: Path) -> None:

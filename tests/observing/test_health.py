@@ -131,3 +131,13 @@ def test_a_status_held_back_by_the_throttle_is_sent_when_it_expires() -> None:
     statuses = [text for kind, text in notifier.calls if kind == "status"]
     assert statuses[-1] == "serving with qwen; 7 file(s) waiting"
     assert health.seconds_to_next_message(103.0) is None
+
+
+def test_an_inbox_without_a_model_is_named_while_the_daemon_stays_ready() -> None:
+    """An inbox whose own chain has no model left is named in /readyz, which stays ready."""
+    health = Health(Recorder(), clock=lambda: 0.0)
+    turn(health, 1.0, serving=True, loading=False, inboxes_without_model=("boards",))
+    assert health.readiness == (
+        True,
+        "serving with qwen; no model left for inbox(es) boards until the cool-down",
+    )

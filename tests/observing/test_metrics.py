@@ -119,7 +119,6 @@ def test_outcome_restart_and_cuda_series_exist_at_zero_before_any_event() -> Non
     for kind in ("oom", "cuda_fatal"):
         assert registry.get_sample_value("ocr_inbox_cuda_errors_total", {"kind": kind}) == 0
     assert registry.get_sample_value("ocr_inbox_queue_depth") == 0
-    assert registry.get_sample_value("ocr_inbox_chain_position") == 0
 
 
 def test_build_info_carries_the_package_version() -> None:
@@ -156,15 +155,16 @@ def test_page_buckets_span_tens_of_milliseconds_to_minutes() -> None:
     assert list(PAGE_BUCKETS) == sorted(PAGE_BUCKETS)
 
 
-def test_set_active_model_keeps_exactly_one_series() -> None:
-    """Switching models replaces the info series instead of adding a second one."""
+def test_set_active_model_keeps_exactly_one_series_per_inbox() -> None:
+    """Switching models replaces an inbox's info series instead of adding a second one."""
     metrics = Metrics()
 
-    metrics.set_active_model(QWEN, 0)
-    metrics.set_active_model(RAPID, 1)
+    metrics.set_active_model(QWEN, 0, inboxes=["scans"])
+    metrics.set_active_model(RAPID, 1, inboxes=["scans"])
 
     assert active_model_series(metrics) == [
         {
+            "inbox": "scans",
             "model": "rapidocr",
             "engine": "rapid",
             "device": "cpu",
@@ -172,16 +172,36 @@ def test_set_active_model_keeps_exactly_one_series() -> None:
             "attention": "none",
         }
     ]
-    assert metrics.registry.get_sample_value("ocr_inbox_chain_position") == 1
+    assert metrics.registry.get_sample_value("ocr_inbox_chain_position", {"inbox": "scans"}) == 1
+
+
+def test_each_inbox_has_its_own_chain_series() -> None:
+    """Two inboxes on different chains each show their own model and position."""
+    metrics = Metrics()
+
+    metrics.set_active_model(QWEN, 0, inboxes=["scans", "letters"])
+    metrics.set_active_model(RAPID, 1, inboxes=["letters"])
+
+    assert sorted((s["inbox"], s["model"]) for s in active_model_series(metrics)) == [
+        ("letters", "rapidocr"),
+        ("scans", "qwen2-vl-2b"),
+    ]
+    position = metrics.registry.get_sample_value
+    assert position("ocr_inbox_chain_position", {"inbox": "scans"}) == 0
+    assert position("ocr_inbox_chain_position", {"inbox": "letters"}) == 1
+    metrics.forget_chains()
+    assert active_model_series(metrics) == []
+    assert position("ocr_inbox_chain_position", {"inbox": "letters"}) is None
 
 
 def test_set_active_model_exports_dtype_and_attention() -> None:
     """The info series carries the dtype and attention the worker reported, with value 1."""
     metrics = Metrics()
 
-    metrics.set_active_model(QWEN, 0)
+    metrics.set_active_model(QWEN, 0, inboxes=["scans"])
 
     labels = {
+        "inbox": "scans",
         "model": "qwen2-vl-2b",
         "engine": "hf_vlm",
         "device": "cuda:0",
@@ -194,12 +214,12 @@ def test_set_active_model_exports_dtype_and_attention() -> None:
 def test_set_active_model_none_clears_the_info_but_keeps_the_position() -> None:
     """With no model loaded the info series disappears and the chain position still updates."""
     metrics = Metrics()
-    metrics.set_active_model(QWEN, 0)
+    metrics.set_active_model(QWEN, 0, inboxes=["scans"])
 
-    metrics.set_active_model(None, 2)
+    metrics.set_active_model(None, 2, inboxes=["scans"])
 
     assert active_model_series(metrics) == []
-    assert metrics.registry.get_sample_value("ocr_inbox_chain_position") == 2
+    assert metrics.registry.get_sample_value("ocr_inbox_chain_position", {"inbox": "scans"}) == 2
 
 
 def test_record_memory_sets_torch_and_nvml_gauges_per_device() -> None:

@@ -19,11 +19,11 @@ from harness import pages
 from tests.supervising.fakes import FakeClock, ScriptedWorkers
 
 
-def _settings(tmp_path: Path) -> Settings:
+def _settings(tmp_path: Path, **recovery: object) -> Settings:
     return Settings.model_validate(
         {
             "models": {name: {"engine": "faulty"} for name in ("plain", "vlm")},
-            "recovery": {"idle_fallback_seconds": 60},
+            "recovery": {"idle_fallback_seconds": 60, **recovery},
             "inboxes": {
                 "letters": {"path": str(tmp_path / "letters"), "chain": ["plain"]},
                 "photos": {"path": str(tmp_path / "photos"), "chain": ["vlm", "plain"]},
@@ -38,10 +38,13 @@ def _settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[tuple[Supervisor, ScriptedWorkers, FakeClock]]:
+def daemon(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Supervisor, ScriptedWorkers, FakeClock]]:
     workers, clock = ScriptedWorkers(), FakeClock()
+    recovery = getattr(request, "param", {})
     supervisor = Supervisor(
-        _settings(tmp_path),
+        _settings(tmp_path, **recovery),
         journal=SqliteJournal.open(None),
         metrics=Metrics(),
         watch=True,  # the loop is turned by hand: no watcher is started
@@ -145,3 +148,105 @@ def test_a_file_moves_down_its_own_chain_and_ends_with_it(
     sidecar = json.loads(Path(f"{board}.ocr.error.json").read_text())
     assert sidecar["inbox"] == "boards"
     assert json.loads(Path(f"{photo}.ocr.json").read_text())["model"]["name"] == "plain"
+
+
+def chain_position(supervisor: Supervisor, inbox: str) -> float | None:
+    registry = supervisor.metrics.registry
+    return registry.get_sample_value("ocr_inbox_chain_position", {"inbox": inbox})
+
+
+def serving(supervisor: Supervisor, inbox: str) -> list[str]:
+    """The model named by the inbox's active-model info series."""
+    return [
+        sample.labels["model"]
+        for family in supervisor.metrics.registry.collect()
+        if family.name == "ocr_inbox_active_model_info"
+        for sample in family.samples
+        if sample.labels["inbox"] == inbox
+    ]
+
+
+@pytest.mark.parametrize(
+    "daemon",
+    [{"max_fatal_failures": 2, "attempts_per_model": 5, "cooldown_seconds": 300}],
+    indirect=True,
+)
+def test_each_inboxs_chain_falls_back_on_its_own_and_comes_back_after_its_cooldown(
+    daemon: tuple[Supervisor, ScriptedWorkers, FakeClock], tmp_path: Path
+) -> None:
+    """The vlm dying K times moves photos to plain and holds the boards' files; letters flow on."""
+    supervisor, workers, clock = daemon
+    turn(supervisor)
+    plain, vlm = workers.latest("0"), workers.latest("fallback:vlm")
+    plain.load()
+    vlm.load()
+    turn(supervisor)
+    assert [chain_position(supervisor, name) for name in ("letters", "photos", "boards")] == [
+        0,
+        0,
+        0,
+    ]
+    assert (serving(supervisor, "photos"), serving(supervisor, "letters")) == (["vlm"], ["plain"])
+    photo = arrive(supervisor, tmp_path / "photos", "photo.png")
+    board = arrive(supervisor, tmp_path / "boards", "board.png")
+    for _ in range(2):  # K = 2 deaths of the vlm in the window
+        turn(supervisor)
+        vlm = workers.latest("fallback:vlm")
+        if vlm.state.value == "loading":
+            vlm.load()
+            turn(supervisor)
+        assert vlm.jobs()
+        vlm.die()
+        turn(supervisor)
+        clock.advance(5)  # past the restart backoff
+    turn(supervisor)
+    assert not supervisor.recovery.exhausted and not supervisor._finished()
+    assert chain_position(supervisor, "photos") == 1
+    assert chain_position(supervisor, "boards") == -1  # no model left: its files wait
+    assert chain_position(supervisor, "letters") == 0
+    assert serving(supervisor, "photos") == ["plain"] and serving(supervisor, "boards") == []
+    [photo_job] = plain.jobs()  # the photo moved to plain; the board waits, no vlm restarted
+    assert photo_job.path == str(photo)
+    assert workers.latest("fallback:vlm") is vlm
+    plain.finish(photo_job)
+    letter = arrive(supervisor, tmp_path / "letters", "letter.png")
+    turn(supervisor)
+    [letter_job] = plain.jobs()
+    plain.finish(letter_job)
+    turn(supervisor)
+    assert Path(f"{letter}.ocr.json").exists() and not Path(f"{board}.ocr.json").exists()
+    assert not Path(f"{board}.ocr.error.json").exists()  # not blamed on the file
+
+    clock.advance(300)  # the cool-down: both chains try the vlm again
+    turn(supervisor)
+    assert [chain_position(supervisor, name) for name in ("photos", "boards")] == [0, 0]
+    fresh = workers.latest("fallback:vlm")
+    assert fresh is not vlm
+    fresh.load()
+    turn(supervisor)
+    [board_job] = fresh.jobs()
+    assert board_job.path == str(board)
+    fresh.finish(board_job)
+    turn(supervisor)
+    assert json.loads(Path(f"{board}.ocr.json").read_text())["model"]["name"] == "vlm"
+    assert serving(supervisor, "boards") == ["vlm"]
+
+
+def test_a_resident_model_that_cannot_load_moves_its_chains_not_its_files_to_sidecars(
+    daemon: tuple[Supervisor, ScriptedWorkers, FakeClock], tmp_path: Path
+) -> None:
+    """The vlm failing to load: photos serve with plain, boards wait, and nothing gets a sidecar."""
+    supervisor, workers, _ = daemon
+    turn(supervisor)
+    plain, vlm = workers.latest("0"), workers.latest("fallback:vlm")
+    plain.load()
+    photo = arrive(supervisor, tmp_path / "photos", "photo.png")
+    board = arrive(supervisor, tmp_path / "boards", "board.png")
+    vlm.fail_to_load()
+    turn(supervisor)
+    turn(supervisor)
+    [job] = plain.jobs()
+    assert job.path == str(photo)
+    assert (chain_position(supervisor, "photos"), chain_position(supervisor, "boards")) == (1, -1)
+    assert not Path(f"{board}.ocr.error.json").exists()
+    assert supervisor.journal.get(FileKey("boards", "board.png")) is not None

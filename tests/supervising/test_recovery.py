@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 from daemon.observing.metrics import Metrics
 from daemon.protocol import Fault
 from daemon.settings import RecoverySettings
+from daemon.supervising.chains import DAEMONS
 from daemon.supervising.recovery import Decision, Quarantine, Recovery, Requeue
 from daemon.tasks import FileTask
 from tests.supervising.fakes import FakeClock
@@ -81,7 +82,9 @@ def test_k_fatal_failures_demote_the_model_and_the_file_waits_for_the_next() -> 
         clock.advance(10)
     with capture_logs() as logs:
         decision = policy.worker_lost("qwen", task("3.png", override="qwen"), "cuda_fatal", 1)
-    assert decision == Decision(Requeue(None), demoted="qwen")  # no trail entry, no override
+    assert decision == Decision(
+        Requeue(None), demoted="qwen", chains=(DAEMONS,)
+    )  # no trail entry, no override
     assert policy.active == "got"
     assert {"event": "chain.fallback", "from_model": "qwen", "to_model": "got"}.items() <= (
         next(entry for entry in logs if entry["event"] == "chain.fallback").items()
@@ -100,7 +103,9 @@ def test_failures_spread_wider_than_the_window_do_not_demote() -> None:
 def test_the_first_model_comes_back_after_the_cooldown() -> None:
     """Fail-back: after cooldown_seconds on a fallback the chain tries its first model again."""
     policy, clock = recovery(cooldown_seconds=600)
-    assert policy.load_failed("qwen", fault("load_error")) == Decision(demoted="qwen")
+    assert policy.load_failed("qwen", fault("load_error")) == Decision(
+        demoted="qwen", chains=(DAEMONS,)
+    )
     assert policy.active == "got"
     clock.advance(599)
     policy.maintain(stopping=False)
@@ -133,7 +138,7 @@ def test_a_model_dying_while_loading_counts_as_one_fatal_failure() -> None:
     load = fault("load_error")
     assert policy.died_loading("qwen", "crash", load) == Decision()
     assert policy.active == "qwen"
-    assert policy.died_loading("qwen", "crash", load) == Decision(demoted="qwen")
+    assert policy.died_loading("qwen", "crash", load) == Decision(demoted="qwen", chains=(DAEMONS,))
     assert policy.died_loading("rapid", "hang", load) == Decision(unloadable="rapid")
 
 
@@ -163,7 +168,7 @@ def test_an_unavailable_server_demotes_its_model_without_counting_the_file() -> 
     policy, _ = recovery()
     file = task()
     decision = policy.model_failed_file("qwen", file, fault("unavailable"))
-    assert decision == Decision(Requeue(None), demoted="qwen")
+    assert decision == Decision(Requeue(None), demoted="qwen", chains=(DAEMONS,))
     assert policy.active == "got" and policy.fallen_because == "qwen: unavailable"
     # The files it still had in flight fail the same way: they simply wait too.
     assert policy.model_failed_file("qwen", task("b.png"), fault("unavailable")) == Decision(

@@ -11,6 +11,7 @@ from daemon.devices import GpuLister
 from daemon.observing.metrics import Metrics
 from daemon.protocol import EXIT_CUDA_FATAL, Fault, JobFailed, Loaded
 from daemon.settings import Settings
+from daemon.supervising.chains import DAEMONS
 from daemon.supervising.file_queue import FileQueue
 from daemon.supervising.pool import WorkerPool
 from daemon.supervising.recovery import Decision, Recovery
@@ -173,7 +174,7 @@ def test_a_fatal_cuda_error_lets_the_worker_exit_and_counts_the_file() -> None:
 def test_a_worker_dying_while_loading_is_a_fatal_failure_of_its_model() -> None:
     """Died while loading, without a word: recovery counts it; K of them demote the model."""
     team = crew(recovery={"max_fatal_failures": 2})
-    for expected in (Decision(), Decision(demoted="first")):
+    for expected in (Decision(), Decision(demoted="first", chains=(DAEMONS,))):
         team.ensure()
         team.workers.latest("0").die()
         [end] = team.exits()
