@@ -2,7 +2,8 @@
 
 A backend implements `Journal` (daemon.journal.sqlite today, one file in the
 state folder; a PostgreSQL backend shared by several daemons later). In the
-daemon exactly one module writes through it: daemon.supervising.ledger.
+daemon exactly one module writes through it: daemon.supervising.ledger
+(with daemon.supervising.announcing, its room for outcomes and webhooks).
 
 A file is known by a FileKey: its inbox's name and its path relative to that
 inbox, never by an absolute path, which differs between hosts that mount one
@@ -18,9 +19,9 @@ describes and one of three states:
 
 Claims: a journal object speaks for one daemon (a node). Before it works on a
 file the node claims it; what happens to the file from then on (attempts,
-trail, the output hashes, done, failed) is written under that claim, and an
-output is renamed into place only after `fence` confirmed the claim is still
-held. A backend shared by several nodes makes the claim a lease (renewed by
+trail, the output hashes, done or failed with its webhook) is written under
+that claim, and an output is renamed into place only after `fence` confirmed
+the claim is still held. A backend shared by several nodes makes the claim a lease (renewed by
 the backend while held) and refuses a claim another node holds; a node that
 lost its lease gets ClaimLost at the next write and commits nothing. With one
 node (SQLite) a claim is granted for every pending row and only ever lost by
@@ -244,27 +245,55 @@ class Journal(Protocol):
         """Remember the hashes of the output set about to be renamed into place."""
         ...
 
-    def mark_done(self, key: FileKey, sha256: str, size: int, mtime_ns: int) -> None:
-        """Outputs written for this content; the claim ends."""
+    def mark_done(
+        self,
+        key: FileKey,
+        sha256: str,
+        size: int,
+        mtime_ns: int,
+        *,
+        webhook: WebhookEvent | None = None,
+        outbox_limit: int | None = None,
+    ) -> list[WebhookEvent]:
+        """Outputs written for this content; the claim ends.
+
+        `webhook` (the file's completion event) is stored in the outbox in the
+        same transaction and under the same claim check as the outcome: a node
+        without the claim raises ClaimLost and stores neither. An event with
+        the same key replaces the stored one and becomes the newest; when more
+        than `outbox_limit` (if given) are stored, the oldest are removed and
+        returned (the caller gives them up, logs and counts them). Without an
+        event: [].
+
+        A finish whose reply was lost (the connection broke after the commit)
+        is made again by a backend that retries, and counts as made: the row
+        is final, for this content, by this node.
+        """
         ...
 
-    def mark_failed(self, key: FileKey, sha256: str, size: int, mtime_ns: int, error: str) -> None:
-        """Error sidecar written (or our outputs say failed) for this content; the claim ends."""
+    def mark_failed(
+        self,
+        key: FileKey,
+        sha256: str,
+        size: int,
+        mtime_ns: int,
+        error: str,
+        *,
+        webhook: WebhookEvent | None = None,
+        outbox_limit: int | None = None,
+    ) -> list[WebhookEvent]:
+        """Error sidecar written (or our outputs say failed) for this content; the claim ends.
+
+        `webhook` and `outbox_limit` as for mark_done.
+        """
         ...
 
     # --- the webhook outbox (events for the receivers of completion webhooks) --
-    # Not claimed: a node queues the events of the files it finished and
-    # delivers only its own. A shared backend keeps each node's outbox apart
-    # (events of a node that never comes back are that node's to deliver).
-
-    def queue_webhook(self, event: WebhookEvent, limit: int) -> list[WebhookEvent]:
-        """Store an event until it is delivered, durably before returning.
-
-        An event with the same key replaces the stored one and becomes the
-        newest. When more than `limit` are stored, the oldest are removed and
-        returned (the caller logs and counts them).
-        """
-        ...
+    # Filled only by mark_done and mark_failed, atomically with the outcome and
+    # under the file's claim: only the node that finished a file reports it.
+    # A node delivers only its own events; a shared backend keeps each node's
+    # outbox apart (events of a node that never comes back are that node's to
+    # deliver, and `ocr-inbox status` shows them waiting).
 
     def webhooks(self) -> list[WebhookEvent]:
         """Every stored event, oldest first (read at start-up)."""

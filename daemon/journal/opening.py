@@ -42,7 +42,8 @@ def open_journal(state: StateSettings, *, patient: bool = True) -> Journal:
     """
     node = node_of(state)
     if not state.url:
-        from daemon.journal.sqlite import JournalError, SqliteJournal
+        from daemon.journal.sqlite import SqliteJournal
+        from daemon.journal.sqlite_schema import JournalError
 
         try:
             return SqliteJournal.open(state.dir, node)

@@ -13,8 +13,8 @@ anyway, so a caller that writes without claiming fails here as it would
 against a shared journal.
 
 A state folder written by an earlier release is migrated when opened
-(SCHEMA_VERSION 1 keyed rows by absolute path; 2 by inbox name and relative
-path; 3 added the webhook outbox, daemon.journal.sqlite_outbox). Only the
+(daemon.journal.sqlite_schema). A file's outcome and its completion webhook
+are stored in one transaction (daemon.journal.sqlite_outbox). Only the
 supervisor's main thread uses a journal (sqlite3 connections are not shared
 between threads); the watcher asks `is_final`, which reads an in-memory
 index guarded by a lock.
@@ -31,44 +31,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import structlog
-
-from daemon.journal.interface import Admission, ClaimLost, Entry, FileKey, LeaseReport, State
-from daemon.journal.sqlite_moves import MOVES_SCHEMA, SqliteMoves
-from daemon.journal.sqlite_outbox import OUTBOX_SCHEMA, SqliteOutbox
-
-log = structlog.get_logger(__name__)
-
-SCHEMA_VERSION = 3
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    inbox       TEXT NOT NULL,
-    relative    TEXT NOT NULL,
-    size        INTEGER NOT NULL,
-    mtime_ns    INTEGER NOT NULL,
-    sha256      TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    attempts    TEXT NOT NULL DEFAULT '{}',
-    trail       TEXT NOT NULL DEFAULT '[]',
-    error       TEXT,
-    md_sha256   TEXT,  -- the hashes of the output set last noted, space-separated
-    admitted_at REAL NOT NULL,
-    updated_at  REAL NOT NULL,
-    PRIMARY KEY (inbox, relative)
-);
-CREATE INDEX IF NOT EXISTS files_by_state ON files (state, admitted_at);
-"""
-SCHEMA += MOVES_SCHEMA.strip() + ";\n" + OUTBOX_SCHEMA.strip() + ";\n"
-
-_COLUMNS = (
-    "size, mtime_ns, sha256, state, attempts, trail, error, md_sha256, admitted_at, updated_at"
+from daemon.journal.interface import (
+    Admission,
+    ClaimLost,
+    Entry,
+    FileKey,
+    LeaseReport,
+    State,
+    WebhookEvent,
 )
+from daemon.journal.sqlite_moves import SqliteMoves
+from daemon.journal.sqlite_outbox import SqliteOutbox, store_webhook
+from daemon.journal.sqlite_schema import COLUMNS, prepare
+
 _WHERE_KEY = "WHERE inbox = ? AND relative = ?"
-
-
-class JournalError(Exception):
-    """The journal cannot be opened as it is (a newer release wrote it)."""
 
 
 class SqliteJournal(SqliteOutbox, SqliteMoves):
@@ -104,7 +80,7 @@ class SqliteJournal(SqliteOutbox, SqliteMoves):
             # check in the supervisor covers.
             connection.execute("PRAGMA synchronous=NORMAL")
         connection.row_factory = sqlite3.Row
-        _prepare(connection)
+        prepare(connection)
         return cls(connection, node)
 
     def close(self) -> None:
@@ -176,7 +152,7 @@ class SqliteJournal(SqliteOutbox, SqliteMoves):
             # New path, or new content at a known path: start afresh (the
             # attempts of old content say nothing about new content).
             db.execute(
-                f"INSERT OR REPLACE INTO files (inbox, relative, {_COLUMNS})"
+                f"INSERT OR REPLACE INTO files (inbox, relative, {COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?, '{}', '[]', NULL, ?, ?, ?)",
                 (
                     *_params(key),
@@ -248,11 +224,30 @@ class SqliteJournal(SqliteOutbox, SqliteMoves):
         # column's name is from when the Markdown was the only such output.)
         self._update(key, "md_sha256 = ?", " ".join(hashes))
 
-    def mark_done(self, key: FileKey, sha256: str, size: int, mtime_ns: int) -> None:
-        self._finish(key, State.DONE, sha256, size, mtime_ns, None)
+    def mark_done(
+        self,
+        key: FileKey,
+        sha256: str,
+        size: int,
+        mtime_ns: int,
+        *,
+        webhook: WebhookEvent | None = None,
+        outbox_limit: int | None = None,
+    ) -> list[WebhookEvent]:
+        return self._finish(key, State.DONE, sha256, size, mtime_ns, None, webhook, outbox_limit)
 
-    def mark_failed(self, key: FileKey, sha256: str, size: int, mtime_ns: int, error: str) -> None:
-        self._finish(key, State.FAILED, sha256, size, mtime_ns, error)
+    def mark_failed(
+        self,
+        key: FileKey,
+        sha256: str,
+        size: int,
+        mtime_ns: int,
+        error: str,
+        *,
+        webhook: WebhookEvent | None = None,
+        outbox_limit: int | None = None,
+    ) -> list[WebhookEvent]:
+        return self._finish(key, State.FAILED, sha256, size, mtime_ns, error, webhook, outbox_limit)
 
     def _update(self, key: FileKey, assignment: str, value: object) -> None:
         self.fence(key)
@@ -270,7 +265,10 @@ class SqliteJournal(SqliteOutbox, SqliteMoves):
         size: int,
         mtime_ns: int,
         error: str | None,
-    ) -> None:
+        webhook: WebhookEvent | None,
+        outbox_limit: int | None,
+    ) -> list[WebhookEvent]:
+        """The outcome and its completion event, in one transaction: both or neither."""
         self.fence(key)
         with self._transaction() as db:
             db.execute(
@@ -278,8 +276,10 @@ class SqliteJournal(SqliteOutbox, SqliteMoves):
                 f" updated_at = ? {_WHERE_KEY}",
                 (state.value, sha256, size, mtime_ns, error, time.time(), *_params(key)),
             )
+            dropped = [] if webhook is None else store_webhook(db, webhook, outbox_limit)
         self._claims.discard(key)
         self._set_final(key, size, mtime_ns)
+        return dropped
 
     # --- the in-memory index of final rows ----------------------------------
 
@@ -317,77 +317,3 @@ def _entry(row: sqlite3.Row) -> Entry:
         output_hashes=tuple((row["md_sha256"] or "").split()),
         admitted_at=row["admitted_at"],
     )
-
-
-# --- schema versions -----------------------------------------------------------
-
-
-def _prepare(db: sqlite3.Connection) -> None:
-    """Create the schema in a new journal, or bring an older one up to SCHEMA_VERSION."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise JournalError(
-            f"the journal is at schema version {version}, written by a newer ocr-inbox;"
-            f" this one reads up to {SCHEMA_VERSION}"
-        )
-    columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
-    if "path" in columns:  # version 1 (or a version-1 file whose version was never set)
-        _migrate_from_1(db)
-    # Version 2 lacks only the webhook outbox: the script's CREATE ... IF NOT
-    # EXISTS adds it, in the one transaction executescript runs it in.
-    db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-    if version == 2:
-        log.info("journal.migrated", from_version=2, to_version=SCHEMA_VERSION, rows=0)
-
-
-def _migrate_from_1(db: sqlite3.Connection) -> None:
-    """Version 1 keyed rows by absolute path, with the inbox's absolute path beside it.
-
-    Each row is re-keyed by the inbox's name and its path below the inbox, in
-    one transaction: a kill in the middle leaves version 1 whole. Two rows can
-    only meet on one key if two inboxes had the same name, which the settings
-    now refuse: the one updated last is kept (the other's outputs on disk
-    still keep its file from being done twice).
-    """
-    began = time.monotonic()
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        rows = db.execute("SELECT * FROM files ORDER BY updated_at").fetchall()
-        db.execute("ALTER TABLE files RENAME TO files_v1")
-        db.execute("DROP INDEX IF EXISTS files_by_state")
-        # Statement by statement: executescript() would commit the transaction first.
-        for statement in SCHEMA.strip().split(";"):
-            if statement.strip():
-                db.execute(statement)
-        for row in rows:
-            key = _key_from_1(row["path"], row["inbox"])
-            db.execute(
-                f"INSERT OR REPLACE INTO files (inbox, relative, {_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    *_params(key),
-                    *(row[column] for column in _COLUMNS.split(", ")),
-                ),
-            )
-        db.execute("DROP TABLE files_v1")
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    log.info(
-        "journal.migrated",
-        from_version=1,
-        to_version=SCHEMA_VERSION,
-        rows=len(rows),
-        seconds=round(time.monotonic() - began, 3),
-    )
-
-
-def _key_from_1(path: str, inbox: str) -> FileKey:
-    try:
-        return FileKey.of(Path(path), Path(inbox))
-    except ValueError:
-        # Not below its inbox (no release wrote such a row): keyed by its
-        # absolute path, as `once` keys files.
-        return FileKey.of(Path(path), Path("/"))

@@ -2,9 +2,10 @@
 
 A table beside `files` (schema version 3): one row per event, in the order
 queued. The sending thread never touches it; the supervisor's main loop
-stores an event when a file finishes, reads them all back at start, and
-removes one when the sending thread reports it delivered (so a restart at any
-point sends an event again at worst, never loses it).
+stores an event in the transaction that marks its file done or failed
+(`store_webhook`, called by SqliteJournal's finish), reads them all back at
+start, and removes one when the sending thread reports it delivered (so a
+restart at any point sends an event again at worst, never loses it).
 """
 
 from __future__ import annotations
@@ -34,28 +35,6 @@ class SqliteOutbox:
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
 
-    def queue_webhook(self, event: WebhookEvent, limit: int) -> list[WebhookEvent]:
-        with self._transaction() as db:
-            # REPLACE deletes the row with this key and inserts a new one with
-            # a new seq: the event becomes the newest.
-            db.execute(
-                "INSERT OR REPLACE INTO webhooks (key, url, body, queued_at) VALUES (?, ?, ?, ?)",
-                (event.key, event.url, event.body, event.queued_at),
-            )
-            excess = db.execute("SELECT COUNT(*) FROM webhooks").fetchone()[0] - limit
-            if excess <= 0:
-                return []
-            dropped = list(
-                _events(
-                    db.execute(
-                        "SELECT key, url, body, queued_at FROM webhooks ORDER BY seq LIMIT ?",
-                        (excess,),
-                    )
-                )
-            )
-            db.executemany("DELETE FROM webhooks WHERE key = ?", [(e.key,) for e in dropped])
-        return dropped
-
     def webhooks(self) -> list[WebhookEvent]:
         return list(
             _events(self._db.execute("SELECT key, url, body, queued_at FROM webhooks ORDER BY seq"))
@@ -64,6 +43,32 @@ class SqliteOutbox:
     def webhook_delivered(self, key: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM webhooks WHERE key = ?", (key,))
+
+
+def store_webhook(
+    db: sqlite3.Connection, event: WebhookEvent, limit: int | None
+) -> list[WebhookEvent]:
+    """Store `event` in the transaction open on `db`; remove and return the oldest beyond `limit`."""
+    # REPLACE deletes the row with this key and inserts a new one with a new
+    # seq: the event becomes the newest.
+    db.execute(
+        "INSERT OR REPLACE INTO webhooks (key, url, body, queued_at) VALUES (?, ?, ?, ?)",
+        (event.key, event.url, event.body, event.queued_at),
+    )
+    if limit is None:
+        return []
+    excess = db.execute("SELECT COUNT(*) FROM webhooks").fetchone()[0] - limit
+    if excess <= 0:
+        return []
+    dropped = list(
+        _events(
+            db.execute(
+                "SELECT key, url, body, queued_at FROM webhooks ORDER BY seq LIMIT ?", (excess,)
+            )
+        )
+    )
+    db.executemany("DELETE FROM webhooks WHERE key = ?", [(e.key,) for e in dropped])
+    return dropped
 
 
 def _events(cursor: sqlite3.Cursor) -> Iterator[WebhookEvent]:

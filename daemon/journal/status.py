@@ -13,15 +13,23 @@ Keys of the report (`--json` prints it as is):
 - `nodes`: every daemon that used the shared journal, with `node`, `host`,
   `pid`, `heartbeat_age_seconds`, `lease_seconds` and `stopped` (it closed
   cleanly); empty for SQLite.
+- `outbox`: completion webhooks stored and not yet delivered, per node that
+  has any: `node`, `waiting` (how many) and `oldest_age_seconds` (since the
+  oldest was stored, by the database's clock against the storing host's).
+  Each node delivers only its own, so a dead node's events wait here until it
+  comes back under its name. For SQLite one entry, named as the daemon of
+  these settings names itself; empty when nothing waits.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 from daemon.journal.interface import JournalUnusable
+from daemon.journal.opening import node_of
 from daemon.settings.sections import StateSettings
 
 RECENT_FAILURES = 20
@@ -34,10 +42,10 @@ class JournalAway(Exception):
 def read_status(state: StateSettings) -> dict[str, Any]:
     if state.url:
         return _postgres(state)
-    return _sqlite(state.dir)
+    return _sqlite(state.dir, node_of(state))
 
 
-def _sqlite(state_dir: Path) -> dict[str, Any]:
+def _sqlite(state_dir: Path, node: str) -> dict[str, Any]:
     from daemon.journal.sqlite import SqliteJournal
 
     path = state_dir / SqliteJournal.FILENAME
@@ -52,6 +60,7 @@ def _sqlite(state_dir: Path) -> dict[str, Any]:
             " ORDER BY updated_at DESC LIMIT ?",
             (RECENT_FAILURES,),
         ).fetchall()
+        outbox = _sqlite_outbox(db, node)
     except sqlite3.Error as error:
         raise JournalUnusable(f"{path}: {error}") from error
     finally:
@@ -63,7 +72,22 @@ def _sqlite(state_dir: Path) -> dict[str, Any]:
         "in_flight": [],
         "recent_failures": [{"inbox": i, "path": r, "error": e} for i, r, e in failures],
         "nodes": [],
+        "outbox": outbox,
     }
+
+
+def _sqlite_outbox(db: sqlite3.Connection, node: str) -> list[dict[str, Any]]:
+    """The one node's waiting webhooks (a journal older than the outbox has none)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'webhooks'").fetchone() is None:
+        return []
+    waiting, oldest = db.execute("SELECT COUNT(*), MIN(queued_at) FROM webhooks").fetchone()
+    if not waiting:
+        return []
+    return [_outbox_entry(node, waiting, time.time() - oldest)]
+
+
+def _outbox_entry(node: str, waiting: int, age: float) -> dict[str, Any]:
+    return {"node": node, "waiting": int(waiting), "oldest_age_seconds": round(float(age), 1)}
 
 
 def _postgres(state: StateSettings) -> dict[str, Any]:
@@ -94,6 +118,10 @@ def _postgres(state: StateSettings) -> dict[str, Any]:
             nodes = db.execute(
                 "SELECT node, host, pid, extract(epoch FROM clock_timestamp() - heartbeat_at),"
                 " lease_seconds, stopped_at IS NOT NULL FROM ocr_inbox_nodes ORDER BY node"
+            ).fetchall()
+            outbox = db.execute(
+                "SELECT node, COUNT(*), extract(epoch FROM clock_timestamp()) - MIN(queued_at)"
+                " FROM ocr_inbox_webhooks GROUP BY node ORDER BY node"
             ).fetchall()
     except psycopg.errors.UndefinedTable as error:
         raise JournalUnusable(f"{database.shown}: no ocr-inbox journal in this database") from error
@@ -126,6 +154,7 @@ def _postgres(state: StateSettings) -> dict[str, Any]:
             }
             for node, host, pid, age, lease, stopped in nodes
         ],
+        "outbox": [_outbox_entry(node, waiting, age) for node, waiting, age in outbox],
     }
 
 
@@ -147,4 +176,15 @@ def render(report: dict[str, Any]) -> str:
         )
     for item in report["recent_failures"]:
         lines.append(f"failed: {item['inbox']}:{item['path']}: {item['error']}")
+    nodes = {node["node"]: node for node in report["nodes"]}
+    for item in report["outbox"]:
+        node = nodes.get(item["node"])
+        gone = node is not None and (
+            node["stopped"] or node["heartbeat_age_seconds"] > node["lease_seconds"]
+        )
+        lines.append(
+            f"webhooks waiting on {item['node']}: {item['waiting']}"
+            f" (oldest stored {item['oldest_age_seconds']} s ago)"
+            + ("; that node is gone: they wait until it runs again under its name" if gone else "")
+        )
     return "\n".join(lines)

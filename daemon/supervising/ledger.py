@@ -11,7 +11,7 @@ records it and decides nothing about what happens next.
 Writes made for a claimed file raise ClaimLost when the daemon no longer
 holds the claim (a shared journal gave the file to another daemon); an output
 is renamed into place only after the journal confirmed the claim (fence).
-A finished file whose inbox has a webhook URL is announced before its outcome is marked.
+An outcome is marked with its webhook, in one transaction, by the announcer's `finish`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ class Ledger:
         self._keep_final = keep_final
         self._unwritten = UnwrittenSidecars()
         self.announcer = Announcer(journal, webhooks, webhook_url)
-        self.announce = self.announcer.announce
 
     # --- seeing a file --------------------------------------------------------
 
@@ -90,20 +89,18 @@ class Ledger:
         """Our outputs already record this content (the journal missed it): note that, if ours to note.
 
         `announce` when the journal had the file pending: a crash came after its
-        outputs, perhaps before its webhook was stored, so it is stored again
-        (same key; model and seconds are not known any more).
+        outputs, before its outcome and webhook were stored, so it is announced
+        now (same key; model and seconds are not known any more).
         """
-        key, sha256, size, mtime_ns = task.key, task.sha256, task.size, task.mtime_ns
+        key, sha256 = task.key, task.sha256
         if not self.journal.claim(key):
             return False
+        event = None
         if announce:
-            self.announce(
-                task.path, key, outcome, sha256, outputs_on_disk(task.outputs, outcome), None, None
-            )
-        if outcome == "done":
-            self.journal.mark_done(key, sha256, size, mtime_ns)
-        else:
-            self.journal.mark_failed(key, sha256, size, mtime_ns, "recorded in its error sidecar")
+            outputs = outputs_on_disk(task.outputs, outcome)
+            event = self.announcer.event(task.path, key, outcome, sha256, outputs, None, None)
+        note = "recorded in its error sidecar"
+        self.announcer.finish(key, outcome, sha256, task.size, task.mtime_ns, event, note)
         return True
 
     def skipped(self, task: FileTask, outcome: str) -> None:
@@ -194,8 +191,8 @@ class Ledger:
         total = self.clock() - task.admitted_at
         outputs = {format: paths.of(format) for format in ("json", *files)}
         path, outputs = where_they_end(task, outputs)
-        self.announce(path, key, "done", result.sha256, outputs, model, total)
-        self.journal.mark_done(key, result.sha256, size, mtime)
+        event = self.announcer.event(path, key, "done", result.sha256, outputs, model, total)
+        self.announcer.finish(key, "done", result.sha256, size, mtime, event)
         self.metrics.files.labels(inbox=task.inbox_name, outcome="done").inc()
         self.metrics.file_seconds.labels(outcome="done").observe(total)
         self.metrics.last_success.set(time.time())
@@ -245,8 +242,12 @@ class Ledger:
                 self._unwritten.hold(later, self.clock() + self.retry_seconds)
         total = self.clock() - task.admitted_at
         path, sidecar = where_they_end(task, outputs_on_disk(task.outputs, "failed"))
-        self.announce(path, key, "failed", sha, sidecar, model, total, payload["error"])
-        self.journal.mark_failed(key, sha, task.size, task.mtime_ns, fault.message[:1000])
+        event = self.announcer.event(
+            path, key, "failed", sha, sidecar, model, total, payload["error"]
+        )
+        self.announcer.finish(
+            key, "failed", sha, task.size, task.mtime_ns, event, fault.message[:1000]
+        )
         self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.metrics.file_seconds.labels(outcome="failed").observe(total)
         self.record_final(task.path, "failed")
@@ -297,8 +298,9 @@ class Ledger:
         )
         problem = {"kind": "output_in_the_way", "code": "output_in_the_way", "message": str(error)}
         seconds = self.clock() - task.admitted_at
-        self.announce(task.path, task.key, "failed", task.sha256, {}, None, seconds, problem)
-        self.journal.mark_failed(task.key, task.sha256, task.size, task.mtime_ns, str(error))
+        key, sha256 = task.key, task.sha256
+        event = self.announcer.event(task.path, key, "failed", sha256, {}, None, seconds, problem)
+        self.announcer.finish(key, "failed", sha256, task.size, task.mtime_ns, event, str(error))
         self.metrics.files.labels(inbox=task.inbox_name, outcome="failed").inc()
         self.record_final(task.path, "failed")
 

@@ -22,6 +22,7 @@ from daemon.outputs.writing import writer_tag
 from harness.driver import Daemon, outputs_of, read_json, start_daemon, wait_until
 from harness.drops import drop_png, faulty_settings
 from harness.postgres_cluster import Cluster
+from tests.support.webhook_receiver import WebhookReceiver
 
 LEASE_SECONDS = 3.0
 
@@ -32,15 +33,34 @@ def _start(
     url: str,
     node: str,
     page_seconds: float,
+    hook: str | None = None,
     lease_seconds: float = LEASE_SECONDS,
     **model: Any,
 ) -> Daemon:
     root.mkdir(parents=True, exist_ok=True)
     settings = faulty_settings(inbox, root / "state", page_seconds=page_seconds, **model)
+    if hook is not None:
+        settings.setdefault("outputs", {})["webhook_url"] = hook
     # As on a share: no inotify events, polling only.
     settings["watch"].update({"mode": "polling", "poll_interval_seconds": 0.3})
     settings["state"].update({"url": url, "node": node, "lease_seconds": lease_seconds})
     return start_daemon(root, settings, inbox=inbox)
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A webhook receiver answering 200, for every daemon of the fleet."""
+    server = WebhookReceiver()
+    server.listen()
+    yield server
+    server.close()
+
+
+def _keys_per_file(receiver: WebhookReceiver) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for request in receiver.received():
+        keys.setdefault(request.body["file"], []).append(request.body["idempotency_key"])
+    return keys
 
 
 @pytest.fixture
@@ -69,12 +89,14 @@ def _wait_all_done(daemons: list[Daemon], count: int, timeout: float = 120.0) ->
 
 
 def test_three_daemons_do_each_file_of_a_burst_exactly_once(
-    fleet: tuple[Path, str, list[Daemon]], tmp_path: Path
+    fleet: tuple[Path, str, list[Daemon]], tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
-    """Three daemons polling one inbox: one output pair and one file.done per file across their logs."""
+    """Three daemons polling one inbox: one output pair, one file.done and one webhook per file across them."""
     inbox, url, daemons = fleet
     for name in ("n1", "n2", "n3"):
-        daemons.append(_start(tmp_path / name, inbox, url, name, page_seconds=0.05))
+        daemons.append(
+            _start(tmp_path / name, inbox, url, name, page_seconds=0.05, hook=receiver.url())
+        )
     for daemon in daemons:
         daemon.wait_ready()
     files = [drop_png(inbox / f"scan-{n:02d}.png", seed=9000 + n) for n in range(24)]
@@ -89,6 +111,10 @@ def test_three_daemons_do_each_file_of_a_burst_exactly_once(
         nodes.add(read_json(outputs["json"])["node"])
     assert nodes <= {"n1", "n2", "n3"}
     assert not list(inbox.glob("*.error.json"))
+    receiver.wait_for(len(files))
+    keys = _keys_per_file(receiver)
+    assert sorted(keys) == sorted(str(path) for path in files)
+    assert all(len(sent) == 1 for sent in keys.values()), keys  # reported by one daemon, once
 
 
 def test_a_killed_daemons_files_are_taken_over(
@@ -197,18 +223,19 @@ def _snapshot(outputs: dict[str, Path]) -> dict[str, tuple[int, int, bytes]]:
 
 
 def test_a_frozen_daemon_resumed_after_a_takeover_writes_nothing(
-    fleet: tuple[Path, str, list[Daemon]], tmp_path: Path
+    fleet: tuple[Path, str, list[Daemon]], tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
-    """SIGSTOP past the lease, the file taken over and done, SIGCONT: the late daemon writes nothing."""
+    """SIGSTOP past the lease, the file taken over and done, SIGCONT: the late daemon writes and reports nothing."""
     inbox, url, daemons = fleet
-    frozen = _start(tmp_path / "frozen", inbox, url, "frozen", page_seconds=4.0)
+    hook = receiver.url()
+    frozen = _start(tmp_path / "frozen", inbox, url, "frozen", page_seconds=4.0, hook=hook)
     daemons.append(frozen)
     frozen.wait_ready()
     path = drop_png(inbox / "contested.png", seed=9200)
     frozen.wait_for("file.dispatched", file=str(path))
     _signal_tree(frozen, signal.SIGSTOP)  # mid-file: its worker is recognising the page
     try:
-        other = _start(tmp_path / "other", inbox, url, "other", page_seconds=0.05)
+        other = _start(tmp_path / "other", inbox, url, "other", page_seconds=0.05, hook=hook)
         daemons.append(other)
         other.wait_ready()
         [record] = other.wait_for("file.taken_over", timeout=60)
@@ -233,6 +260,8 @@ def test_a_frozen_daemon_resumed_after_a_takeover_writes_nothing(
     assert [r["file"] for r in other.find("file.done")] == [str(path)]
     assert not [p.name for p in inbox.iterdir() if p.name.endswith(TEMP_SUFFIX)]
     assert not list(inbox.glob("*.error.json"))
+    receiver.wait_for(1)
+    assert [len(sent) for sent in _keys_per_file(receiver).values()] == [1]  # other's only
 
 
 def _readiness(daemon: Daemon) -> tuple[int, str]:
@@ -245,13 +274,17 @@ def _readiness(daemon: Daemon) -> tuple[int, str]:
 
 
 def test_a_database_restart_in_a_backlog_loses_and_repeats_nothing(
-    own_cluster: Cluster, tmp_path: Path
+    own_cluster: Cluster, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
-    """PostgreSQL stopped mid-backlog past the lease, then started: not ready meanwhile, each file done once."""
+    """PostgreSQL stopped mid-backlog past the lease, then started: not ready meanwhile, each file done and reported once."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     url = own_cluster.new_database("restarted")
-    daemons = [_start(tmp_path / name, inbox, url, name, page_seconds=0.3) for name in ("n1", "n2")]
+    hook = receiver.url()
+    daemons = [
+        _start(tmp_path / name, inbox, url, name, page_seconds=0.3, hook=hook)
+        for name in ("n1", "n2")
+    ]
     try:
         for daemon in daemons:
             daemon.wait_ready()
@@ -279,6 +312,10 @@ def test_a_database_restart_in_a_backlog_loses_and_repeats_nothing(
         assert not [p.name for p in inbox.iterdir() if p.name.endswith(TEMP_SUFFIX)]
         assert first.find("journal.reconnected")
         assert _readiness(first)[0] == 200
+        receiver.wait_for(len(files))
+        keys = _keys_per_file(receiver)
+        assert sorted(keys) == sorted(str(path) for path in files)
+        assert all(len(sent) == 1 for sent in keys.values()), keys
     finally:
         for daemon in daemons:
             daemon.kill()

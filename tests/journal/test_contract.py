@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from daemon.journal.interface import Admission, ClaimLost, FileKey, State, WebhookEvent
+from daemon.journal.interface import Admission, ClaimLost, FileKey, Journal, State, WebhookEvent
 from daemon.journal.sqlite import SqliteJournal
 from tests.journal.conftest import OpenJournal
 
@@ -176,13 +176,22 @@ def _event(key: str, body: str = "{}") -> WebhookEvent:
     return WebhookEvent(key=key, url="http://127.0.0.1:9/hook", body=body, queued_at=1.5)
 
 
+def _finish_with(journal: Journal, key: str, event: WebhookEvent, limit: int) -> list[WebhookEvent]:
+    """Admit, claim and finish the file named `key` (done again if it was), storing `event` with it."""
+    file = FileKey("scans", f"{key}.png")
+    if journal.admit(file, 1, 1, SHA_A) is Admission.UNCHANGED:
+        journal.reopen(file)
+    assert journal.claim(file)
+    return journal.mark_done(file, SHA_A, 1, 1, webhook=event, outbox_limit=limit)
+
+
 def test_webhook_outbox_keeps_order_replaces_bounds_and_survives(open_node: OpenJournal) -> None:
-    """Events come back oldest first after a reopen; a key queued again is the newest; the oldest drop."""
+    """Events come back oldest first after a reopen; a key stored again is the newest; the oldest drop."""
     journal = open_node("a")
     for key in ("k1", "k2", "k3"):
-        assert journal.queue_webhook(_event(key), limit=3) == []
-    journal.queue_webhook(_event("k1", body="again"), limit=3)
-    dropped = journal.queue_webhook(_event("k4"), limit=3)
+        assert _finish_with(journal, key, _event(key), limit=3) == []
+    _finish_with(journal, "k1", _event("k1", body="again"), limit=3)
+    dropped = _finish_with(journal, "k4", _event("k4"), limit=3)
     assert [event.key for event in dropped] == ["k2"]
     journal.webhook_delivered("k3")
     journal.webhook_delivered("unknown")
@@ -190,6 +199,40 @@ def test_webhook_outbox_keeps_order_replaces_bounds_and_survives(open_node: Open
     again = open_node("a")
     assert [(e.key, e.body) for e in again.webhooks()] == [("k1", "again"), ("k4", "{}")]
     assert again.webhooks()[0].queued_at == 1.5
+
+
+def test_a_finish_stores_its_webhook_with_the_outcome(open_node: OpenJournal) -> None:
+    """mark_done and mark_failed with an event store the outcome and the event together; without one, none."""
+    journal = open_node("a")
+    for key in (A, B):
+        journal.admit(key, 1, 1, SHA_A)
+        assert journal.claim(key)
+    assert journal.mark_done(A, SHA_A, 1, 1, webhook=_event("done-a"), outbox_limit=10) == []
+    assert (
+        journal.mark_failed(B, SHA_A, 1, 1, "bad", webhook=_event("failed-b"), outbox_limit=10)
+        == []
+    )
+    assert [e.key for e in journal.webhooks()] == ["done-a", "failed-b"]
+    assert [journal.get(key).state for key in (A, B)] == [State.DONE, State.FAILED]  # type: ignore[union-attr]
+    journal.admit(A, 2, 2, SHA_B)
+    assert journal.claim(A)
+    assert journal.mark_done(A, SHA_B, 2, 2) == []  # no event: the outbox is left as it was
+    assert len(journal.webhooks()) == 2
+
+
+def test_a_finish_without_the_claim_stores_no_webhook(open_node: OpenJournal) -> None:
+    """A node that let the claim go gets ClaimLost from mark_done/mark_failed and stores no event."""
+    journal = open_node("a")
+    journal.admit(A, 1, 1, SHA_A)
+    assert journal.claim(A)
+    journal.release(A)
+    with pytest.raises(ClaimLost):
+        journal.mark_done(A, SHA_A, 1, 1, webhook=_event("k1"), outbox_limit=10)
+    with pytest.raises(ClaimLost):
+        journal.mark_failed(A, SHA_A, 1, 1, "bad", webhook=_event("k1"), outbox_limit=10)
+    assert journal.webhooks() == []
+    entry = journal.get(A)
+    assert entry is not None and entry.state is State.PENDING
 
 
 def test_a_move_noted_is_read_back_until_finished(open_node: OpenJournal) -> None:

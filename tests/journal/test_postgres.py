@@ -10,12 +10,21 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
-from daemon.journal.interface import Admission, ClaimLost, FileKey, JournalUnusable
+from daemon.journal.interface import (
+    Admission,
+    ClaimLost,
+    FileKey,
+    JournalUnusable,
+    State,
+    WebhookEvent,
+)
 from daemon.journal.opening import default_node, open_journal
 from daemon.journal.postgres.connection import redact
 from daemon.journal.postgres.journal import PostgresJournal
 from daemon.settings.sections import StateSettings
+from harness.pg_proxy import LossyProxy
 from harness.postgres_cluster import ROLE_PASSWORD, Cluster
 
 SHA = "a" * 64
@@ -90,6 +99,78 @@ def test_a_silent_node_is_taken_over_and_then_fenced_out(nodes: dict[str, Postgr
     b.mark_done(A, SHA, 1, 1)
     entry = b.get(A)
     assert entry is not None and entry.state.value == "done"
+
+
+def test_a_node_taken_over_stores_no_webhook_and_the_new_holder_reports_once(
+    nodes: dict[str, PostgresJournal],
+) -> None:
+    """The outcome's claim check covers its webhook: the late node stores none; the one that took over does."""
+    a, b = nodes["a"], nodes["b"]
+    a.admit(A, 1, 1, SHA)
+    assert a.claim(A)
+    a.heartbeat.stop()  # frozen: a still believes it holds the claim
+    _wait_until(lambda: A in b.takeable())
+    assert b.claim(A)
+    event = WebhookEvent(key="k", url="http://127.0.0.1:9/hook", body="{}", queued_at=1.0)
+    assert a.memory.holds(A)  # so the refusal comes from the check in the transaction
+    with pytest.raises(ClaimLost):
+        a.mark_done(A, SHA, 1, 1, webhook=event, outbox_limit=10)
+    assert a.webhooks() == [] and a.leases().lost == 1
+    entry = b.get(A)
+    assert entry is not None and entry.state is State.PENDING  # a's finish left no trace
+    assert b.mark_done(A, SHA, 1, 1, webhook=event, outbox_limit=10) == []
+    assert b.webhooks() == [event] and a.webhooks() == []
+
+
+def test_a_finish_whose_reply_was_lost_counts_as_made(pg_url: str, tmp_path: Path) -> None:
+    """The COMMIT lands, the link breaks before its answer: mark_done returns, the file is done, one event."""
+    proxy = LossyProxy(pg_url)
+    state = StateSettings(dir=tmp_path, url=proxy.url, node="a", lease_seconds=30)
+    journal = open_journal(state)
+    try:
+        journal.admit(A, 1, 1, SHA)
+        assert journal.claim(A)
+        event = WebhookEvent(key="k", url="http://127.0.0.1:9/hook", body="{}", queued_at=1.0)
+        proxy.lose_reply_after(b"finished_by")  # the finishing UPDATE, then its COMMIT
+        with capture_logs() as logs:
+            assert journal.mark_done(A, SHA, 1, 1, webhook=event, outbox_limit=10) == []
+        assert proxy.replies_lost == 1  # the fault did happen
+        events = [record["event"] for record in logs]
+        assert "journal.unreachable" in events and "journal.finish_confirmed" in events
+        entry = journal.get(A)
+        assert entry is not None and entry.state is State.DONE
+        assert journal.webhooks() == [event]
+        report = journal.leases()
+        assert (report.claims_held, report.lost) == (0, 0)  # not counted as a lost claim
+        assert journal.is_final(A, 1, 1)
+    finally:
+        journal.close()
+        proxy.stop()
+
+
+def test_a_journal_without_finished_by_gains_it_and_keeps_its_rows(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A journal made before finished_by existed gains the column on open, rows kept; a reopened row has none."""
+    state = StateSettings(dir=tmp_path, url=pg_url, node="a", lease_seconds=30)
+    journal = open_journal(state)
+    journal.admit(A, 1, 1, SHA)
+    journal.close()
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("ALTER TABLE ocr_inbox_files DROP COLUMN finished_by")
+    journal = open_journal(state)
+    try:
+        assert journal.claim(A)
+        journal.mark_done(A, SHA, 1, 1)
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            row = db.execute("SELECT state, finished_by FROM ocr_inbox_files").fetchone()
+        assert row == ("done", "a")
+        journal.reopen(A)  # pending again: nobody's finish
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            row = db.execute("SELECT state, finished_by FROM ocr_inbox_files").fetchone()
+        assert row == ("pending", None)
+    finally:
+        journal.close()
 
 
 def test_a_lost_lease_the_heartbeat_noticed_first_still_counts_as_lost(

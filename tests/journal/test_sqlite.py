@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from daemon.journal.interface import Admission, FileKey, State
-from daemon.journal.sqlite import SCHEMA_VERSION, JournalError, SqliteJournal
+from daemon.journal.sqlite import SqliteJournal
+from daemon.journal.sqlite_schema import SCHEMA_VERSION, JournalError
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-from daemon.journal.interface import FileKey
-from daemon.journal.opening import open_journal
+from daemon.journal.interface import FileKey, WebhookEvent
+from daemon.journal.opening import default_node, open_journal
 from daemon.journal.sqlite import SqliteJournal
 from daemon.settings.sections import StateSettings
 from harness.driver import run_cli
 from harness.postgres_cluster import ROLE_PASSWORD
 
 A, B = FileKey("scans", "a.png"), FileKey("scans", "b.png")
+HOOK = "http://127.0.0.1:9/hook"
 
 
 def test_status_of_a_sqlite_journal(tmp_path: Path) -> None:
@@ -21,7 +23,8 @@ def test_status_of_a_sqlite_journal(tmp_path: Path) -> None:
     journal.admit(A, 1, 1, "a" * 64)
     journal.admit(B, 1, 1, "b" * 64)
     journal.claim(B)
-    journal.mark_failed(B, "b" * 64, 1, 1, "poison page")
+    stored = WebhookEvent(key="k", url=HOOK, body="{}", queued_at=time.time() - 100)
+    journal.mark_failed(B, "b" * 64, 1, 1, "poison page", webhook=stored)
     journal.close()
     result = run_cli("status", "--json", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -31,6 +34,9 @@ def test_status_of_a_sqlite_journal(tmp_path: Path) -> None:
     assert report["recent_failures"] == [
         {"inbox": "scans", "path": "b.png", "error": "poison page"}
     ]
+    [waiting] = report["outbox"]
+    assert (waiting["node"], waiting["waiting"]) == (default_node(tmp_path / "state"), 1)
+    assert 100 <= waiting["oldest_age_seconds"] < 400  # stored 100 s before the test's "now"
     missing = run_cli("status", "--state-dir", str(tmp_path / "nothing"), cwd=tmp_path)
     assert missing.returncode == 2 and "no journal" in missing.stderr
 
@@ -65,3 +71,26 @@ def test_status_with_the_database_away_exits_1(tmp_path: Path) -> None:
     result = run_cli("status", "--config", str(config), cwd=tmp_path, timeout=60)
     assert result.returncode == 1
     assert "unreachable" in result.stderr and "secret" not in result.stderr
+
+
+def test_status_shows_each_nodes_waiting_webhooks(tmp_path: Path, pg_url: str) -> None:
+    """The outbox per node: a stopped node's undelivered events are shown, and said to wait for it."""
+    for node, key in (("gpu1", A), ("gpu2", B)):
+        journal = open_journal(StateSettings(dir=tmp_path, url=pg_url, node=node))
+        journal.admit(key, 1, 1, "a" * 64)
+        assert journal.claim(key)
+        for name in ("k1", "k2") if node == "gpu2" else ("k1",):
+            event = WebhookEvent(key=f"{node}-{name}", url=HOOK, body="{}", queued_at=1.0)
+            journal.mark_done(key, "a" * 64, 1, 1, webhook=event, outbox_limit=10)
+            journal.reopen(key)
+            assert journal.claim(key)
+        journal.close()  # both stopped; their events were never delivered
+    config = tmp_path / "settings.toml"
+    config.write_text(f'[state]\nurl = "{pg_url}"\n')
+    result = run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
+    text = run_cli("status", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    outbox = json.loads(result.stdout)["outbox"]
+    assert [(item["node"], item["waiting"]) for item in outbox] == [("gpu1", 1), ("gpu2", 2)]
+    assert all(item["oldest_age_seconds"] > 1e6 for item in outbox)  # stored at Unix time 1.0
+    assert "webhooks waiting on gpu2: 2" in text.stdout and "that node is gone" in text.stdout

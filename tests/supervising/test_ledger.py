@@ -122,7 +122,7 @@ def test_done_without_the_claim_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_only_the_ledger_writes_the_journal() -> None:
-    """No module of daemon/ but the ledger (and its outbox room, announcing) calls a journal method that changes state."""
+    """No module of daemon/ but the ledger (and its outcome and webhook room, announcing) calls a journal method that changes state."""
     writes = {
         name
         for name, member in vars(Journal).items()

@@ -1,4 +1,4 @@
-"""The ledger's completion webhooks: each finish stored in the outbox before its outcome, then handed to the sender."""
+"""The ledger's completion webhooks: each stored with its outcome in one journal call, then handed to the sender."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.journal.interface import WebhookEvent
+import pytest
+
+from daemon.journal.interface import ClaimLost, FileKey, WebhookEvent
 from daemon.journal.sqlite import SqliteJournal
 from daemon.observing.metrics import Metrics
 from daemon.protocol import Fault
@@ -23,21 +25,21 @@ URL = "http://127.0.0.1:9/hook"
 
 
 class RecordingJournal(SqliteJournal):
-    """The real journal, noting the order of the calls that matter here."""
+    """The real journal, noting its outcome calls and the event each carried."""
 
-    calls: list[str]
+    calls: list[tuple[str, str | None]]
 
-    def queue_webhook(self, event: WebhookEvent, limit: int) -> list[WebhookEvent]:
-        self.calls.append("queue_webhook")
-        return super().queue_webhook(event, limit)
+    def mark_done(self, *args: Any, **kwargs: Any) -> list[WebhookEvent]:
+        self.calls.append(("mark_done", _key_of(kwargs.get("webhook"))))
+        return super().mark_done(*args, **kwargs)
 
-    def mark_done(self, *args: Any) -> None:
-        self.calls.append("mark_done")
-        super().mark_done(*args)
+    def mark_failed(self, *args: Any, **kwargs: Any) -> list[WebhookEvent]:
+        self.calls.append(("mark_failed", _key_of(kwargs.get("webhook"))))
+        return super().mark_failed(*args, **kwargs)
 
-    def mark_failed(self, *args: Any) -> None:
-        self.calls.append("mark_failed")
-        super().mark_failed(*args)
+
+def _key_of(event: WebhookEvent | None) -> str | None:
+    return None if event is None else event.key
 
 
 def make(
@@ -57,16 +59,16 @@ def stored(ledger: Ledger) -> list[dict[str, Any]]:
     return [json.loads(event.body) for event in ledger.journal.webhooks()]
 
 
-def test_a_done_file_is_stored_in_the_outbox_before_it_is_marked_done(tmp_path: Path) -> None:
-    """done(): the event (outputs, model, key) is durable before the outcome, and waits in the sender."""
+def test_a_done_file_is_stored_in_the_outbox_with_its_outcome(tmp_path: Path) -> None:
+    """done(): the event (outputs, model, key) is stored by mark_done itself, and waits in the sender."""
     ledger, sender = make()
     task = admitted(ledger, tmp_path / "scan.png")
     result = result_of(task.path, "rapid")
 
     assert ledger.done(task, result, "rapid") is None
 
-    assert ledger.journal.calls == ["queue_webhook", "mark_done"]  # type: ignore[attr-defined]
     (body,) = stored(ledger)
+    assert ledger.journal.calls == [("mark_done", body["idempotency_key"])]  # type: ignore[attr-defined]
     assert (body["outcome"], body["model"], body["sha256"]) == ("done", "rapid", result.sha256)
     assert body["outputs"] == {
         "json": f"{task.path}.ocr.json",
@@ -78,14 +80,14 @@ def test_a_done_file_is_stored_in_the_outbox_before_it_is_marked_done(tmp_path: 
 
 
 def test_a_failed_file_announces_its_sidecar_and_error(tmp_path: Path) -> None:
-    """failed(): the event names the error sidecar and carries the error, before the outcome is marked."""
+    """failed(): the event names the error sidecar and carries the error, stored by mark_failed itself."""
     ledger, _ = make()
     task = admitted(ledger, tmp_path / "bad.png")
 
     ledger.failed(task, Fault(kind="bad_input", message="corrupt"), None, "rapid", "cannot read")
 
-    assert ledger.journal.calls == ["queue_webhook", "mark_failed"]  # type: ignore[attr-defined]
     (body,) = stored(ledger)
+    assert ledger.journal.calls == [("mark_failed", body["idempotency_key"])]  # type: ignore[attr-defined]
     assert body["outcome"] == "failed"
     assert body["outputs"] == {"error": f"{task.path}.ocr.error.json"}
     assert (body["error"]["kind"], body["error"]["message"]) == ("bad_input", "corrupt")
@@ -136,12 +138,30 @@ def test_events_left_by_a_previous_run_are_resumed(tmp_path: Path) -> None:
     """At start the outbox's events go to the sender, oldest first, without counting them as new."""
     journal = SqliteJournal.open(tmp_path)
     for key in ("k1", "k2"):
-        journal.queue_webhook(WebhookEvent(key, URL, "{}", 1.0), 100)
+        file = FileKey("scans", f"{key}.png")
+        journal.admit(file, 1, 1, "a" * 64)
+        journal.claim(file)
+        journal.mark_done(file, "a" * 64, 1, 1, webhook=WebhookEvent(key, URL, "{}", 1.0))
     ledger, sender = make(journal=journal)
 
     ledger.announcer.resume()
 
     assert sender.depth() == 2
+    assert ledger.metrics.webhooks_queued._value.get() == 0
+
+
+def test_a_finish_after_the_claim_was_lost_stores_and_sends_nothing(tmp_path: Path) -> None:
+    """done() and failed() without the claim: ClaimLost, no event in the outbox, none for the sender."""
+    ledger, sender = make()
+    task = admitted(ledger, tmp_path / "scan.png")
+    ledger.let_go(task)  # as when a shared journal gave the file to another daemon
+
+    with pytest.raises(ClaimLost):
+        ledger.done(task, result_of(task.path, "m"), "m")
+    with pytest.raises(ClaimLost):
+        ledger.failed(task, Fault(kind="bad_input", message="corrupt"), None, "m", "cannot read")
+
+    assert ledger.journal.webhooks() == [] and sender.depth() == 0
     assert ledger.metrics.webhooks_queued._value.get() == 0
 
 

@@ -7,13 +7,16 @@ whose lease ran out (a takeover: its holder died, froze or was cut off).
 Every write made under a claim checks, in the same statement, that this node
 still holds a live lease, and raises ClaimLost otherwise; `fence` is that
 check (renewing the lease) just before an output is renamed into place. The
-heartbeat (daemon.journal.postgres.heartbeat) renews the leases of the
-claims this node holds, from its own thread and connection.
+outcome and its webhook are one transaction under the same check
+(daemon.journal.postgres.finishing). The heartbeat
+(daemon.journal.postgres.heartbeat) renews the leases of the claims this
+node holds, from its own thread and connection.
 
 All methods but is_final, problem and leases run on the supervisor's main
 thread, over one connection. When the connection breaks (the server
 restarted, the network went) the call waits, reconnects with backoff and is
-made again: the daemon keeps its place and loses nothing.
+made again: the daemon keeps its place and loses nothing (a finish whose
+COMMIT landed before the break counts as made).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from daemon.journal.postgres.connection import (
     Database,
     is_connection_error,
 )
+from daemon.journal.postgres.finishing import PostgresFinishing
 from daemon.journal.postgres.heartbeat import Heartbeat
 from daemon.journal.postgres.memory import NodeMemory
 from daemon.journal.postgres.outbox import PostgresNodeTables
@@ -56,7 +60,7 @@ _ENTRY_COLUMNS = (
 )
 
 
-class PostgresJournal(PostgresNodeTables):
+class PostgresJournal(PostgresFinishing, PostgresNodeTables):
     """One node's view of the shared journal. Open with PostgresJournal.open(...)."""
 
     def __init__(self, database: Database, node: str, lease_seconds: float) -> None:
@@ -210,7 +214,7 @@ class PostgresJournal(PostgresNodeTables):
                     " ON CONFLICT (inbox, relative) DO UPDATE SET size = EXCLUDED.size,"
                     " mtime_ns = EXCLUDED.mtime_ns, sha256 = EXCLUDED.sha256, state = EXCLUDED.state,"
                     " attempts = '{}', trail = '[]', error = NULL, claim_node = NULL,"
-                    " lease_until = NULL, admitted_at = EXCLUDED.admitted_at,"
+                    " lease_until = NULL, finished_by = NULL, admitted_at = EXCLUDED.admitted_at,"
                     " updated_at = clock_timestamp()"
                     " WHERE ocr_inbox_files.sha256 <> EXCLUDED.sha256 RETURNING 1",
                     (*_params(key), size, mtime_ns, sha256, State.PENDING.value),
@@ -237,7 +241,8 @@ class PostgresJournal(PostgresNodeTables):
         self._run(
             lambda db: db.execute(
                 "UPDATE ocr_inbox_files SET state = %s, attempts = '{}', trail = '[]',"
-                f" error = NULL, updated_at = clock_timestamp() WHERE {_KEY} AND state <> %s",
+                " error = NULL, finished_by = NULL, updated_at = clock_timestamp()"
+                f" WHERE {_KEY} AND state <> %s",
                 (State.PENDING.value, *_params(key), State.PENDING.value),
             )
         )
@@ -319,28 +324,6 @@ class PostgresJournal(PostgresNodeTables):
     def note_outputs(self, key: FileKey, hashes: list[str]) -> None:
         self._write(key, "output_hashes = %s", " ".join(hashes))
 
-    def mark_done(self, key: FileKey, sha256: str, size: int, mtime_ns: int) -> None:
-        self._finish(key, State.DONE, sha256, size, mtime_ns, None)
-
-    def mark_failed(self, key: FileKey, sha256: str, size: int, mtime_ns: int, error: str) -> None:
-        self._finish(key, State.FAILED, sha256, size, mtime_ns, error)
-
-    def _finish(
-        self, key: FileKey, state: State, sha256: str, size: int, mtime_ns: int, error: str | None
-    ) -> None:
-        self._write(
-            key,
-            "state = %s, sha256 = %s, size = %s, mtime_ns = %s, error = %s,"
-            " claim_node = NULL, lease_until = NULL",
-            state.value,
-            sha256,
-            size,
-            mtime_ns,
-            error,
-        )
-        self.memory.let_go(key)
-        self.memory.set_final(key, size, mtime_ns)
-
     def _write(
         self,
         key: FileKey,
@@ -350,10 +333,7 @@ class PostgresJournal(PostgresNodeTables):
         returning_params: tuple[object, ...] = (),
     ) -> tuple[Any, ...]:
         """One update of a row this node holds, in one statement with the check; ClaimLost if not held."""
-        if not self.memory.holds(key):
-            if self.memory.take_expired(key):  # the heartbeat saw the lease gone
-                self._lost_claim(key)
-            raise ClaimLost(key)
+        self._must_hold(key)
         row = self._run(
             lambda db: db.execute(
                 f"UPDATE ocr_inbox_files SET {assignment}, updated_at = clock_timestamp()"
@@ -365,6 +345,13 @@ class PostgresJournal(PostgresNodeTables):
             self._lost_claim(key)
             raise ClaimLost(key)
         return tuple(row)
+
+    def _must_hold(self, key: FileKey) -> None:
+        """ClaimLost at once for a claim this node let go of, or whose lease the heartbeat saw gone."""
+        if not self.memory.holds(key):
+            if self.memory.take_expired(key):
+                self._lost_claim(key)
+            raise ClaimLost(key)
 
     def _lost_claim(self, key: FileKey) -> None:
         self.memory.let_go(key)

@@ -1,11 +1,12 @@
 """The shared journal's per-node tables: the webhook outbox, the moves in progress, the nodes gone.
 
 Both belong to the node that wrote them (a `node` column): a node reads back
-only its own at start. A finished file's webhook and an input half moved into
-its archive are this node's promise, kept by this node when it restarts under
-its name (the default name, host and state folder, is the same after a
-restart). A node that never comes back leaves its rows here; `ocr-inbox
-status` does not show them yet.
+only its own at start. A finished file's webhook (stored with the file's
+outcome, under its claim: daemon.journal.postgres.finishing) and an input
+half moved into its archive are this node's promise, kept by this node when
+it restarts under its name (the default name, host and state folder, is the
+same after a restart). A node that never comes back leaves its rows here;
+`ocr-inbox status` shows its webhooks waiting.
 
 The nodes table says which other nodes are gone (closed, or silent past
 their lease): their temp files are leftovers that this node may remove.
@@ -81,29 +82,6 @@ class PostgresNodeTables:
 
     # --- the webhook outbox ----------------------------------------------------------
 
-    def queue_webhook(self, event: WebhookEvent, limit: int) -> list[WebhookEvent]:
-        def queue(db: Connection) -> list[WebhookEvent]:
-            with db.transaction():
-                # Deleted and inserted again: the same event becomes the newest.
-                db.execute(
-                    "DELETE FROM ocr_inbox_webhooks WHERE node = %s AND key = %s",
-                    (self.node, event.key),
-                )
-                db.execute(
-                    "INSERT INTO ocr_inbox_webhooks (node, key, url, body, queued_at)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    (self.node, event.key, event.url, event.body, event.queued_at),
-                )
-                rows = db.execute(
-                    "DELETE FROM ocr_inbox_webhooks WHERE seq IN ("
-                    " SELECT seq FROM ocr_inbox_webhooks WHERE node = %s ORDER BY seq DESC"
-                    " OFFSET %s) RETURNING key, url, body, queued_at, seq",
-                    (self.node, limit),
-                ).fetchall()
-            return [_event(row) for row in sorted(rows, key=lambda row: row[4])]
-
-        return self._run(queue)
-
     def webhooks(self) -> list[WebhookEvent]:
         rows = self._run(
             lambda db: db.execute(
@@ -152,6 +130,28 @@ class PostgresNodeTables:
         self._run(finish)
         self.memory.let_go(key)
         self.memory.drop_final(key)
+
+
+def store_webhook(
+    db: Connection, node: str, event: WebhookEvent, limit: int | None
+) -> list[WebhookEvent]:
+    """Store `node`'s `event` in the transaction open on `db`; remove and return its oldest beyond `limit`."""
+    # Deleted and inserted again: the same event becomes the newest.
+    db.execute("DELETE FROM ocr_inbox_webhooks WHERE node = %s AND key = %s", (node, event.key))
+    db.execute(
+        "INSERT INTO ocr_inbox_webhooks (node, key, url, body, queued_at)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (node, event.key, event.url, event.body, event.queued_at),
+    )
+    if limit is None:
+        return []
+    rows = db.execute(
+        "DELETE FROM ocr_inbox_webhooks WHERE seq IN ("
+        " SELECT seq FROM ocr_inbox_webhooks WHERE node = %s ORDER BY seq DESC"
+        " OFFSET %s) RETURNING key, url, body, queued_at, seq",
+        (node, limit),
+    ).fetchall()
+    return [_event(row) for row in sorted(rows, key=lambda row: row[4])]
 
 
 def _event(row: tuple[Any, ...]) -> WebhookEvent:

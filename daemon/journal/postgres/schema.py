@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS ocr_inbox_files (
     updated_at    TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
     claim_node    TEXT,           -- the node holding the claim, or NULL
     lease_until   TIMESTAMPTZ,    -- when its lease runs out (database time)
+    finished_by   TEXT,           -- the node that made the row final (NULL while pending)
     PRIMARY KEY (inbox, relative)
 );
 CREATE INDEX IF NOT EXISTS ocr_inbox_files_by_state ON ocr_inbox_files (state, admitted_at);
@@ -57,8 +58,11 @@ CREATE TABLE IF NOT EXISTS ocr_inbox_nodes (
 """
     + OUTBOX_SCHEMA
 )
-# Version 1 gained the outbox and moves tables without a new number: they are
-# created where missing, and a daemon that does not know them ignores them.
+# Version 1 gained the outbox and moves tables, and the files' finished_by
+# column, without a new number: they are added where missing, and a daemon
+# that does not know them ignores them (so daemons of both releases can share
+# a journal during an upgrade).
+_ADDED_COLUMNS = {"ocr_inbox_files": {"finished_by": "TEXT"}}
 
 
 def prepare(connection: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -66,6 +70,7 @@ def prepare(connection: psycopg.Connection[tuple[object, ...]]) -> None:
     with connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         connection.execute(SCHEMA)
+        _add_missing_columns(connection)
         row = connection.execute(
             "SELECT value FROM ocr_inbox_meta WHERE key = 'schema_version'"
         ).fetchone()
@@ -78,3 +83,23 @@ def prepare(connection: psycopg.Connection[tuple[object, ...]]) -> None:
                 f"the journal is at schema version {row[0]}, written by a newer ocr-inbox;"
                 f" this one reads up to {SCHEMA_VERSION}"
             )
+
+
+def _add_missing_columns(connection: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Add the columns a journal made by an earlier release lacks.
+
+    Looked up first: ALTER TABLE locks the table against every other node
+    even when IF NOT EXISTS finds nothing to do.
+    """
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {
+            str(row[0])
+            for row in connection.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = %s",
+                (table,),
+            ).fetchall()
+        }
+        for column, kind in columns.items():
+            if column not in present:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
