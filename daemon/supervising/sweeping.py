@@ -46,6 +46,7 @@ class TempSweeper:
         self.shared = shared
         self.writer = writer_tag(journal.node)
         self._swept: dict[str, float] = {}  # departed nodes swept, and since when they are gone
+        metrics.stale_temp_removed.labels(node=journal.node)  # scraped as 0 before any removal
 
     def at_start(self) -> None:
         """Remove our own leftovers and (shared journal) those of the nodes known gone."""
