@@ -41,10 +41,13 @@ run: $(BASE_STAMP)
 # windows, deadlines and child processes rather than on the CPU, so three
 # workers take half the time of one even on two cores (5.5 against 11.5
 # minutes here). PYTEST_WORKERS=0 runs them in this process, one by one.
+# Files are handed out in collection order, which tests/conftest.py makes
+# longest first (xdist's own reordering, most tests first, left the longest
+# files, which have few tests, for the end).
 PYTEST_WORKERS ?= 3
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon harness tests bench scripts

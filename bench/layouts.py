@@ -295,12 +295,16 @@ def quick(design: Design) -> Design:
     return replace(design, regions=tuple(regions))
 
 
-def build(folder: Path, *, quick_run: bool = False) -> list[pageset.Sample]:
-    """Write one PNG per layout into `folder`; one Sample each, in KINDS order."""
+def build(
+    folder: Path, *, quick_run: bool = False, kinds: Sequence[str] = KINDS
+) -> list[pageset.Sample]:
+    """Write one PNG per layout of `kinds` into `folder`; one Sample each, in KINDS order."""
     folder.mkdir(parents=True, exist_ok=True)
     size = (A4[0], 1100) if quick_run else A4
     samples = []
     for number, kind in enumerate(KINDS, start=1):
+        if kind not in kinds:
+            continue
         design = DESIGNS[kind.split(",")[0]] if kind in SCANS else DESIGNS[kind]
         page = render(quick(design) if quick_run else design, seed=number, size=size)
         image = SCANS[kind](page.image) if kind in SCANS else page.image

@@ -167,6 +167,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# A quick run checks the harness on a few of each set: a plain page, a turned
+# one, a PDF; a layout with a figure and a skewed one. Every kind through both
+# engines took 60-130 s of the test suite on two cores.
+QUICK_PAGE_KINDS = ("clean 12 pt", "rotated 90 degrees", "multi-page PDF")
+QUICK_LAYOUTS = ("figure between column blocks", "two columns, skewed 4 degrees")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     executable, setup = ensure_tesseract(install=not args.no_install)
@@ -177,9 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = args.keep or Path(scratch)
         sets: dict[str, list[pageset.Sample]] = {}
         if args.only in (None, "pages"):
-            sets["page type"] = pageset.build(folder / "pages", sizes)
+            kinds = QUICK_PAGE_KINDS if args.quick else pageset.KINDS
+            sets["page type"] = pageset.build(folder / "pages", sizes, kinds)
         if args.only in (None, "layouts"):
-            sets["layout"] = layouts.build(folder / "layouts", quick_run=args.quick)
+            shapes = QUICK_LAYOUTS if args.quick else layouts.KINDS
+            sets["layout"] = layouts.build(folder / "layouts", quick_run=args.quick, kinds=shapes)
         samples = [sample for group in sets.values() for sample in group]
         page_sets = {sample.path: page_images(sample.path, limits) for sample in samples}
 
@@ -261,7 +270,8 @@ def render(
         f"against Tesseract's ({args.jobs} / s/page, as it reads {args.jobs} pages at once); "
         "in the last row, pages over the set's wall time for each engine. "
         + (
-            "QUICK RUN (a few lines per page): checks the harness, not the engines."
+            "QUICK RUN (a few lines per page, a few page types and layouts): checks the"
+            " harness, not the engines."
             if args.quick
             else ""
         ),

@@ -33,6 +33,34 @@ PG_RUN_ENV = "PYTEST_OCR_INBOX_PG_RUN"
 _made_here: list[Path] = []
 
 
+# The test files that take longest (serial seconds in a full run on the 2-core
+# machine, from --durations), run first. With --no-loadscope-reorder (the
+# Makefile) xdist hands files to its workers in collection order; its default
+# order (most tests first) left these long files of few tests for the end,
+# where one kept a worker busy while the others had finished. Longest first
+# keeps the workers evenly busy to the end.
+LONGEST_FIRST = (
+    "tests/bench/test_parts.py",  # about 370 s
+    "tests/e2e/test_vlm.py",  # about 300 s
+    "tests/e2e/test_hostile_many_files.py",  # 110-175 s
+    "tests/scripts/test_gpu_check.py",  # about 100 s
+    "tests/packaging/test_base_install.py",  # about 90 s
+    "tests/scripts/test_gpu_wheelhouse.py",  # about 80 s
+    "tests/e2e/test_lifecycle.py",
+    "tests/e2e/test_chaos.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the longest test files first, each file's tests in their own order."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file, and of the others, stays
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput") and PG_RUN_ENV not in os.environ:
         run_dir = Path(tempfile.mkdtemp(prefix="ocr-inbox-pg-run-"))
