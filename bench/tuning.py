@@ -31,7 +31,7 @@ from typing import Any
 from bench import pageset, report
 from bench.engine import page_images, rapid_engine, recognise
 from bench.live import drop, running, settings_for
-from bench.versus_tesseract import Score, score, total
+from bench.versus_tesseract import QUICK_PAGE_KINDS, Score, score, total
 from daemon.settings import LimitsSettings, RapidModel
 from harness.driver import record_time
 
@@ -140,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         configs = configs[:1]
     sizes = pageset.Sizes.quick() if args.quick else pageset.Sizes()
     with tempfile.TemporaryDirectory(prefix="ocr-bench-tuning-") as scratch:
-        samples = pageset.build(Path(scratch), sizes)
+        # A quick run checks the harness on the (d) part's quick page types.
+        kinds = QUICK_PAGE_KINDS if args.quick else pageset.KINDS
+        samples = pageset.build(Path(scratch), sizes, kinds)
         small_print = pageset.build_small_print(
             Path(scratch), 3 if args.quick else 30, quick=args.quick
         )
